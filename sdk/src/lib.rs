@@ -1,0 +1,2 @@
+//! mindora-sdk: enqueue RQ-compatible jobs from Rust.
+pub mod wire;

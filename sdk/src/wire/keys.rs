@@ -1,0 +1,119 @@
+//! Redis key names used by rq. rq's prefix is fixed (`rq:`), so isolation between
+//! deployments is by Redis database, exactly as with Python rq.
+
+/// Set of all queue keys (`rq:queues`), read by `rq info` and `Queue.all()`.
+pub const QUEUES: &str = "rq:queues";
+/// Set of all live worker keys (`rq:workers`), read by `Worker.all()`.
+pub const WORKERS: &str = "rq:workers";
+/// Key whose existence suspends all rq workers (`rq suspend`).
+pub const SUSPENDED: &str = "rq:suspended";
+
+/// The list a queue's job ids wait in.
+pub fn queue(name: &str) -> String {
+    format!("rq:queue:{name}")
+}
+/// The queue name back from a `rq:queue:<name>` key.
+pub fn queue_name_from_key(key: &str) -> Option<&str> {
+    key.strip_prefix("rq:queue:")
+}
+/// Where rq's single-queue dequeue parks a job id between pop and start.
+pub fn intermediate(queue_name: &str) -> String {
+    format!("rq:queue:{queue_name}:intermediate")
+}
+/// The job's hash.
+pub fn job(id: &str) -> String {
+    format!("rq:job:{id}")
+}
+/// Set of the job's dependents (jobs waiting on it).
+pub fn dependents(id: &str) -> String {
+    format!("rq:job:{id}:dependents")
+}
+/// Set of the job's dependencies. The double colon is rq's own spelling and must be kept.
+pub fn dependencies(id: &str) -> String {
+    format!("rq:job::{id}:dependencies")
+}
+/// Stream of the job's results (`rq.results.Result`).
+pub fn results(id: &str) -> String {
+    format!("rq:results:{id}")
+}
+/// Started registry (rq 2.x calls it "wip"): members are `<job_id>:<execution_id>`,
+/// scored by the time the execution is considered abandoned.
+pub fn started(queue_name: &str) -> String {
+    format!("rq:wip:{queue_name}")
+}
+/// Finished registry, scored by expiry.
+pub fn finished(queue_name: &str) -> String {
+    format!("rq:finished:{queue_name}")
+}
+/// Failed registry (the dead-letter registry), scored by expiry.
+pub fn failed(queue_name: &str) -> String {
+    format!("rq:failed:{queue_name}")
+}
+/// Scheduled registry, scored by the epoch second the job becomes due.
+pub fn scheduled(queue_name: &str) -> String {
+    format!("rq:scheduled:{queue_name}")
+}
+/// Deferred registry: jobs waiting for their dependencies.
+pub fn deferred(queue_name: &str) -> String {
+    format!("rq:deferred:{queue_name}")
+}
+/// Canceled registry.
+pub fn canceled(queue_name: &str) -> String {
+    format!("rq:canceled:{queue_name}")
+}
+/// Scheduler lock per queue, as rq's `RQScheduler` takes it, so Python schedulers and ours
+/// never move the same queue's jobs at once.
+pub fn scheduler_lock(queue_name: &str) -> String {
+    format!("rq:scheduler-lock:{queue_name}")
+}
+/// One execution (one attempt) of a job.
+pub fn execution(job_id: &str, execution_id: &str) -> String {
+    format!("rq:execution:{job_id}:{execution_id}")
+}
+/// Sorted set of a job's live executions.
+pub fn executions(job_id: &str) -> String {
+    format!("rq:executions:{job_id}")
+}
+/// The member a started registry holds for one execution.
+pub fn execution_composite(job_id: &str, execution_id: &str) -> String {
+    format!("{job_id}:{execution_id}")
+}
+/// The job id back from a started-registry member (`<job_id>:<execution_id>`); job ids may
+/// themselves contain colons, execution ids never do.
+pub fn job_id_from_composite(member: &str) -> &str {
+    member.rsplit_once(':').map_or(member, |(job, _)| job)
+}
+/// A worker's hash.
+pub fn worker(name: &str) -> String {
+    format!("rq:worker:{name}")
+}
+/// Set of worker keys listening on a queue.
+pub fn workers_by_queue(queue_name: &str) -> String {
+    format!("rq:workers:{queue_name}")
+}
+/// rq 3.0's set of a worker's live executions.
+pub fn worker_executions(name: &str) -> String {
+    format!("rq:worker:{name}:executions")
+}
+/// Pub/sub channel on which `rq.command.send_command` reaches one worker.
+pub fn worker_pubsub(name: &str) -> String {
+    format!("rq:pubsub:{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_ids_split_on_last_colon() {
+        assert_eq!(job_id_from_composite("a:b:c0ffee"), "a:b");
+        assert_eq!(job_id_from_composite("plain"), "plain");
+        assert_eq!(execution_composite("j", "e"), "j:e");
+    }
+
+    #[test]
+    fn dependency_key_keeps_rq_double_colon() {
+        assert_eq!(dependencies("x"), "rq:job::x:dependencies");
+        assert_eq!(queue_name_from_key(&queue("q")), Some("q"));
+    }
+}

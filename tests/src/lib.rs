@@ -1,0 +1,1 @@
+//! Test support: shared helpers for the interop suites.

@@ -1,0 +1,1 @@
+//! mindora-worker library.
