@@ -1,0 +1,145 @@
+//! Configuration of the pipelines, shaped for `#[command(flatten)]` in the worker's CLI.
+//!
+//! Every service is optional: the worker must start even when pipelines are not configured, and
+//! a job that needs a missing service fails with a message naming the variable to set.
+
+use clap::Args;
+
+/// All pipeline settings. Each field is a `--flag` and an `MINDORA_*` environment variable.
+#[derive(Args, Debug, Clone)]
+pub struct PipelineConfig {
+    /// PostgreSQL URL for the record stage and stage intermediates (one schema per app).
+    #[arg(long, env = "MINDORA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Maximum PostgreSQL connections held by this worker process.
+    #[arg(long, env = "MINDORA_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+
+    /// S3/MinIO endpoint URL; unset means AWS's own endpoint for the region.
+    #[arg(long, env = "MINDORA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (MinIO accepts any).
+    #[arg(long, env = "MINDORA_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// S3 access key id.
+    #[arg(long, env = "MINDORA_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+    /// S3 secret access key.
+    #[arg(long, env = "MINDORA_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most self-hosted S3.
+    #[arg(long, env = "MINDORA_S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_force_path_style: bool,
+    /// Largest object a job will download, in bytes (default 512 MiB).
+    #[arg(long, env = "MINDORA_MAX_OBJECT_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_object_bytes: u64,
+
+    /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM), including `/v1`.
+    #[arg(long, env = "MINDORA_EMBED_BASE_URL")]
+    pub embed_base_url: Option<String>,
+    /// API key for the OpenAI-compatible API (Ollama/vLLM accept any).
+    #[arg(long, env = "MINDORA_EMBED_API_KEY", hide_env_values = true)]
+    pub embed_api_key: Option<String>,
+    /// Embedding model name.
+    #[arg(
+        long,
+        env = "MINDORA_EMBED_MODEL",
+        default_value = "text-embedding-3-small"
+    )]
+    pub embed_model: String,
+    /// Vector size the model returns (768 and 1536 are both common); also the Qdrant vector size.
+    #[arg(long, env = "MINDORA_EMBED_DIMENSIONS", default_value_t = 1536)]
+    pub embed_dimensions: u32,
+    /// Send `dimensions` in embedding requests (OpenAI text-embedding-3 honours it; some servers reject it).
+    #[arg(long, env = "MINDORA_EMBED_SEND_DIMENSIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub embed_send_dimensions: bool,
+    /// Texts per embeddings request.
+    #[arg(long, env = "MINDORA_EMBED_BATCH_SIZE", default_value_t = 64)]
+    pub embed_batch_size: usize,
+    /// Embedding requests in flight at once in this process, across all jobs.
+    #[arg(long, env = "MINDORA_EMBED_CONCURRENCY", default_value_t = 4)]
+    pub embed_concurrency: usize,
+    /// Extra attempts of a failed embeddings batch after the client's own 429/5xx retries.
+    #[arg(long, env = "MINDORA_EMBED_RETRIES", default_value_t = 3)]
+    pub embed_retries: u32,
+    /// Chat model for the analyze stage (summary and keywords); the stage runs only when set.
+    #[arg(long, env = "MINDORA_CHAT_MODEL")]
+    pub chat_model: Option<String>,
+
+    /// Elasticsearch URL; the full-text index stage is skipped when unset.
+    #[arg(long, env = "MINDORA_ELASTICSEARCH_URL")]
+    pub elasticsearch_url: Option<String>,
+    /// Elasticsearch basic-auth user.
+    #[arg(long, env = "MINDORA_ELASTICSEARCH_USERNAME")]
+    pub elasticsearch_username: Option<String>,
+    /// Elasticsearch basic-auth password.
+    #[arg(long, env = "MINDORA_ELASTICSEARCH_PASSWORD", hide_env_values = true)]
+    pub elasticsearch_password: Option<String>,
+
+    /// Qdrant gRPC URL (port 6334); the vector index stage is skipped when unset.
+    #[arg(long, env = "MINDORA_QDRANT_URL")]
+    pub qdrant_url: Option<String>,
+    /// Qdrant API key.
+    #[arg(long, env = "MINDORA_QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+
+    /// RabbitMQ URL for notifications.
+    #[arg(long, env = "MINDORA_AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// RabbitMQ queue that receives user notifications.
+    #[arg(
+        long,
+        env = "MINDORA_NOTIFY_QUEUE",
+        default_value = "user_notifications"
+    )]
+    pub notify_queue: String,
+    /// Redis URL for per-app pub/sub notifications (channel `mindora:{app}:notifications`).
+    #[arg(long, env = "MINDORA_NOTIFY_REDIS_URL")]
+    pub notify_redis_url: Option<String>,
+
+    /// Target chunk size in characters.
+    #[arg(long, env = "MINDORA_CHUNK_SIZE", default_value_t = 1200)]
+    pub chunk_size: usize,
+    /// Characters of overlap between consecutive chunks.
+    #[arg(long, env = "MINDORA_CHUNK_OVERLAP", default_value_t = 200)]
+    pub chunk_overlap: usize,
+
+    /// Apps whose schemas are migrated at start-up (comma separated).
+    #[arg(long, env = "MINDORA_APPS", value_delimiter = ',')]
+    pub apps: Vec<String>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            database_url: None,
+            database_max_connections: 8,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key: None,
+            s3_secret_key: None,
+            s3_force_path_style: true,
+            max_object_bytes: 512 * 1024 * 1024,
+            embed_base_url: None,
+            embed_api_key: None,
+            embed_model: "text-embedding-3-small".into(),
+            embed_dimensions: 1536,
+            embed_send_dimensions: false,
+            embed_batch_size: 64,
+            embed_concurrency: 4,
+            embed_retries: 3,
+            chat_model: None,
+            elasticsearch_url: None,
+            elasticsearch_username: None,
+            elasticsearch_password: None,
+            qdrant_url: None,
+            qdrant_api_key: None,
+            amqp_url: None,
+            notify_queue: "user_notifications".into(),
+            notify_redis_url: None,
+            chunk_size: 1200,
+            chunk_overlap: 200,
+            apps: Vec::new(),
+        }
+    }
+}

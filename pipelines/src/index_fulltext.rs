@@ -1,0 +1,343 @@
+//! Full-text index stage: Elasticsearch, one index per app and month, created from a template
+//! whose analyzer bigrams CJK text (so Chinese/Japanese/Korean words are searchable without a
+//! plugin).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::Url;
+use elasticsearch::indices::IndicesPutIndexTemplateParts;
+use elasticsearch::params::Conflicts;
+use elasticsearch::{BulkOperation, BulkParts, DeleteByQueryParts, Elasticsearch};
+use serde_json::{json, Value};
+
+use crate::config::PipelineConfig;
+use crate::error::PipelineError;
+use crate::model::{App, Chunk, ChunkMeta};
+
+/// What an index stage did.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct IndexReport {
+    /// Chunks written.
+    pub indexed: usize,
+    /// Stale chunks of earlier runs removed.
+    pub removed: u64,
+    /// Index or collection written to.
+    pub target: String,
+}
+
+/// Full-text index of chunks.
+#[async_trait]
+pub trait FulltextIndex: Send + Sync {
+    /// Writes `chunks` of one document, then removes that document's chunks from earlier runs.
+    async fn index(
+        &self,
+        app: &App,
+        meta: &ChunkMeta,
+        chunks: &[Chunk],
+    ) -> Result<IndexReport, PipelineError>;
+}
+
+const SERVICE: &str = "Elasticsearch";
+/// Chunks per bulk request: keeps requests well under the default 100 MB limit.
+const BULK_BATCH: usize = 500;
+/// Re-sends of items Elasticsearch rejected with 429 (queue full).
+const BULK_RETRIES: u32 = 3;
+
+/// [`FulltextIndex`] on Elasticsearch through the official client.
+pub struct ElasticIndex {
+    client: Elasticsearch,
+    templates: Mutex<HashSet<String>>,
+}
+
+impl ElasticIndex {
+    /// Builds the client; no request is made until the first document.
+    pub fn from_config(config: &PipelineConfig) -> Result<Self, PipelineError> {
+        let Some(url) = &config.elasticsearch_url else {
+            return Err(PipelineError::NotConfigured {
+                what: SERVICE,
+                var: "MINDORA_ELASTICSEARCH_URL",
+            });
+        };
+        let url = Url::parse(url).map_err(|e| {
+            PipelineError::Config(format!(
+                "MINDORA_ELASTICSEARCH_URL {url:?} is not a URL: {e}"
+            ))
+        })?;
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(std::time::Duration::from_secs(60));
+        if let Some(user) = &config.elasticsearch_username {
+            builder = builder.auth(Credentials::Basic(
+                user.clone(),
+                config.elasticsearch_password.clone().unwrap_or_default(),
+            ));
+        }
+        let transport = builder
+            .build()
+            .map_err(|e| PipelineError::Config(format!("Elasticsearch client: {e}")))?;
+        Ok(ElasticIndex {
+            client: Elasticsearch::new(transport),
+            templates: Mutex::new(HashSet::new()),
+        })
+    }
+}
+
+/// The index template of an app: CJK-aware analyzer and explicit mappings.
+pub fn index_template(app: &App) -> Value {
+    json!({
+        "index_patterns": [app.es_index_pattern()],
+        "priority": 200,
+        "template": {
+            "settings": {
+                "number_of_shards": 1,
+                "analysis": {
+                    "analyzer": {
+                        "mindora_text": {
+                            "type": "custom",
+                            "tokenizer": "standard",
+                            "filter": ["cjk_width", "lowercase", "cjk_bigram"]
+                        }
+                    }
+                }
+            },
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "document_id": {"type": "keyword"},
+                    "chunk_id": {"type": "keyword"},
+                    "chunk_index": {"type": "integer"},
+                    "app": {"type": "keyword"},
+                    "bucket": {"type": "keyword"},
+                    "key": {"type": "keyword"},
+                    "file_name": {"type": "keyword"},
+                    "kind": {"type": "keyword"},
+                    "pages": {"type": "integer"},
+                    "user_id": {"type": "keyword"},
+                    "run_id": {"type": "keyword"},
+                    "text": {"type": "text", "analyzer": "mindora_text"},
+                    "char_start": {"type": "integer"},
+                    "char_end": {"type": "integer"},
+                    "metadata": {"type": "flattened"},
+                    "indexed_at": {"type": "date"}
+                }
+            }
+        },
+        "_meta": {"managed_by": "mindora-pipelines"}
+    })
+}
+
+/// The source document of one chunk.
+pub fn chunk_source(meta: &ChunkMeta, chunk: &Chunk, now: &str) -> Value {
+    let d = &meta.document;
+    json!({
+        "document_id": d.document_id.to_string(),
+        "chunk_id": chunk.id.to_string(),
+        "chunk_index": chunk.index,
+        "app": d.app,
+        "bucket": d.bucket,
+        "key": d.key,
+        "file_name": d.file_name(),
+        "kind": meta.kind,
+        "pages": meta.pages,
+        "user_id": d.user_id,
+        "run_id": meta.run_id.to_string(),
+        "text": chunk.text,
+        "char_start": chunk.char_start,
+        "char_end": chunk.char_end,
+        "metadata": meta.metadata,
+        "indexed_at": now,
+    })
+}
+
+fn transport_error(what: &str, e: elasticsearch::Error) -> PipelineError {
+    let status = e.status_code().map(|s| s.as_u16());
+    PipelineError::Service {
+        service: SERVICE,
+        message: format!("{what}: {e}"),
+        retryable: status.is_none_or(|s| s == 429 || s >= 500),
+    }
+}
+
+async fn checked(
+    what: &str,
+    resp: elasticsearch::http::response::Response,
+) -> Result<Value, PipelineError> {
+    let status = resp.status_code().as_u16();
+    let body: Value = resp.json().await.map_err(|e| transport_error(what, e))?;
+    if status >= 300 {
+        let reason = body["error"]["reason"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        return Err(PipelineError::Service {
+            service: SERVICE,
+            message: format!("{what}: HTTP {status}: {reason}"),
+            retryable: status == 429 || status >= 500,
+        });
+    }
+    Ok(body)
+}
+
+impl ElasticIndex {
+    async fn ensure_template(&self, app: &App) -> Result<(), PipelineError> {
+        let name = app.es_template();
+        if self
+            .templates
+            .lock()
+            .map(|t| t.contains(&name))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let resp = self
+            .client
+            .indices()
+            .put_index_template(IndicesPutIndexTemplateParts::Name(&name))
+            .body(index_template(app))
+            .send()
+            .await
+            .map_err(|e| transport_error("put index template", e))?;
+        checked(&format!("put index template {name}"), resp).await?;
+        if let Ok(mut t) = self.templates.lock() {
+            t.insert(name);
+        }
+        Ok(())
+    }
+
+    /// Sends one bulk request; returns positions (into `batch`) of items to retry (429) and the
+    /// permanent failures as messages.
+    async fn bulk(
+        &self,
+        index: &str,
+        meta: &ChunkMeta,
+        batch: &[&Chunk],
+        now: &str,
+    ) -> Result<(Vec<usize>, Vec<String>), PipelineError> {
+        let ops: Vec<BulkOperation<Value>> = batch
+            .iter()
+            .map(|c| {
+                BulkOperation::index(chunk_source(meta, c, now))
+                    .id(c.id.to_string())
+                    .into()
+            })
+            .collect();
+        let resp = self
+            .client
+            .bulk(BulkParts::Index(index))
+            .body(ops)
+            .send()
+            .await
+            .map_err(|e| transport_error("bulk", e))?;
+        let body = checked(&format!("bulk into {index}"), resp).await?;
+        let mut retry = Vec::new();
+        let mut failed = Vec::new();
+        if body["errors"].as_bool().unwrap_or(false) {
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            if items.len() != batch.len() {
+                return Err(PipelineError::transient(
+                    SERVICE,
+                    format!(
+                        "bulk into {index}: sent {} items, {} answered",
+                        batch.len(),
+                        items.len()
+                    ),
+                ));
+            }
+            for (pos, item) in items.iter().enumerate() {
+                let result = item
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let status = result["status"].as_u64().unwrap_or(0);
+                if result.get("error").is_none() && (200..300).contains(&status) {
+                    continue;
+                }
+                if status == 429 || status >= 500 {
+                    retry.push(pos);
+                } else {
+                    failed.push(format!(
+                        "chunk {}: {}: {}",
+                        batch[pos].index,
+                        result["error"]["type"].as_str().unwrap_or("error"),
+                        result["error"]["reason"].as_str().unwrap_or("rejected")
+                    ));
+                }
+            }
+        }
+        Ok((retry, failed))
+    }
+}
+
+#[async_trait]
+impl FulltextIndex for ElasticIndex {
+    async fn index(
+        &self,
+        app: &App,
+        meta: &ChunkMeta,
+        chunks: &[Chunk],
+    ) -> Result<IndexReport, PipelineError> {
+        self.ensure_template(app).await?;
+        let at = chrono::Utc::now();
+        let index = app.es_index(at);
+        let now = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let file = meta.document.file_name().to_string();
+        for batch in chunks.chunks(BULK_BATCH) {
+            let mut pending: Vec<&Chunk> = batch.iter().collect();
+            let mut attempt = 0;
+            loop {
+                let (retry, failed) = self.bulk(&index, meta, &pending, &now).await?;
+                if !failed.is_empty() {
+                    return Err(PipelineError::permanent(
+                        SERVICE,
+                        format!(
+                            "{file}: {} of {} chunks rejected by index {index}; first: {}",
+                            failed.len(),
+                            chunks.len(),
+                            failed[0]
+                        ),
+                    ));
+                }
+                if retry.is_empty() {
+                    break;
+                }
+                attempt += 1;
+                if attempt > BULK_RETRIES {
+                    return Err(PipelineError::transient(
+                        SERVICE,
+                        format!("{file}: {} chunks still rejected with 429/5xx after {BULK_RETRIES} retries", retry.len()),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                pending = retry.into_iter().map(|i| pending[i]).collect();
+            }
+        }
+        // Replace: drop this document's chunks written by any other run (other months included).
+        let pattern = app.es_index_pattern();
+        let resp = self
+            .client
+            .delete_by_query(DeleteByQueryParts::Index(&[&pattern]))
+            .conflicts(Conflicts::Proceed)
+            .allow_no_indices(true)
+            .ignore_unavailable(true)
+            .refresh(true)
+            .body(json!({
+                "query": {"bool": {
+                    "filter": [{"term": {"document_id": meta.document.document_id.to_string()}}],
+                    "must_not": [{"term": {"run_id": meta.run_id.to_string()}}]
+                }}
+            }))
+            .send()
+            .await
+            .map_err(|e| transport_error("delete stale chunks", e))?;
+        let body = checked(&format!("delete stale chunks of {file}"), resp).await?;
+        Ok(IndexReport {
+            indexed: chunks.len(),
+            removed: body["deleted"].as_u64().unwrap_or(0),
+            target: index,
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! Vector index stage: Qdrant, one collection per app, over gRPC with qdrant-client.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
+use qdrant_client::qdrant::{
+    Condition, CreateCollectionBuilder, DeletePointsBuilder, Distance, Filter, PointStruct,
+    UpsertPointsBuilder, VectorParamsBuilder,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use serde_json::json;
+
+use crate::config::PipelineConfig;
+use crate::error::PipelineError;
+use crate::index_fulltext::IndexReport;
+use crate::model::{App, Chunk, ChunkMeta};
+
+const SERVICE: &str = "Qdrant";
+/// Points per upsert request.
+const UPSERT_BATCH: usize = 256;
+
+/// Vector index of chunks.
+#[async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Writes one point per chunk (`vectors[i]` belongs to `chunks[i]`), waiting for Qdrant to
+    /// acknowledge, then removes the document's points from earlier runs.
+    async fn index(
+        &self,
+        app: &App,
+        meta: &ChunkMeta,
+        chunks: &[Chunk],
+        vectors: &[Vec<f32>],
+    ) -> Result<IndexReport, PipelineError>;
+}
+
+/// [`VectorIndex`] on Qdrant.
+pub struct QdrantIndex {
+    client: Qdrant,
+    ready: Mutex<HashSet<String>>,
+}
+
+impl QdrantIndex {
+    /// Builds the client without contacting the server.
+    pub fn from_config(config: &PipelineConfig) -> Result<Self, PipelineError> {
+        let Some(url) = &config.qdrant_url else {
+            return Err(PipelineError::NotConfigured {
+                what: SERVICE,
+                var: "MINDORA_QDRANT_URL",
+            });
+        };
+        let client = Qdrant::from_url(url)
+            .api_key(config.qdrant_api_key.clone())
+            .skip_compatibility_check()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| PipelineError::Config(format!("MINDORA_QDRANT_URL {url:?}: {e}")))?;
+        Ok(QdrantIndex {
+            client,
+            ready: Mutex::new(HashSet::new()),
+        })
+    }
+}
+
+fn map_error(what: &str, e: QdrantError) -> PipelineError {
+    use tonic_code::*;
+    let retryable = match &e {
+        QdrantError::ResponseError { status } => transient(status.code()),
+        QdrantError::ResourceExhaustedError { .. } => true,
+        _ => false,
+    };
+    PipelineError::Service {
+        service: SERVICE,
+        message: format!("{what}: {e}"),
+        retryable,
+    }
+}
+
+/// gRPC codes worth retrying, without naming tonic (a transitive dependency).
+mod tonic_code {
+    pub fn transient<C: std::fmt::Debug>(code: C) -> bool {
+        matches!(
+            format!("{code:?}").as_str(),
+            "Unavailable"
+                | "DeadlineExceeded"
+                | "ResourceExhausted"
+                | "Aborted"
+                | "Internal"
+                | "Unknown"
+        )
+    }
+}
+
+impl QdrantIndex {
+    async fn ensure_collection(&self, name: &str, dims: usize) -> Result<(), PipelineError> {
+        if self.ready.lock().map(|r| r.contains(name)).unwrap_or(false) {
+            return Ok(());
+        }
+        let exists = self
+            .client
+            .collection_exists(name)
+            .await
+            .map_err(|e| map_error("collection exists", e))?;
+        if !exists {
+            let created = self
+                .client
+                .create_collection(
+                    CreateCollectionBuilder::new(name)
+                        .vectors_config(VectorParamsBuilder::new(dims as u64, Distance::Cosine)),
+                )
+                .await;
+            if let Err(e) = created {
+                // Another worker may have created it meanwhile; the size check below decides.
+                tracing::info!(collection = name, error = %e, "create collection failed; checking it");
+            }
+        }
+        let info = self
+            .client
+            .collection_info(name)
+            .await
+            .map_err(|e| map_error(&format!("collection info {name}"), e))?;
+        let size = info
+            .result
+            .and_then(|r| r.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config);
+        match size {
+            Some(VectorsConfigKind::Params(p)) if p.size as usize == dims => {}
+            Some(VectorsConfigKind::Params(p)) => {
+                return Err(PipelineError::Config(format!(
+                    "Qdrant collection {name} holds {}-dimensional vectors but the embedding model gives {dims} \
+                     (MINDORA_EMBED_DIMENSIONS); use a matching model or another app/collection",
+                    p.size
+                )))
+            }
+            _ => {
+                return Err(PipelineError::Config(format!(
+                    "Qdrant collection {name} does not have a single unnamed vector; cannot store {dims}-dimensional vectors in it"
+                )))
+            }
+        }
+        if let Ok(mut r) = self.ready.lock() {
+            r.insert(name.to_string());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl VectorIndex for QdrantIndex {
+    async fn index(
+        &self,
+        app: &App,
+        meta: &ChunkMeta,
+        chunks: &[Chunk],
+        vectors: &[Vec<f32>],
+    ) -> Result<IndexReport, PipelineError> {
+        if chunks.len() != vectors.len() {
+            return Err(PipelineError::InvalidArgument(format!(
+                "{} chunks but {} vectors",
+                chunks.len(),
+                vectors.len()
+            )));
+        }
+        let name = app.qdrant_collection();
+        let dims = vectors.first().map_or(0, Vec::len);
+        if dims > 0 {
+            self.ensure_collection(&name, dims).await?;
+        }
+        let d = &meta.document;
+        for (cs, vs) in chunks
+            .chunks(UPSERT_BATCH)
+            .zip(vectors.chunks(UPSERT_BATCH))
+        {
+            let points: Vec<PointStruct> = cs
+                .iter()
+                .zip(vs)
+                .map(|(c, v)| {
+                    let payload = json!({
+                        "document_id": d.document_id.to_string(),
+                        "chunk_index": c.index,
+                        "text": c.text,
+                        "app": d.app,
+                        "bucket": d.bucket,
+                        "key": d.key,
+                        "file_name": d.file_name(),
+                        "kind": meta.kind,
+                        "pages": meta.pages,
+                        "user_id": d.user_id,
+                        "run_id": meta.run_id.to_string(),
+                        "metadata": meta.metadata,
+                    });
+                    let payload = match payload {
+                        serde_json::Value::Object(map) => Payload::from(map),
+                        _ => Payload::new(),
+                    };
+                    PointStruct::new(c.id.to_string(), v.clone(), payload)
+                })
+                .collect();
+            self.client
+                .upsert_points(UpsertPointsBuilder::new(&name, points).wait(true))
+                .await
+                .map_err(|e| map_error(&format!("{}: upsert into {name}", d.file_name()), e))?;
+        }
+        let filter = Filter {
+            must: vec![Condition::matches("document_id", d.document_id.to_string())],
+            must_not: vec![Condition::matches("run_id", meta.run_id.to_string())],
+            ..Default::default()
+        };
+        if dims > 0 || chunks.is_empty() {
+            let exists = dims > 0
+                || self
+                    .client
+                    .collection_exists(&name)
+                    .await
+                    .map_err(|e| map_error("collection exists", e))?;
+            if exists {
+                self.client
+                    .delete_points(DeletePointsBuilder::new(&name).points(filter).wait(true))
+                    .await
+                    .map_err(|e| {
+                        map_error(&format!("{}: delete stale points", d.file_name()), e)
+                    })?;
+            }
+        }
+        Ok(IndexReport {
+            indexed: chunks.len(),
+            removed: 0,
+            target: name,
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! Notify stage: tell the user a document is done or failed, on RabbitMQ (durable queue,
+//! publisher confirms) and on a per-app Redis pub/sub channel.
+
+use async_trait::async_trait;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::config::PipelineConfig;
+use crate::error::PipelineError;
+use crate::model::App;
+
+/// Where a notification went.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct NotifyReport {
+    /// RabbitMQ queue it was confirmed on.
+    pub amqp_queue: Option<String>,
+    /// Redis channel it was published on, with the number of subscribers that received it.
+    pub redis_channel: Option<(String, i64)>,
+}
+
+/// Sends notifications.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends `message` (a JSON object) for `app`.
+    async fn notify(&self, app: &App, message: &Value) -> Result<NotifyReport, PipelineError>;
+}
+
+/// Redis channel of an app's notifications.
+pub fn redis_channel(app: &App) -> String {
+    format!("mindora:{}:notifications", app.as_str())
+}
+
+/// [`Notifier`] over RabbitMQ and/or Redis, each used when configured.
+pub struct BrokerNotifier {
+    amqp_url: Option<String>,
+    queue: String,
+    amqp: Mutex<Option<(Connection, Channel)>>,
+    redis: Option<redis::Client>,
+    redis_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl BrokerNotifier {
+    /// Connections are opened on first use and re-opened after a failure.
+    pub fn from_config(config: &PipelineConfig) -> Result<Self, PipelineError> {
+        let redis = match &config.notify_redis_url {
+            Some(url) => Some(redis::Client::open(url.as_str()).map_err(|e| {
+                PipelineError::Config(format!("MINDORA_NOTIFY_REDIS_URL {url:?}: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(BrokerNotifier {
+            amqp_url: config.amqp_url.clone(),
+            queue: config.notify_queue.clone(),
+            amqp: Mutex::new(None),
+            redis,
+            redis_conn: Mutex::new(None),
+        })
+    }
+
+    /// Whether any transport is configured.
+    pub fn is_configured(&self) -> bool {
+        self.amqp_url.is_some() || self.redis.is_some()
+    }
+
+    async fn publish_amqp(&self, url: &str, payload: &[u8]) -> Result<(), PipelineError> {
+        let err = |what: &str, e: lapin::Error| {
+            PipelineError::transient("RabbitMQ", format!("{what} ({}): {e}", self.queue))
+        };
+        let mut guard = self.amqp.lock().await;
+        let usable = guard
+            .as_ref()
+            .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
+        if !usable {
+            let conn = Connection::connect(url, ConnectionProperties::default())
+                .await
+                .map_err(|e| err("connect", e))?;
+            let channel = conn
+                .create_channel()
+                .await
+                .map_err(|e| err("open channel", e))?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| err("enable publisher confirms", e))?;
+            channel
+                .queue_declare(
+                    self.queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("declare queue", e))?;
+            *guard = Some((conn, channel));
+        }
+        let Some((_, channel)) = guard.as_ref() else {
+            return Err(PipelineError::transient("RabbitMQ", "no channel"));
+        };
+        let result = async {
+            channel
+                .basic_publish(
+                    "".into(),
+                    self.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    BasicProperties::default()
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await?
+                .await
+        }
+        .await;
+        match result {
+            Ok(c) if c.is_ack() => Ok(()),
+            Ok(_) => Err(PipelineError::transient(
+                "RabbitMQ",
+                format!("broker refused (nack) the notification on {}", self.queue),
+            )),
+            Err(e) => {
+                *guard = None;
+                Err(err("publish", e))
+            }
+        }
+    }
+
+    async fn publish_redis(
+        &self,
+        client: &redis::Client,
+        channel: &str,
+        payload: &str,
+    ) -> Result<i64, PipelineError> {
+        let err = |e: redis::RedisError| {
+            PipelineError::transient("Redis", format!("publish on {channel}: {e}"))
+        };
+        let mut guard = self.redis_conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(err)?,
+            );
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(PipelineError::transient("Redis", "no connection"));
+        };
+        let result: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(conn)
+            .await;
+        match result {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                *guard = None;
+                Err(err(e))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for BrokerNotifier {
+    async fn notify(&self, app: &App, message: &Value) -> Result<NotifyReport, PipelineError> {
+        if !self.is_configured() {
+            return Err(PipelineError::NotConfigured {
+                what: "notifications",
+                var: "MINDORA_AMQP_URL or MINDORA_NOTIFY_REDIS_URL",
+            });
+        }
+        let payload = message.to_string();
+        let mut report = NotifyReport::default();
+        if let Some(url) = &self.amqp_url {
+            self.publish_amqp(url, payload.as_bytes()).await?;
+            report.amqp_queue = Some(self.queue.clone());
+        }
+        if let Some(client) = &self.redis {
+            let channel = redis_channel(app);
+            let n = self.publish_redis(client, &channel, &payload).await?;
+            report.redis_channel = Some((channel, n));
+        }
+        Ok(report)
+    }
+}
