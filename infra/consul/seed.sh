@@ -1,0 +1,42 @@
+#!/bin/sh
+# Seed the Consul KV tree from /infra/consul/kv-seed.txt for every app in APPS.
+# Idempotent: existing keys are left alone unless KV_OVERWRITE=1.
+set -eu
+INIT_NAME=consul-init
+# shellcheck source=infra/scripts/lib.sh
+. /infra/scripts/lib.sh
+seed=${KV_SEED:-/infra/consul/kv-seed.txt}
+rendered=$(mktemp)
+sh /infra/scripts/render-template.sh "$seed" "$rendered"
+env_name=${DEPLOY_ENV:?DEPLOY_ENV is not set}
+tab=$(printf '\t')
+
+put() {
+    key=$1 value=$2
+    if [ "${KV_OVERWRITE:-0}" != 1 ] && consul kv get "$key" >/dev/null 2>&1; then
+        log "keep $key"
+    else
+        consul kv put "$key" "$value" >/dev/null
+        log "put  $key"
+    fi
+}
+
+apps=$(app_list)
+grep -v '^#' "$rendered" | grep -v '^[[:space:]]*$' | while IFS="$tab" read -r key value; do
+    case "$key" in
+        *"{app}"*)
+            for app in $apps; do
+                k=$(printf '%s' "$key" | sed "s/{app}/$app/g; s/{env}/$env_name/g")
+                v=$(printf '%s' "$value" | sed "s/{app}/$app/g; s/{env}/$env_name/g")
+                put "$k" "$v"
+            done
+            ;;
+        *)
+            k=$(printf '%s' "$key" | sed "s/{env}/$env_name/g")
+            v=$(printf '%s' "$value" | sed "s/{env}/$env_name/g")
+            put "$k" "$v"
+            ;;
+    esac
+done
+rm -f "$rendered"
+log "done"

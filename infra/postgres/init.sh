@@ -1,0 +1,48 @@
+#!/bin/bash
+# PostgreSQL initialisation (idempotent): for every app in APPS a login role and a schema
+# owned by it, nothing else. Plus the mindora_worker role (member of every app role, used
+# by mindora-worker's pipelines) and postgres_exporter (pg_monitor only).
+# Runs in the postgres-init container with PGHOST/PGUSER/PGPASSWORD/PGDATABASE set.
+set -euo pipefail
+INIT_NAME=postgres-init
+# shellcheck source=infra/scripts/lib.sh
+. /infra/scripts/lib.sh
+
+psql_q() { psql -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+# ensure_role NAME PASSWORD [EXTRA]: create or update a LOGIN role.
+ensure_role() {
+    psql_q -v name="$1" -v pw="$2" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION', :'name')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'name') \gexec
+SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'name', :'pw') \gexec
+SQL
+}
+
+db=${PGDATABASE:?}
+log "database $db: revoking default privileges from PUBLIC"
+psql_q -v db="$db" <<'SQL'
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+SQL
+
+ensure_role postgres_exporter "${POSTGRES_EXPORTER_PASSWORD:?}"
+ensure_role mindora_worker "${POSTGRES_WORKER_PASSWORD:?}"
+psql_q -v db="$db" <<'SQL'
+GRANT pg_monitor TO postgres_exporter;
+SELECT format('GRANT CONNECT ON DATABASE %I TO postgres_exporter, mindora_worker', :'db') \gexec
+SQL
+
+for app in $(app_list); do
+    log "app $app: role + schema"
+    ensure_role "$app" "$(app_secret "$app" postgres)"
+    psql_q -v app="$app" -v db="$db" <<'SQL'
+SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', :'db', :'app') \gexec
+SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', :'app', :'app') \gexec
+SELECT format('ALTER SCHEMA %I OWNER TO %I', :'app', :'app') \gexec
+SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', :'app') \gexec
+SELECT format('ALTER ROLE %I SET search_path = %I', :'app', :'app') \gexec
+SELECT format('GRANT %I TO mindora_worker', :'app') \gexec
+SQL
+done
+log "done"

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Qdrant initialisation (idempotent): one collection per app in APPS (vector size
+# EMBED_DIMENSIONS, distance QDRANT_DISTANCE) and a keyword payload index on document_id.
+# Existing collections are left untouched. Runs in the qdrant-init container (curl image).
+set -eu
+INIT_NAME=qdrant-init
+# shellcheck source=infra/scripts/lib.sh
+. /infra/scripts/lib.sh
+
+qd() {
+    curl -sS -f -H "api-key: ${QDRANT_API_KEY:?}" -H 'Content-Type: application/json' "$@"
+}
+
+i=0
+until qd "${QDRANT_URL:?}/collections" >/dev/null 2>&1; do
+    i=$((i + 1))
+    [ "$i" -lt 60 ] || { echo "qdrant-init: Qdrant not reachable" >&2; exit 1; }
+    log "waiting for Qdrant"
+    sleep 2
+done
+
+body=$(mktemp)
+sh /infra/scripts/render-template.sh /infra/qdrant/collection.json "$body"
+for app in $(app_list); do
+    if qd "$QDRANT_URL/collections/$app" >/dev/null 2>&1; then
+        log "collection $app exists"
+    else
+        qd -X PUT "$QDRANT_URL/collections/$app" --data-binary "@$body" >/dev/null
+        log "collection $app created"
+    fi
+    qd -X PUT "$QDRANT_URL/collections/$app/index?wait=true" \
+        --data-binary '{"field_name":"document_id","field_schema":"keyword"}' >/dev/null
+done
+rm -f "$body"
+log "done"
