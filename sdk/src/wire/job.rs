@@ -306,7 +306,10 @@ impl NewJob {
             (field::GROUP_ID, Vec::new()),
         ];
         if let Some(policy) = &self.retry {
-            f.push((field::RETRIES_LEFT, policy.retries().to_string().into_bytes()));
+            f.push((
+                field::RETRIES_LEFT,
+                policy.retries().to_string().into_bytes(),
+            ));
             f.push((
                 field::RETRY_INTERVALS,
                 serde_json::to_vec(&policy.rq_intervals())?,

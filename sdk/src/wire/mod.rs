@@ -13,6 +13,7 @@ pub mod job;
 pub mod keys;
 pub mod result;
 pub mod retry;
+pub mod scripts;
 pub mod serializer;
 pub mod status;
 pub mod time;

@@ -160,8 +160,8 @@ mod tests {
 
     #[test]
     fn failure_round_trips() {
-        let fields = failure_fields(ResultType::Failed, "boom", "w", "e", "1.0", "2.0")
-            .expect("encodes");
+        let fields =
+            failure_fields(ResultType::Failed, "boom", "w", "e", "1.0", "2.0").expect("encodes");
         let map: HashMap<String, Vec<u8>> = fields
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.into_bytes()))

@@ -67,7 +67,9 @@ impl RetryPolicy {
                 jitter,
                 ..
             } => {
-                let n = i64::from(self.retries()).saturating_sub(retries_left).max(0) as u32;
+                let n = i64::from(self.retries())
+                    .saturating_sub(retries_left)
+                    .max(0) as u32;
                 let d = exp_delay(*base_secs, *factor, *cap_secs, n);
                 let j = jitter.clamp(0.0, 1.0);
                 if j == 0.0 {

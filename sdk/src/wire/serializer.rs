@@ -109,7 +109,10 @@ impl Serializer {
 
 /// zlib-compresses, as rq does for `data` and `exc_info`.
 pub fn compress(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let mut enc = ZlibEncoder::new(Vec::with_capacity(bytes.len() / 2 + 16), Compression::default());
+    let mut enc = ZlibEncoder::new(
+        Vec::with_capacity(bytes.len() / 2 + 16),
+        Compression::default(),
+    );
     enc.write_all(bytes)?;
     Ok(enc.finish()?)
 }
@@ -157,7 +160,10 @@ pub fn decode_job_data(data: &[u8]) -> Result<(Serializer, JobCall), CodecError>
         return Err(CodecError::Shape("not a sequence".into()));
     };
     if parts.len() != 4 {
-        return Err(CodecError::Shape(format!("{} items instead of 4", parts.len())));
+        return Err(CodecError::Shape(format!(
+            "{} items instead of 4",
+            parts.len()
+        )));
     }
     let kwargs = parts.pop().unwrap_or(Value::Null);
     let args = parts.pop().unwrap_or(Value::Null);
@@ -174,12 +180,20 @@ pub fn decode_job_data(data: &[u8]) -> Result<(Serializer, JobCall), CodecError>
     let args = match args {
         Value::Array(a) => a,
         Value::Null => Vec::new(),
-        other => return Err(CodecError::Shape(format!("args is not a sequence: {other}"))),
+        other => {
+            return Err(CodecError::Shape(format!(
+                "args is not a sequence: {other}"
+            )))
+        }
     };
     let kwargs = match kwargs {
         Value::Object(m) => m,
         Value::Null => Map::new(),
-        other => return Err(CodecError::Shape(format!("kwargs is not a mapping: {other}"))),
+        other => {
+            return Err(CodecError::Shape(format!(
+                "kwargs is not a mapping: {other}"
+            )))
+        }
     };
     Ok((
         serializer,
@@ -318,7 +332,10 @@ mod tests {
             let call = JobCall {
                 function: "mindora.echo".into(),
                 args: vec![json!(1), json!("two"), json!([3.5, null])],
-                kwargs: json!({"k": {"nested": true}}).as_object().cloned().unwrap_or_default(),
+                kwargs: json!({"k": {"nested": true}})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
             };
             let data = encode_job_data(ser, &call).expect("encode");
             let (got_ser, got) = decode_job_data(&data).expect("decode");

@@ -1,0 +1,16 @@
+-- rq's Job.cancel: a job that has not started leaves its queue or registry and is
+-- recorded as canceled. ARGV: job_id, now_int. Returns the previous status or 'gone'.
+local job_id, now_i = ARGV[1], tonumber(ARGV[2])
+local jkey = 'rq:job:' .. job_id
+local status = hget(jkey, 'status')
+if status == nil then return 'gone' end
+if status == 'finished' or status == 'failed' or status == 'stopped' or status == 'canceled' or status == 'started' then
+  return status
+end
+local queue = hget(jkey, 'origin') or 'default'
+redis.call('HSET', jkey, 'status', 'canceled')
+redis.call('LREM', 'rq:queue:' .. queue, 1, job_id)
+redis.call('ZREM', 'rq:scheduled:' .. queue, job_id)
+redis.call('ZREM', 'rq:deferred:' .. queue, job_id)
+redis.call('ZADD', 'rq:canceled:' .. queue, now_i, job_id)
+return status

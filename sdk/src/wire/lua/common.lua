@@ -1,0 +1,134 @@
+-- Shared helpers for mindora's rq state transitions (prepended to each script).
+-- Every script runs atomically inside Redis, so no transition can be half-done or done
+-- twice by two workers.
+
+local function hget(key, field)
+  local v = redis.call('HGET', key, field)
+  if v == false then return nil end
+  return v
+end
+
+-- rq's parse_timeout: integer, or a number with an s/m/h/d suffix.
+local function parse_timeout(v, default)
+  if v == nil or v == '' then return default end
+  local n = tonumber(v)
+  if n then return math.floor(n) end
+  local digits, unit = string.match(v, '^%s*(%-?%d+)%s*([smhdSMHD])%s*$')
+  if not digits then return default end
+  local mul = ({s = 1, m = 60, h = 3600, d = 86400})[string.lower(unit)]
+  return tonumber(digits) * mul
+end
+
+-- ZADD score for "now + ttl", where a ttl of -1 means forever.
+local function expiry_score(now_i, ttl)
+  if ttl == -1 then return '+inf' end
+  return now_i + ttl
+end
+
+-- EXPIRE with rq's ttl conventions: -1 persists, 0 or more expires.
+local function apply_ttl(key, ttl)
+  if ttl == -1 then
+    redis.call('PERSIST', key)
+  elseif ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+
+-- Push a job id onto its queue as rq's Queue._enqueue_job does.
+local function push_queued(job_id, queue, now_iso, at_front)
+  local jkey = 'rq:job:' .. job_id
+  redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_iso)
+  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+  if at_front then
+    redis.call('LPUSH', 'rq:queue:' .. queue, job_id)
+  else
+    redis.call('RPUSH', 'rq:queue:' .. queue, job_id)
+  end
+end
+
+-- Remove one execution from every registry that tracks it.
+local function end_execution(job_id, queue, exec_id, worker)
+  local composite = job_id .. ':' .. exec_id
+  redis.call('DEL', 'rq:execution:' .. job_id .. ':' .. exec_id)
+  redis.call('ZREM', 'rq:wip:' .. queue, composite)
+  redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
+  if worker ~= '' then
+    redis.call('SREM', 'rq:worker:' .. worker .. ':executions', composite)
+    redis.call('HDEL', 'rq:worker:' .. worker, 'current_job')
+  end
+end
+
+-- rq's enqueue_dependents: a deferred dependent whose every dependency is finished (or,
+-- with allow_dependency_failures, ended in any way) leaves the deferred registry and is
+-- queued. ZREM decides who moves it, so it is moved exactly once.
+local function enqueue_dependents(parent_id, now_iso)
+  local moved = {}
+  local deps = redis.call('SMEMBERS', 'rq:job:' .. parent_id .. ':dependents')
+  for _, dep in ipairs(deps) do
+    local dkey = 'rq:job:' .. dep
+    local status = hget(dkey, 'status')
+    if status == 'deferred' then
+      local allow_failures = hget(dkey, 'allow_dependency_failures') == '1'
+      local ready = true
+      local parents = redis.call('SMEMBERS', 'rq:job::' .. dep .. ':dependencies')
+      for _, p in ipairs(parents) do
+        local ps = hget('rq:job:' .. p, 'status')
+        local ok = (ps == 'finished')
+        if allow_failures and (ps == 'failed' or ps == 'stopped' or ps == 'canceled') then ok = true end
+        if not ok then ready = false; break end
+      end
+      if ready then
+        local origin = hget(dkey, 'origin') or 'default'
+        if redis.call('ZREM', 'rq:deferred:' .. origin, dep) == 1 then
+          push_queued(dep, origin, now_iso, hget(dkey, 'enqueue_at_front') == '1')
+          table.insert(moved, dep)
+        end
+      end
+    end
+  end
+  return moved
+end
+
+-- Record a final failure as rq's Job._handle_failure + FailedJobRegistry.add do.
+local function record_failure(job_id, queue, status, now_iso, now_i, failure_ttl, result_fields)
+  local jkey = 'rq:job:' .. job_id
+  redis.call('HSET', jkey, 'status', status, 'ended_at', now_iso)
+  apply_ttl(jkey, failure_ttl)
+  apply_ttl('rq:job:' .. job_id .. ':dependents', failure_ttl)
+  apply_ttl('rq:job::' .. job_id .. ':dependencies', failure_ttl)
+  redis.call('ZADD', 'rq:failed:' .. queue, expiry_score(now_i, failure_ttl), job_id)
+  local rkey = 'rq:results:' .. job_id
+  local xadd = {'XADD', rkey, 'MAXLEN', '~', '10', '*'}
+  for _, v in ipairs(result_fields) do table.insert(xadd, v) end
+  redis.call(unpack(xadd))
+  apply_ttl(rkey, failure_ttl)
+end
+
+-- rq's Job.retry: decrement retries_left, then schedule after the interval or queue now.
+local function retry_job(job_id, queue, now_iso, now_i, delay_secs)
+  local jkey = 'rq:job:' .. job_id
+  local left = tonumber(hget(jkey, 'retries_left') or '0') - 1
+  redis.call('HSET', jkey, 'retries_left', left)
+  if delay_secs > 0 then
+    redis.call('HSET', jkey, 'status', 'scheduled')
+    redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+    redis.call('ZADD', 'rq:scheduled:' .. queue, now_i + delay_secs, job_id)
+    return 'scheduled'
+  end
+  push_queued(job_id, queue, now_iso, hget(jkey, 'enqueue_at_front_on_retry') == '1')
+  return 'queued'
+end
+
+-- rq's Job.get_retry_interval for the retry about to be taken.
+local function rq_retry_interval(job_id)
+  local jkey = 'rq:job:' .. job_id
+  local raw = hget(jkey, 'retry_intervals')
+  if raw == nil then return 0 end
+  local ok, intervals = pcall(cjson.decode, raw)
+  if not ok or type(intervals) ~= 'table' or #intervals == 0 then return 0 end
+  local left = tonumber(hget(jkey, 'retries_left') or '0')
+  local idx = #intervals - left
+  if idx < 0 then idx = 0 end
+  if idx > #intervals - 1 then idx = #intervals - 1 end
+  return math.floor(tonumber(intervals[idx + 1]) or 0)
+end

@@ -1,0 +1,25 @@
+-- One heartbeat for a worker and all its running executions (rq's maintain_heartbeats,
+-- batched). ARGV: worker, now_iso, now_float, now_int, worker_ttl, then per execution:
+-- job_id, queue, exec_id, ttl
+local worker, now_iso, now_f = ARGV[1], ARGV[2], ARGV[3]
+local now_i, worker_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local wkey = 'rq:worker:' .. worker
+redis.call('HSET', wkey, 'last_heartbeat', now_iso)
+redis.call('EXPIRE', wkey, worker_ttl)
+redis.call('EXPIRE', wkey .. ':executions', worker_ttl)
+local i = 6
+while i + 3 <= #ARGV do
+  local job_id, queue, exec_id, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local ekey = 'rq:execution:' .. job_id .. ':' .. exec_id
+  if redis.call('EXISTS', ekey) == 1 then
+    redis.call('HSET', ekey, 'last_heartbeat', now_f)
+    redis.call('EXPIRE', ekey, ttl)
+  end
+  redis.call('ZADD', 'rq:wip:' .. queue, 'XX', now_i + ttl, job_id .. ':' .. exec_id)
+  redis.call('ZADD', 'rq:executions:' .. job_id, 'XX', now_i + ttl, exec_id)
+  if redis.call('EXISTS', 'rq:job:' .. job_id) == 1 then
+    redis.call('HSET', 'rq:job:' .. job_id, 'last_heartbeat', now_iso)
+  end
+  i = i + 4
+end
+return 1

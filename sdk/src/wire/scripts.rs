@@ -1,0 +1,35 @@
+//! rq state transitions as Lua scripts. Each runs atomically inside Redis: a job is claimed,
+//! finished, failed, retried, scheduled or recovered exactly once, whatever crashes or
+//! races around it. The writes are those rq itself makes for the same transition (see
+//! the comments in each script); `common.lua` holds the pieces they share.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+fn with_common(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// Pop and start up to N jobs across lanes in priority order.
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/claim.lua")));
+/// Record a successful execution and enqueue ready dependents.
+pub static FINISH: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/finish.lua")));
+/// Record a failed execution: retry, fail (dead-letter) or stop.
+pub static FAIL: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/fail.lua")));
+/// Move due scheduled jobs onto their queue.
+pub static SCHEDULE: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/schedule.lua")));
+/// Recover executions of dead workers (rq's started-registry cleanup).
+pub static RECOVER: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/recover.lua")));
+/// Heartbeat a worker and its executions.
+pub static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/heartbeat.lua")));
+/// Enqueue a new job (queued, scheduled or deferred).
+pub static ENQUEUE: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/enqueue.lua")));
+/// Cancel a job that has not started.
+pub static CANCEL: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/cancel.lua")));

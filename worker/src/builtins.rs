@@ -1,0 +1,45 @@
+//! Built-in handlers for smoke tests, health checks and benchmarks, callable from Python
+//! by name: `q.enqueue("mindora.echo", 1, x=2)`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::handler::{HandlerError, JobContext, Registry};
+
+/// Adds `mindora.echo`, `mindora.sleep`, `mindora.fail` and `mindora.noop`.
+pub fn register(registry: &mut Registry) {
+    registry.register("mindora.echo", |ctx: JobContext| async move {
+        Ok(json!({"args": ctx.args, "kwargs": ctx.kwargs}))
+    });
+    registry.register(
+        "mindora.noop",
+        |_ctx: JobContext| async move { Ok(Value::Null) },
+    );
+    registry.register("mindora.sleep", |ctx: JobContext| async move {
+        let secs = ctx
+            .args
+            .first()
+            .or_else(|| ctx.kwargs.get("seconds"))
+            .and_then(Value::as_f64)
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| {
+                HandlerError::permanent(
+                    "ValueError",
+                    "mindora.sleep needs a non-negative number of seconds",
+                )
+            })?;
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        Ok(json!(secs))
+    });
+    registry.register("mindora.fail", |ctx: JobContext| async move {
+        let message = ctx
+            .args
+            .first()
+            .or_else(|| ctx.kwargs.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("mindora.fail was called")
+            .to_string();
+        Err(HandlerError::retryable("RuntimeError", message))
+    });
+}

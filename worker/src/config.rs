@@ -1,0 +1,179 @@
+//! Command line and environment (every flag is also a `MINDORA_*` variable).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mindora_sdk::RetryPolicy;
+
+/// mindora-worker: an RQ-compatible job worker that runs many jobs at once.
+#[derive(Debug, Parser)]
+#[command(name = "mindora-worker", version, about)]
+pub struct Cli {
+    /// What to do (default: run the worker).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Worker settings.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker (the default).
+    Run,
+    /// Exit 0 if the worker on --metrics-addr answers /healthz (container healthcheck).
+    Healthcheck,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of the worker process.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Redis holding the rq queues.
+    #[arg(
+        long,
+        env = "MINDORA_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+    /// Queues in strict priority order: a job on an earlier queue always runs first.
+    #[arg(
+        long,
+        env = "MINDORA_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    pub queues: Vec<String>,
+    /// Jobs run at once in this process.
+    #[arg(long, env = "MINDORA_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Worker name (default: host.pid.random, unique per replica).
+    #[arg(long, env = "MINDORA_NAME")]
+    pub name: Option<String>,
+    /// Exit once the queues are empty and nothing runs.
+    #[arg(long, env = "MINDORA_BURST", default_value_t = false)]
+    pub burst: bool,
+    /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9100).
+    #[arg(long, env = "MINDORA_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, env = "MINDORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT, how long running jobs may take to finish before they are requeued.
+    #[arg(long, env = "MINDORA_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
+    /// Heartbeat period for the worker and its running jobs.
+    #[arg(long, env = "MINDORA_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// How often the fleet looks for jobs abandoned by dead workers.
+    #[arg(long, env = "MINDORA_RECOVER_EVERY_SECS", default_value_t = 15)]
+    pub recover_every_secs: u64,
+    /// Default retry policy for jobs that carry none, e.g.
+    /// `max_attempts=5,base=2,factor=2,cap=300,jitter=0.2` (off when unset).
+    #[arg(long, env = "MINDORA_RETRY")]
+    pub retry: Option<String>,
+    /// Per-queue default retry policies, `queue=<policy>` separated by `;`, e.g.
+    /// `low=max_attempts=3,base=10;high=max_attempts=8,base=1`.
+    #[arg(long, env = "MINDORA_QUEUE_RETRY")]
+    pub queue_retry: Option<String>,
+}
+
+/// A malformed setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid retry policy {spec:?}: {reason}")]
+pub struct PolicyError {
+    spec: String,
+    reason: String,
+}
+
+/// Parses `max_attempts=5,base=2,factor=2,cap=300,jitter=0.2`.
+pub fn parse_policy(spec: &str) -> Result<RetryPolicy, PolicyError> {
+    let err = |reason: String| PolicyError {
+        spec: spec.to_string(),
+        reason,
+    };
+    let (mut max_attempts, mut base, mut factor, mut cap, mut jitter) =
+        (3u32, 1.0, 2.0, 300.0, 0.1);
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| err(format!("{part:?} is not key=value")))?;
+        let num = |v: &str| v.parse::<f64>().map_err(|e| err(format!("{k}: {e}")));
+        match k.trim() {
+            "max_attempts" | "max" => {
+                max_attempts = v.parse().map_err(|e| err(format!("{k}: {e}")))?
+            }
+            "base" => base = num(v)?,
+            "factor" => factor = num(v)?,
+            "cap" => cap = num(v)?,
+            "jitter" => jitter = num(v)?,
+            other => return Err(err(format!("unknown key {other:?}"))),
+        }
+    }
+    if !(0.0..=1.0).contains(&jitter) || base < 0.0 || factor < 1.0 || cap < 0.0 {
+        return Err(err(
+            "need base >= 0, factor >= 1, cap >= 0, 0 <= jitter <= 1".into(),
+        ));
+    }
+    Ok(RetryPolicy::Exponential {
+        max_attempts,
+        base_secs: base,
+        factor,
+        cap_secs: cap,
+        jitter,
+    })
+}
+
+/// Default retry policies by queue.
+#[derive(Debug, Clone, Default)]
+pub struct RetryDefaults {
+    all: Option<RetryPolicy>,
+    by_queue: HashMap<String, RetryPolicy>,
+}
+
+impl RetryDefaults {
+    /// Builds the table from the two settings.
+    pub fn from_args(args: &WorkerArgs) -> Result<Self, PolicyError> {
+        let all = args.retry.as_deref().map(parse_policy).transpose()?;
+        let mut by_queue = HashMap::new();
+        if let Some(spec) = &args.queue_retry {
+            for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                let (q, p) = item.split_once('=').ok_or_else(|| PolicyError {
+                    spec: item.to_string(),
+                    reason: "expected queue=policy".into(),
+                })?;
+                by_queue.insert(q.trim().to_string(), parse_policy(p)?);
+            }
+        }
+        Ok(RetryDefaults { all, by_queue })
+    }
+
+    /// The policy for jobs on `queue` that carry none.
+    pub fn for_queue(&self, queue: &str) -> Option<&RetryPolicy> {
+        self.by_queue.get(queue).or(self.all.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_policies() {
+        let p = parse_policy("max_attempts=5,base=2,factor=3,cap=60,jitter=0").expect("valid");
+        assert_eq!(p.retries(), 4);
+        assert_eq!(p.rq_intervals(), vec![2, 6, 18, 54]);
+        assert!(parse_policy("nope").is_err());
+        assert!(parse_policy("jitter=2").is_err());
+    }
+}
