@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# Static validation of the whole stack (no Docker engine needed). Run from the repo root:
+#
+#   bash infra/check.sh
+#
+# Installs what it needs (idempotent, quick when present): Debian packages docker-compose,
+# prometheus (promtool), prometheus-alertmanager (amtool), nginx, shellcheck, openssl; and
+# a Python venv with jsonschema + pyyaml under ${MINDORA_CACHE:-$HOME/.cache/mindora}.
+#
+# Environment:
+#   MINDORA_WORKER_METRICS  scraped /metrics text of a real mindora-worker; when set (and the
+#                           file exists) the dashboard/alert check verifies every mindora_*
+#                           metric against it. Otherwise only the worker metric contract.
+#   MINDORA_COMPOSE_SCHEMA  Compose Specification schema (default ../shared/schemas/compose-spec.json)
+#   MINDORA_CHECK_NO_INSTALL=1  never install; fail the checks whose tools are missing
+#
+# Prints PASS/FAIL per check and ends with "infra: N passed, M failed"; exit 1 on failure.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+CACHE=${MINDORA_CACHE:-$HOME/.cache/mindora}
+VENV="$CACHE/infra-venv"
+SCHEMA=${MINDORA_COMPOSE_SCHEMA:-$ROOT/../shared/schemas/compose-spec.json}
+WORKER_METRICS=${MINDORA_WORKER_METRICS:-}
+
+passed=0
+failed=0
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+pass() { passed=$((passed + 1)); printf 'PASS %s\n' "$*"; }
+fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
+
+# run NAME CMD...: PASS/FAIL on the exit code; the output is shown on failure only.
+run() {
+    local name=$1
+    shift
+    if "$@" > "$TMP/out" 2>&1; then
+        pass "$name"
+    else
+        fail "$name"
+        sed 's/^/    /' "$TMP/out" | tail -n 40
+    fi
+}
+
+# ------------------------------------------------------------------ tools
+install_tools() {
+    local missing=()
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v shellcheck >/dev/null || missing+=(shellcheck)
+    command -v openssl >/dev/null || missing+=(openssl)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if [ "${MINDORA_CHECK_NO_INSTALL:-0}" = 1 ]; then
+            echo "missing tools (not installing): ${missing[*]}"
+        elif [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+            echo "missing tools and not root: ${missing[*]}"
+        else
+            local sudo=()
+            [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+            echo "installing: ${missing[*]}"
+            # Don't let package scripts start nginx/prometheus daemons on this machine.
+            local policy=/usr/sbin/policy-rc.d created_policy=0
+            if [ ! -e "$policy" ]; then
+                printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+                "${sudo[@]}" chmod +x "$policy"
+                created_policy=1
+            fi
+            "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+            [ "$created_policy" = 0 ] || "${sudo[@]}" rm -f "$policy"
+        fi
+    fi
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
+        if [ "${MINDORA_CHECK_NO_INSTALL:-0}" = 1 ]; then
+            echo "missing venv $VENV (not installing)"
+        else
+            mkdir -p "$CACHE"
+            python3 -m venv "$VENV"
+            "$VENV/bin/pip" install -q --disable-pip-version-check 'jsonschema>=4,<5' 'pyyaml>=6,<7'
+        fi
+    fi
+}
+
+install_tools
+PATH="$PATH:/usr/sbin:/sbin"
+PY="$VENV/bin/python"
+[ -x "$PY" ] || PY=python3
+
+# Environment for rendering templates: the values of .env.example.
+load_example_env() {
+    local line
+    while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in ''|'#'*) continue ;; esac
+        export "${line%%=*}=${line#*=}"
+    done < .env.example
+}
+
+# ------------------------------------------------------------------ compose
+check_compose_schema() {
+    [ -f "$SCHEMA" ] || { echo "schema not found: $SCHEMA"; return 1; }
+    "$PY" infra/scripts/check-compose.py --compose docker-compose.yml --env .env.example --schema "$SCHEMA" --infra infra
+}
+
+check_compose_config() {
+    local d="$TMP/compose"
+    mkdir -p "$d"
+    cp docker-compose.yml "$d/"
+    cp .env.example "$d/.env"
+    cp -r infra "$d/infra"
+    mkdir -p "$d/worker" && cp worker/Dockerfile "$d/worker/"
+    (cd "$d" && docker-compose config -q)
+    (cd "$d" && docker-compose config --services | grep -qx worker) || { echo "worker service missing"; return 1; }
+}
+
+# check-compose.py prints one PASS/FAIL line per check; count them.
+out=$(check_compose_schema 2>&1) || true
+printf '%s\n' "$out"
+n_pass=$(printf '%s\n' "$out" | grep -c '^PASS' || true)
+n_fail=$(printf '%s\n' "$out" | grep -c '^FAIL' || true)
+if [ "$n_pass" -eq 0 ] && [ "$n_fail" -eq 0 ]; then n_fail=1; fi
+passed=$((passed + n_pass))
+failed=$((failed + n_fail))
+run "docker-compose config (docker-compose $(docker-compose version --short 2>/dev/null || echo '?'), .env from .env.example)" check_compose_config
+
+# ------------------------------------------------------------------ Prometheus / Alertmanager
+load_example_env
+check_prometheus() {
+    sh infra/scripts/render-template.sh infra/prometheus/prometheus.yml "$TMP/prometheus.yml"
+    sed -i "s#/infra/prometheus/rules#$ROOT/infra/prometheus/rules#" "$TMP/prometheus.yml"
+    grep -q "dns_sd_configs" "$TMP/prometheus.yml"
+    promtool check config "$TMP/prometheus.yml"
+}
+run "promtool check config (rendered infra/prometheus/prometheus.yml)" check_prometheus
+run "promtool check rules infra/prometheus/rules/*.yml" promtool check rules infra/prometheus/rules/*.yml
+
+check_alertmanager() {
+    sh infra/scripts/render-template.sh infra/alertmanager/alertmanager.yml "$TMP/alertmanager.yml"
+    amtool check-config "$TMP/alertmanager.yml"
+}
+run "amtool check-config (rendered infra/alertmanager/alertmanager.yml)" check_alertmanager
+
+# ------------------------------------------------------------------ nginx
+check_nginx() {
+    local p="$TMP/nginx"
+    mkdir -p "$p/mindora" "$p/logs"
+    cp -r infra/nginx/. "$p/"
+    # Throwaway self-signed cert + htpasswd made by the real script.
+    DOMAIN=localhost ADMIN_USER=check ADMIN_PASSWORD=check sh infra/scripts/gen-certs.sh "$p/mindora" >/dev/null
+    sed -i "s#/etc/nginx/conf.d/#$p/conf.d/#; s#/var/run/nginx.pid#$p/nginx.pid#" "$p/nginx.conf"
+    sed -i "s#/etc/nginx/mindora/#$p/mindora/#g" "$p"/conf.d/*.conf
+    if [ ! -f /etc/nginx/mime.types ]; then
+        sed -i "s#/etc/nginx/mime.types#$p/mime.types#" "$p/nginx.conf"
+        echo 'types { text/html html; }' > "$p/mime.types"
+    fi
+    nginx -t -p "$p/" -c "$p/nginx.conf" -e "$p/logs/error.log"
+}
+run "nginx -t (infra/nginx, throwaway cert + htpasswd)" check_nginx
+
+# ------------------------------------------------------------------ shell scripts
+check_shellcheck() {
+    local scripts=()
+    while IFS= read -r f; do scripts+=("$f"); done < <(
+        { find infra tests/e2e -type f -name '*.sh' 2>/dev/null; } | sort)
+    [ "${#scripts[@]}" -gt 0 ] || return 1
+    echo "${#scripts[@]} scripts"
+    shellcheck -x "${scripts[@]}"
+}
+run "shellcheck (infra/**/*.sh, tests/e2e/*.sh)" check_shellcheck
+
+# ------------------------------------------------------------------ provisioning files
+check_files() {
+    "$PY" - <<'PY'
+import json, os, re, subprocess, sys, tempfile, yaml
+def render(path):
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "rendered")
+        subprocess.run(["sh", "infra/scripts/render-template.sh", path, out], check=True)
+        return open(out).read()
+bad = 0
+count = 0
+for root, _, files in os.walk("infra"):
+    for fn in sorted(files):
+        p = os.path.join(root, fn)
+        if not fn.endswith((".json", ".yml", ".yaml")):
+            continue
+        text = open(p).read()
+        if "${" in text:  # a template: check it as rendered with .env.example values
+            text = render(p)
+        try:
+            json.loads(text) if fn.endswith(".json") else yaml.safe_load(text)
+            count += 1
+        except Exception as e:  # noqa: BLE001
+            print(f"{p}: {e}")
+            bad += 1
+# Consul seed: KEY<TAB>JSON per line
+seed = render("infra/consul/kv-seed.txt")
+keys = []
+for n, line in enumerate(seed.splitlines(), 1):
+    if not line.strip() or line.startswith("#"):
+        continue
+    key, _, value = line.partition("\t")
+    try:
+        json.loads(value.replace("{app}", "x").replace("{env}", "dev"))
+        keys.append(key)
+    except Exception as e:  # noqa: BLE001
+        print(f"kv-seed.txt:{n}: {e}")
+        bad += 1
+count += 1
+want = {"{app}/{env}/database", "{app}/{env}/ai", "{app}/{env}/features", "{app}/{env}/security", "{app}/shared", "global/common"}
+if not want <= set(keys):
+    print(f"kv-seed.txt lacks {sorted(want - set(keys))}")
+    bad += 1
+print(f"{count} files parsed")
+sys.exit(1 if bad else 0)
+PY
+}
+run "JSON/YAML validity of every infra/ provisioning file (templates rendered) and the Consul KV seed" check_files
+
+check_rabbitmq_topology() {
+    "$PY" - <<'PY'
+import json, sys
+d = json.load(open("infra/rabbitmq/definitions.json"))
+q = {x["name"]: x["arguments"] for x in d["queues"]}
+ex = {x["name"]: x["type"] for x in d["exchanges"]}
+errs = []
+a = q.get("ai_processing_tasks")
+if a is None or a.get("x-max-priority") != 10 or a.get("x-dead-letter-exchange") != "mindora.dlx":
+    errs.append("ai_processing_tasks must be a priority queue (10) dead-lettering to mindora.dlx")
+if "ai_processing_tasks.dlq" not in q:
+    errs.append("ai_processing_tasks.dlq missing")
+retries = [n for n in q if n.startswith("ai_processing_tasks.retry.")]
+for n in retries:
+    s = int(n.rsplit(".", 1)[1])
+    args = q[n]
+    if args.get("x-message-ttl") != s * 1000 or args.get("x-dead-letter-exchange") != "" or args.get("x-dead-letter-routing-key") != "ai_processing_tasks":
+        errs.append(f"{n}: TTL {s}s and dead-letter back to ai_processing_tasks expected")
+if len(retries) < 3:
+    errs.append("fewer than 3 retry delay queues")
+for n, t in (("system_events", "fanout"), ("inter_app_communication", "topic"), ("mindora.dlx", "direct")):
+    if ex.get(n) != t:
+        errs.append(f"exchange {n} must be {t}")
+if "user_notifications" not in q:
+    errs.append("user_notifications missing")
+app = json.load(open("infra/rabbitmq/definitions-app.json"))
+if not any(x["name"] == "{app}_internal_tasks" for x in app["queues"]):
+    errs.append("{app}_internal_tasks missing from definitions-app.json")
+print("\n".join(errs) or f"{len(q)} queues, {len(ex)} exchanges, retries {sorted(retries)}")
+sys.exit(1 if errs else 0)
+PY
+}
+run "RabbitMQ definitions (priority queue, DLX/DLQ, retry TTL queues, exchanges)" check_rabbitmq_topology
+
+check_dockerfile() {
+    "$PY" - <<'PY'
+import re, sys
+df = open("worker/Dockerfile").read()
+cargo = open("Cargo.toml").read()
+members = re.search(r"members\s*=\s*\[([^\]]*)\]", cargo).group(1)
+members = re.findall(r'"([^"]+)"', members)
+errs = []
+for m in members:
+    if f"COPY {m}/Cargo.toml" not in df:
+        errs.append(f"workspace member {m}: manifest not copied into the dependency layer")
+    if not re.search(rf"^COPY {re.escape(m)} {re.escape(m)}$", df, re.M):
+        errs.append(f"workspace member {m}: sources not copied")
+if len(re.findall(r"^FROM ", df, re.M)) < 2:
+    errs.append("not multi-stage")
+if not re.search(r"^USER (?!0|root)\S+", df, re.M):
+    errs.append("no non-root USER")
+if not re.search(r'^HEALTHCHECK .*\n?.*"mindora-worker", "healthcheck"', df, re.M):
+    errs.append("HEALTHCHECK must run mindora-worker healthcheck")
+if "cargo build --release --locked -p mindora-worker" not in df:
+    errs.append("release build of -p mindora-worker missing")
+print("\n".join(errs) or f"multi-stage, cached dependency layer for members {members}, non-root, healthcheck")
+sys.exit(1 if errs else 0)
+PY
+}
+run "worker/Dockerfile (members copied, multi-stage, non-root, HEALTHCHECK)" check_dockerfile
+
+# ------------------------------------------------------------------ dashboards and alerts
+check_metrics() {
+    local args=(--dashboards infra/grafana/dashboards --rules infra/prometheus/rules --emit-promtool-rules "$TMP/dashboard-queries.yml")
+    if [ -n "$WORKER_METRICS" ]; then
+        args+=(--worker-metrics "$WORKER_METRICS")
+    fi
+    "$PY" infra/scripts/check-dashboard-metrics.py "${args[@]}"
+    echo "--- PromQL syntax of every dashboard query"
+    promtool check rules "$TMP/dashboard-queries.yml"
+}
+if [ -n "$WORKER_METRICS" ]; then
+    label="dashboards + alert rules name only real metrics (worker: $WORKER_METRICS)"
+else
+    label="dashboards + alert rules name only real metrics (exporters; worker metrics vs contract only)"
+fi
+run "$label" check_metrics
+if [ -z "$WORKER_METRICS" ]; then
+    echo "NOTE set MINDORA_WORKER_METRICS=FILE (a scraped worker /metrics) to check mindora_* names against the real worker"
+fi
+
+check_dashboards_present() {
+    "$PY" - <<'PY'
+import json, sys
+titles = {json.load(open(f"infra/grafana/dashboards/{f}"))["title"] for f in ("mindora-tasks.json", "infrastructure.json")}
+need = {"mindora tasks", "infrastructure"}
+print(sorted(titles))
+sys.exit(0 if need <= titles else 1)
+PY
+}
+run "Grafana dashboards 'mindora tasks' and 'infrastructure' provisioned as files" check_dashboards_present
+
+echo "infra: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
