@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# End-to-end test of the whole stack with Docker. Opt-in: does nothing unless MINDORA_E2E=1.
+#
+#   MINDORA_E2E=1 bash tests/e2e/run.sh
+#
+# Needs Docker Engine with the compose plugin (v2), curl and python3 on the host, and
+# network access to pull images and (inside a throwaway container) pip-install rq.
+# It brings up the stack under a separate project name with its own .env and data folder
+# (ports E2E_HTTP_PORT/E2E_HTTPS_PORT on 127.0.0.1), then:
+#   1. every service healthy, every init job exited 0, with --scale worker=3
+#   2. a job enqueued from Python rq (Queue('default').enqueue('mindora.echo', 1, x=2)) is
+#      finished by a worker with result {"args": [1], "kwargs": {"x": 2}}
+#   3. Prometheus has 3 worker targets up (DNS service discovery)
+#   4. Grafana serves the "mindora tasks" dashboard through nginx
+# and tears everything down (E2E_KEEP=1 keeps it running for inspection).
+set -euo pipefail
+
+if [ "${MINDORA_E2E:-0}" != 1 ]; then
+    echo "e2e: skipped (set MINDORA_E2E=1 to run the Docker end-to-end suite)"
+    exit 0
+fi
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+PROJECT=${E2E_PROJECT:-mindora-e2e}
+HTTP_PORT=${E2E_HTTP_PORT:-18080}
+HTTPS_PORT=${E2E_HTTPS_PORT:-18443}
+REPLICAS=3
+TIMEOUT=${E2E_TIMEOUT:-1200}
+passed=0
+failed=0
+
+for tool in docker curl python3 openssl; do
+    command -v "$tool" >/dev/null || { echo "e2e: $tool is required"; exit 1; }
+done
+docker compose version >/dev/null 2>&1 || { echo "e2e: the docker compose plugin (v2) is required"; exit 1; }
+
+WORK=$(mktemp -d)
+ENV_FILE="$WORK/.env"
+while IFS= read -r line; do
+    if [[ "$line" =~ ^([A-Za-z_][A-Za-z0-9_]*)=change-me ]]; then
+        printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 16)"
+    else
+        printf '%s\n' "$line"
+    fi
+done < .env.example > "$ENV_FILE"
+{
+    echo "DATA_ROOT=$WORK/data"
+    echo "NGINX_BIND_ADDRESS=127.0.0.1"
+    echo "NGINX_HTTP_PORT=$HTTP_PORT"
+    echo "NGINX_HTTPS_PORT=$HTTPS_PORT"
+    echo "WORKER_IMAGE=mindora-worker:e2e"
+    echo "BACKUP_DIR=$WORK/backups"
+} >> "$ENV_FILE"
+# later lines win in compose's .env parsing; keep one definition per key for clarity
+awk -F= '!/^#/ && NF { last[$1] = NR } { line[NR] = $0; key[NR] = $1 } END {
+    for (i = 1; i <= NR; i++) if (line[i] ~ /^#/ || line[i] == "" || last[key[i]] == i) print line[i] }' \
+    "$ENV_FILE" > "$ENV_FILE.tmp" && mv "$ENV_FILE.tmp" "$ENV_FILE"
+mkdir -p "$WORK/data"
+env_get() { sed -n "s/^$1=//p" "$ENV_FILE" | tail -n1; }
+
+dc() { docker compose -p "$PROJECT" --env-file "$ENV_FILE" -f "$ROOT/docker-compose.yml" "$@"; }
+
+cleanup() {
+    local rc=$?
+    if [ "${E2E_KEEP:-0}" = 1 ]; then
+        echo "e2e: E2E_KEEP=1, stack left running (project $PROJECT, env $ENV_FILE)"
+        return
+    fi
+    echo "e2e: tearing down"
+    dc down -v --remove-orphans >/dev/null 2>&1 || true
+    # data folders belong to container users: remove them from a container
+    docker run --rm -v "$WORK:/w" busybox:1.36.1 rm -rf /w/data >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "PASS $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+    fi
+}
+
+# retry SECONDS CMD...: run CMD every 5 s until it succeeds or time runs out.
+retry() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 5
+    done
+}
+
+echo "e2e: building and starting the stack (project $PROJECT, data in $WORK/data)"
+dc build worker
+dc up -d --scale "worker=$REPLICAS"
+
+all_healthy() {
+    dc ps -a --format json | python3 -c '
+import json, sys
+raw = sys.stdin.read().strip()
+rows = json.loads(raw) if raw.startswith("[") else [json.loads(l) for l in raw.splitlines() if l.strip()]
+bad = []
+for r in rows:
+    svc, state, health, code = r["Service"], r["State"], r.get("Health", ""), r.get("ExitCode", 0)
+    if svc.endswith("-init"):
+        if state != "exited" or code != 0:
+            bad.append(f"{svc}:{state}/{code}")
+    elif state != "running" or health not in ("healthy",):
+        h = health or "no-health"
+        bad.append(f"{svc}:{state}/{h}")
+workers = sum(1 for r in rows if r["Service"] == "worker" and r["State"] == "running")
+if workers != int(sys.argv[1]):
+    bad.append(f"worker replicas {workers}")
+if bad:
+    print("waiting: " + " ".join(sorted(bad)), file=sys.stderr)
+    sys.exit(1)
+' "$REPLICAS"
+}
+check "all services healthy, init jobs exited 0, $REPLICAS worker replicas" retry "$TIMEOUT" all_healthy
+
+NETWORK="${PROJECT}_backend"
+REDIS_PASSWORD=$(env_get REDIS_PASSWORD)
+rq_roundtrip() {
+    docker run --rm --network "$NETWORK" -e REDIS_PASSWORD="$REDIS_PASSWORD" python:3.12-slim sh -c '
+pip install -q --disable-pip-version-check --root-user-action=ignore "rq>=1.16,<3" "redis>=5" >/dev/null 2>&1
+python - <<PY
+import os, sys, time
+from redis import Redis
+from rq import Queue
+conn = Redis(host="redis", port=6379, password=os.environ["REDIS_PASSWORD"])
+job = Queue("default", connection=conn).enqueue("mindora.echo", 1, x=2)
+deadline = time.time() + 60
+while time.time() < deadline:
+    status = job.get_status(refresh=True)
+    if status in ("finished", "failed"):
+        break
+    time.sleep(0.5)
+result = job.return_value() if hasattr(job, "return_value") else job.result
+print("job", job.id, "status", status, "result", result)
+sys.exit(0 if status == "finished" and result == {"args": [1], "kwargs": {"x": 2}} else 1)
+PY'
+}
+check "Python rq job mindora.echo(1, x=2) finished by a worker with the echoed result" rq_roundtrip
+
+workers_up() {
+    dc exec -T prometheus wget -qO- 'http://127.0.0.1:9090/api/v1/targets?state=active' | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["data"]["activeTargets"]
+up = [x["labels"]["instance"] for x in t if x["labels"].get("job") == "worker" and x["health"] == "up"]
+print("worker targets up:", up, file=sys.stderr)
+sys.exit(0 if len(up) == int(sys.argv[1]) else 1)
+' "$REPLICAS"
+}
+check "Prometheus has $REPLICAS worker targets up (dns_sd_configs)" retry 120 workers_up
+
+GF_USER=$(env_get GRAFANA_ADMIN_USER)
+GF_PASSWORD=$(env_get GRAFANA_ADMIN_PASSWORD)
+grafana_dashboard() {
+    curl -fsSk --resolve "grafana.localhost:$HTTPS_PORT:127.0.0.1" -u "$GF_USER:$GF_PASSWORD" \
+        "https://grafana.localhost:$HTTPS_PORT/api/dashboards/uid/mindora-tasks" |
+        python3 -c 'import json, sys; d = json.load(sys.stdin)["dashboard"]; print("dashboard:", d["title"], len(d["panels"]), "panels", file=sys.stderr); sys.exit(0 if d["title"] == "mindora tasks" else 1)'
+}
+check "Grafana serves the 'mindora tasks' dashboard through nginx (HTTPS)" retry 60 grafana_dashboard
+
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
