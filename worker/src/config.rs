@@ -75,6 +75,10 @@ pub struct WorkerArgs {
     /// Heartbeat period for the worker and its running jobs.
     #[arg(long, env = "MINDORA_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
+    /// Seconds past its last heartbeat window after which a running job counts as
+    /// abandoned (rq uses 60; lower it only in tests).
+    #[arg(long, env = "MINDORA_ABANDON_GRACE_SECS", default_value_t = 60)]
+    pub abandon_grace_secs: i64,
     /// How often the fleet looks for jobs abandoned by dead workers.
     #[arg(long, env = "MINDORA_RECOVER_EVERY_SECS", default_value_t = 15)]
     pub recover_every_secs: u64,

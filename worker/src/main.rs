@@ -61,6 +61,7 @@ async fn run(args: WorkerArgs) -> Result<()> {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
             recover_every: Duration::from_secs(args.recover_every_secs.max(1)),
+            abandon_grace_secs: args.abandon_grace_secs.max(1),
             retry_defaults,
         },
         registry,

@@ -93,6 +93,7 @@ impl RqStore {
         queues: &[String],
         max: usize,
         monitor_interval_secs: i64,
+        grace_secs: i64,
         specific: Option<(&str, bool)>,
     ) -> StoreResult<Vec<Claimed>> {
         let now = Utc::now();
@@ -105,7 +106,7 @@ impl RqStore {
             .arg(max)
             .arg(prefix)
             .arg(monitor_interval_secs)
-            .arg(wire::STARTED_GRACE_SECS);
+            .arg(grace_secs);
         match specific {
             Some((id, from_intermediate)) => {
                 inv.arg(if from_intermediate { "2" } else { "3" }).arg(id);

@@ -51,6 +51,8 @@ pub struct RedisLoopConfig {
     pub heartbeat: Duration,
     /// Abandoned-job recovery period.
     pub recover_every: Duration,
+    /// Grace past the heartbeat window before a running job counts as abandoned.
+    pub abandon_grace_secs: i64,
     /// Default retry policies.
     pub retry_defaults: RetryDefaults,
 }
@@ -187,7 +189,13 @@ impl RedisWorker {
             let want = 1 + self.slots.available_permits();
             match self
                 .store
-                .claim(&self.cfg.queues, want, MONITOR_INTERVAL_SECS, None)
+                .claim(
+                    &self.cfg.queues,
+                    want,
+                    MONITOR_INTERVAL_SECS,
+                    self.cfg.abandon_grace_secs,
+                    None,
+                )
                 .await
             {
                 Ok(jobs) if !jobs.is_empty() => {
@@ -242,7 +250,13 @@ impl RedisWorker {
         drop(permits);
         match self
             .store
-            .claim(&self.cfg.queues, 1, MONITOR_INTERVAL_SECS, None)
+            .claim(
+                &self.cfg.queues,
+                1,
+                MONITOR_INTERVAL_SECS,
+                self.cfg.abandon_grace_secs,
+                None,
+            )
             .await
         {
             Ok(jobs) if jobs.is_empty() => true,
@@ -301,6 +315,7 @@ impl RedisWorker {
                             std::slice::from_ref(&queue),
                             1,
                             MONITOR_INTERVAL_SECS,
+                            self.cfg.abandon_grace_secs,
                             Some((&id, from_intermediate)),
                         )
                         .await
@@ -635,7 +650,7 @@ impl RedisWorker {
                         r.job_id.clone(),
                         r.queue.clone(),
                         r.exec_id.clone(),
-                        remaining.min(MONITOR_INTERVAL_SECS) + wire::STARTED_GRACE_SECS,
+                        remaining.min(MONITOR_INTERVAL_SECS) + self.cfg.abandon_grace_secs,
                     )
                 })
                 .collect();
