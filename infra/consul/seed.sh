@@ -1,13 +1,14 @@
 #!/bin/sh
-# Seed the Consul KV tree from /infra/consul/kv-seed.txt for every app in APPS.
+# Seed the Consul KV tree from infra/consul/kv-seed.txt for every app in APPS.
 # Idempotent: existing keys are left alone unless KV_OVERWRITE=1.
 set -eu
 INIT_NAME=consul-init
+INFRA=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=infra/scripts/lib.sh
-. /infra/scripts/lib.sh
-seed=${KV_SEED:-/infra/consul/kv-seed.txt}
+. "$INFRA/scripts/lib.sh"
+seed=${KV_SEED:-"$INFRA/consul/kv-seed.txt"}
 rendered=$(mktemp)
-sh /infra/scripts/render-template.sh "$seed" "$rendered"
+sh "$INFRA/scripts/render-template.sh" "$seed" "$rendered"
 env_name=${DEPLOY_ENV:?DEPLOY_ENV is not set}
 tab=$(printf '\t')
 

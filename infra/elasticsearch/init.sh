@@ -8,8 +8,9 @@
 # - the filesystem snapshot repository used by `manage.sh backup`.
 set -euo pipefail
 INIT_NAME=es-init
+INFRA=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=infra/scripts/lib.sh
-. /infra/scripts/lib.sh
+. "$INFRA/scripts/lib.sh"
 
 es() {
     local method=$1 path=$2 body=${3:-}
@@ -22,7 +23,7 @@ es() {
         *) echo "es-init: $method $path -> $code: $(cat /tmp/es.out)" >&2; return 1 ;;
     esac
 }
-render() { sh /infra/scripts/render-template.sh "$1" /tmp/rendered.json && cat /tmp/rendered.json; }
+render() { sh "$INFRA/scripts/render-template.sh" "$1" /tmp/rendered.json && cat /tmp/rendered.json; }
 
 until es GET /_cluster/health 2>/dev/null; do log "waiting for Elasticsearch"; sleep 3; done
 
@@ -33,8 +34,8 @@ es PUT /_security/role/elasticsearch_exporter '{"cluster":["monitor","manage_ilm
 es PUT /_security/user/elasticsearch_exporter "{\"password\":\"${ELASTIC_EXPORTER_PASSWORD:?}\",\"roles\":[\"elasticsearch_exporter\"]}"
 log "users kibana_system, mindora_worker, elasticsearch_exporter"
 
-es PUT /_ilm/policy/mindora-documents "$(render /infra/elasticsearch/ilm-documents.json)"
-es PUT /_ilm/policy/mindora-logs "$(render /infra/elasticsearch/ilm-logs.json)"
+es PUT /_ilm/policy/mindora-documents "$(render "$INFRA/elasticsearch/ilm-documents.json")"
+es PUT /_ilm/policy/mindora-logs "$(render "$INFRA/elasticsearch/ilm-logs.json")"
 log "ILM policies mindora-documents, mindora-logs"
 
 es PUT /_snapshot/mindora '{"type":"fs","settings":{"location":"/usr/share/elasticsearch/snapshots","compress":true}}'
@@ -42,7 +43,7 @@ log "snapshot repository mindora"
 
 for app in $(app_list); do
     for kind in documents logs; do
-        es PUT "/_index_template/$app-$kind" "$(sed "s/{app}/$app/g" "/infra/elasticsearch/template-$kind.json")"
+        es PUT "/_index_template/$app-$kind" "$(sed "s/{app}/$app/g" "$INFRA/elasticsearch/template-$kind.json")"
         if ! es GET "/_alias/$app-$kind" 2>/dev/null; then
             es PUT "/%3C$app-$kind-%7Bnow%2Fd%7D-000001%3E" "{\"aliases\":{\"$app-$kind\":{\"is_write_index\":true}}}"
         fi

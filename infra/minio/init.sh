@@ -5,11 +5,12 @@
 # Runs in the minio-init container (the minio image ships mc).
 set -euo pipefail
 INIT_NAME=minio-init
+INFRA=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=infra/scripts/lib.sh
-. /infra/scripts/lib.sh
+. "$INFRA/scripts/lib.sh"
 
 export MC_CONFIG_DIR=${MC_CONFIG_DIR:-/tmp/.mc}
-for _ in $(seq 1 30); do
+for _ in {1..30}; do
     if mc alias set local "${MINIO_URL:?}" "${MINIO_ROOT_USER:?}" "${MINIO_ROOT_PASSWORD:?}" >/dev/null 2>&1; then
         break
     fi
@@ -33,7 +34,8 @@ worker_resources=""
 for app in $(app_list); do
     mc mb --ignore-existing "local/$app" >/dev/null
     mc version enable "local/$app" >/dev/null
-    sed "s/{app}/$app/g" /infra/minio/app-policy.json > "$tmp/$app.json"
+    policy=$(< "$INFRA/minio/app-policy.json")
+    printf '%s\n' "${policy//\{app\}/$app}" > "$tmp/$app.json"
     ensure_policy "app-$app" "$tmp/$app.json"
     ensure_user "app-$app" "$(app_secret "$app" minio)" "app-$app"
     worker_resources="$worker_resources\"arn:aws:s3:::$app\",\"arn:aws:s3:::$app/*\","

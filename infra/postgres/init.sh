@@ -6,8 +6,9 @@
 set -euo pipefail
 INIT_NAME=postgres-init
 # shellcheck source=infra/scripts/lib.sh
-. /infra/scripts/lib.sh
+. "$(dirname "$0")/../scripts/lib.sh"
 
+export PGOPTIONS="-c client_min_messages=warning"
 psql_q() { psql -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 # ensure_role NAME PASSWORD [EXTRA]: create or update a LOGIN role.
@@ -43,6 +44,10 @@ SELECT format('ALTER SCHEMA %I OWNER TO %I', :'app', :'app') \gexec
 SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', :'app') \gexec
 SELECT format('ALTER ROLE %I SET search_path = %I', :'app', :'app') \gexec
 SELECT format('GRANT %I TO mindora_worker', :'app') \gexec
+-- objects the worker creates in the app schema (e.g. `mindora-worker migrate --app`) stay
+-- usable by the app role
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA %I GRANT ALL ON TABLES TO %I', :'app', :'app') \gexec
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA %I GRANT ALL ON SEQUENCES TO %I', :'app', :'app') \gexec
 SQL
 done
 log "done"

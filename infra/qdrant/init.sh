@@ -4,8 +4,9 @@
 # Existing collections are left untouched. Runs in the qdrant-init container (curl image).
 set -eu
 INIT_NAME=qdrant-init
+INFRA=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=infra/scripts/lib.sh
-. /infra/scripts/lib.sh
+. "$INFRA/scripts/lib.sh"
 
 qd() {
     curl -sS -f -H "api-key: ${QDRANT_API_KEY:?}" -H 'Content-Type: application/json' "$@"
@@ -20,7 +21,7 @@ until qd "${QDRANT_URL:?}/collections" >/dev/null 2>&1; do
 done
 
 body=$(mktemp)
-sh /infra/scripts/render-template.sh /infra/qdrant/collection.json "$body"
+sh "$INFRA/scripts/render-template.sh" "$INFRA/qdrant/collection.json" "$body"
 for app in $(app_list); do
     if qd "$QDRANT_URL/collections/$app" >/dev/null 2>&1; then
         log "collection $app exists"

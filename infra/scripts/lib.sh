@@ -4,15 +4,15 @@
 
 # app_list: the APPS variable split on commas/whitespace, validated ([a-z][a-z0-9_]*).
 app_list() {
+    # No grep/sed: this runs in minimal images too (the minio image is ubi-micro).
     for a in $(printf '%s' "${APPS:-}" | tr ',' ' '); do
         case "$a" in
             [a-z]*) ;;
             *) echo "invalid app name '$a' (want [a-z][a-z0-9_]*)" >&2; return 1 ;;
         esac
-        if printf '%s' "$a" | grep -q '[^a-z0-9_]'; then
-            echo "invalid app name '$a' (want [a-z][a-z0-9_]*)" >&2
-            return 1
-        fi
+        case "$a" in
+            *[!a-z0-9_]*) echo "invalid app name '$a' (want [a-z][a-z0-9_]*)" >&2; return 1 ;;
+        esac
         printf '%s\n' "$a"
     done
 }
