@@ -1,0 +1,157 @@
+//! Extraction across formats, with generated and kept fixtures, and the error cases.
+
+mod common;
+
+use common::fixtures;
+use mindora_pipelines::extract::{DefaultExtractor, Extractor};
+use mindora_pipelines::ExtractProblem;
+
+fn ok(name: &str, bytes: &[u8]) -> mindora_pipelines::model::ExtractedText {
+    DefaultExtractor
+        .extract(name, bytes)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn pdf_pages_and_text() {
+    let bytes = fixtures::pdf(&[fixtures::prose_page(1, 5), fixtures::prose_page(2, 5)]);
+    let t = ok("report.pdf", &bytes);
+    assert_eq!(t.kind, "pdf");
+    assert_eq!(t.pages, 2);
+    assert!(t.text.contains("Page 1 line 0"), "{}", t.text);
+    assert!(t.text.contains("Page 2 line 4"));
+    // Detected from bytes even with a misleading name.
+    assert_eq!(ok("upload.bin", &bytes).kind, "pdf");
+}
+
+#[test]
+fn docx_paragraphs_tables_and_chinese() {
+    let bytes = fixtures::docx(&[
+        "Annual plan",
+        "第一章：概述。中文内容保持不变。",
+        "Closing remarks.",
+    ]);
+    let t = ok("plan.docx", &bytes);
+    assert_eq!(t.kind, "docx");
+    assert!(
+        t.text
+            .contains("Annual plan\n\n第一章：概述。中文内容保持不变。\n\nClosing remarks."),
+        "{}",
+        t.text
+    );
+    assert!(t.text.contains("Region\tSales"));
+    assert!(t.text.contains("华东\t1200"));
+}
+
+#[test]
+fn xlsx_every_sheet_as_rows() {
+    let t = ok("figures.xlsx", &fixtures::xlsx());
+    assert_eq!(t.kind, "xlsx");
+    assert_eq!(t.pages, 2);
+    assert!(
+        t.text
+            .contains("# Sheet: Summary\nQuarter\tRevenue\nQ1\t1500\nQ2\t1750.5"),
+        "{}",
+        t.text
+    );
+    assert!(
+        t.text.contains("# Sheet: 数据\n城市\t人口\n上海\t24870000"),
+        "{}",
+        t.text
+    );
+}
+
+#[test]
+fn csv_html_markdown_text() {
+    let t = ok(
+        "people.csv",
+        "name,city\n\"Li, Wei\",北京\nAnna,\"Berlin\nMitte\"\n".as_bytes(),
+    );
+    assert_eq!(t.kind, "csv");
+    assert_eq!(t.text, "name\tcity\nLi, Wei\t北京\nAnna\tBerlin Mitte");
+    let t = ok("page.html", "<html><head><title>标题</title></head><body><p>你好，世界。</p><script>x()</script></body></html>".as_bytes());
+    assert_eq!(t.kind, "html");
+    assert_eq!(t.text, "标题\n\n你好，世界。");
+    let t = ok("readme.md", b"# Title\n\nSome *markdown*.\n");
+    assert_eq!(t.kind, "markdown");
+    assert_eq!(t.text, "# Title\n\nSome *markdown*.");
+    let t = ok("notes", "日本語のテキスト。한국어 텍스트.".as_bytes());
+    assert_eq!(t.kind, "text");
+    assert_eq!(t.text, "日本語のテキスト。한국어 텍스트.");
+}
+
+#[test]
+fn empty_file_is_a_clear_error() {
+    for (name, bytes) in [("empty.pdf", &b""[..]), ("empty.txt", &b"\n\n"[..])] {
+        assert_eq!(
+            DefaultExtractor.extract(name, bytes).unwrap_err(),
+            ExtractProblem::Empty
+        );
+    }
+    // A PDF whose only page has no text.
+    let blank = fixtures::pdf(&[vec![]]);
+    assert_eq!(
+        DefaultExtractor.extract("scan.pdf", &blank).unwrap_err(),
+        ExtractProblem::Empty
+    );
+}
+
+#[test]
+fn corrupt_pdf_is_a_clear_error() {
+    let mut bytes = fixtures::pdf(&[fixtures::prose_page(1, 3)]);
+    bytes.truncate(bytes.len() / 3);
+    let e = DefaultExtractor.extract("broken.pdf", &bytes).unwrap_err();
+    assert!(
+        matches!(e, ExtractProblem::Corrupt { format: "PDF", .. }),
+        "{e:?}"
+    );
+    let e = DefaultExtractor
+        .extract("fake.pdf", b"this is not a pdf")
+        .unwrap_err();
+    assert!(
+        matches!(e, ExtractProblem::Corrupt { format: "PDF", .. }),
+        "{e:?}"
+    );
+    let e = DefaultExtractor
+        .extract("garbage.pdf", b"%PDF-1.7\n\x00\x01garbage\xff\xfe")
+        .unwrap_err();
+    assert!(
+        matches!(e, ExtractProblem::Corrupt { format: "PDF", .. }),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn encrypted_pdf_is_a_clear_error() {
+    // Made by pypdf with a user password (tests/fixtures/README.md).
+    let e = DefaultExtractor
+        .extract("secret.pdf", &fixtures::kept("encrypted.pdf"))
+        .unwrap_err();
+    assert_eq!(e, ExtractProblem::Encrypted("PDF"));
+    assert!(e.to_string().contains("encrypted"));
+}
+
+#[test]
+fn corrupt_office_files_are_clear_errors() {
+    let mut d = fixtures::docx(&["x"]);
+    d.truncate(d.len() / 2);
+    let e = DefaultExtractor.extract("cut.docx", &d).unwrap_err();
+    assert!(matches!(e, ExtractProblem::Corrupt { .. }), "{e:?}");
+    let e = DefaultExtractor
+        .extract("photo.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+        .unwrap_err();
+    assert!(matches!(e, ExtractProblem::Unsupported(_)), "{e:?}");
+}
+
+#[test]
+fn error_message_names_file_and_problem() {
+    let e = mindora_pipelines::PipelineError::Extract {
+        file: "secret.pdf".into(),
+        problem: ExtractProblem::Encrypted("PDF"),
+    };
+    assert_eq!(
+        e.to_string(),
+        "secret.pdf: the PDF is encrypted (password-protected); upload an unencrypted copy"
+    );
+    assert!(!e.is_retryable());
+}
