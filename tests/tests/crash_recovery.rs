@@ -1,0 +1,189 @@
+//! Crashes and shutdowns: kill -9 loses no job, SIGTERM drains, Redis connection loss heals.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use mindora_tests::{run_python, wait_for, wait_statuses, RedisDb, WorkerProcess};
+
+#[test]
+fn kill_9_mid_jobs_then_restart_loses_nothing() -> Result<()> {
+    let db = RedisDb::lease()?;
+    run_python(
+        "3.0",
+        &db,
+        r#"
+import os, redis
+from rq import Queue, Retry
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+q = Queue("default", connection=r)
+for i in range(10):
+    q.enqueue("mindora.sleep", 2, job_id=f"r{i}", retry=Retry(max=1), job_timeout=10)
+for i in range(10):
+    q.enqueue("mindora.sleep", 2, job_id=f"n{i}", job_timeout=10)
+"#,
+    )?;
+    let fast = [
+        "--abandon-grace-secs",
+        "2",
+        "--heartbeat-secs",
+        "1",
+        "--recover-every-secs",
+        "1",
+        "--concurrency",
+        "10",
+    ];
+    let mut victim = WorkerProcess::start(&db, "w-victim", &fast)?;
+    let mut conn = db.conn()?;
+    wait_for(Duration::from_secs(10), "ten jobs running", || {
+        let running: i64 = redis::cmd("ZCARD").arg("rq:wip:default").query(&mut conn)?;
+        Ok((running == 10).then_some(()))
+    })?;
+    victim.signal("KILL")?;
+    victim.wait_exit(Duration::from_secs(5))?;
+    let _survivor = WorkerProcess::start(&db, "w-survivor", &fast)?;
+    let all: Vec<String> = (0..10)
+        .flat_map(|i| [format!("r{i}"), format!("n{i}")])
+        .collect();
+    wait_statuses(&db, &all, &["finished", "failed"], Duration::from_secs(60))?;
+    let out = run_python(
+        "3.0",
+        &db,
+        r#"
+import os, redis
+from rq import Queue
+from rq.job import Job
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+st = {}
+for j in Job.fetch_many([f"{p}{i}" for p in "rn" for i in range(10)], connection=r):
+    st.setdefault(j.get_status(), []).append(j.id)
+    if j.get_status() == "failed":
+        assert "AbandonedJobError" in j.latest_result().exc_string, j.latest_result().exc_string
+# Jobs with a retry left were requeued and finished; the rest finished or failed as abandoned.
+assert all(f"r{i}" in st.get("finished", []) for i in range(10)), st
+assert sum(len(v) for v in st.values()) == 20, st
+print(sorted((k, len(v)) for k, v in st.items()))
+"#,
+    )?;
+    assert!(out.contains("finished"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn sigterm_finishes_running_jobs_then_exits_cleanly() -> Result<()> {
+    let db = RedisDb::lease()?;
+    run_python(
+        "2.12",
+        &db,
+        r#"
+import os, redis
+from rq import Queue
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+for i in range(3):
+    Queue("default", connection=r).enqueue("mindora.sleep", 1.5, job_id=f"s{i}")
+for i in range(3):
+    Queue("default", connection=r).enqueue("mindora.sleep", 0.1, job_id=f"later{i}", at_front=False)
+"#,
+    )?;
+    let mut w = WorkerProcess::start(&db, "w-term", &["--concurrency", "3"])?;
+    let ids: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+    wait_statuses(&db, &ids, &["started"], Duration::from_secs(10))?;
+    w.signal("TERM")?;
+    let status = w.wait_exit(Duration::from_secs(20))?;
+    assert!(status.success());
+    wait_statuses(&db, &ids, &["finished"], Duration::from_secs(1))?;
+    let mut conn = db.conn()?;
+    let waiting: i64 = redis::cmd("LLEN")
+        .arg("rq:queue:default")
+        .query(&mut conn)?;
+    assert_eq!(waiting, 3, "no new job is taken after SIGTERM");
+    let workers: i64 = redis::cmd("SCARD").arg("rq:workers").query(&mut conn)?;
+    assert_eq!(workers, 0);
+    Ok(())
+}
+
+#[test]
+fn shutdown_grace_expiry_requeues_running_jobs() -> Result<()> {
+    let db = RedisDb::lease()?;
+    run_python(
+        "3.0",
+        &db,
+        r#"
+import os, redis
+from rq import Queue
+Queue("default", connection=redis.Redis.from_url(os.environ["REDIS_URL"])).enqueue("mindora.sleep", 60, job_id="long")
+"#,
+    )?;
+    let mut w = WorkerProcess::start(&db, "w-grace", &["--shutdown-grace-secs", "1"])?;
+    wait_statuses(
+        &db,
+        &["long".to_string()],
+        &["started"],
+        Duration::from_secs(10),
+    )?;
+    w.signal("TERM")?;
+    w.wait_exit(Duration::from_secs(20))?;
+    wait_statuses(
+        &db,
+        &["long".to_string()],
+        &["queued"],
+        Duration::from_secs(2),
+    )?;
+    let mut conn = db.conn()?;
+    let head: Option<String> = redis::cmd("LINDEX")
+        .arg("rq:queue:default")
+        .arg(0)
+        .query(&mut conn)?;
+    assert_eq!(head.as_deref(), Some("long"));
+    Ok(())
+}
+
+#[test]
+fn redis_connection_loss_is_survived() -> Result<()> {
+    let db = RedisDb::lease()?;
+    let mut w = WorkerProcess::start(&db, "w-reconnect", &["--heartbeat-secs", "1"])?;
+    let mut conn = db.conn()?;
+    wait_for(Duration::from_secs(10), "worker registration", || {
+        let n: i64 = redis::cmd("SCARD").arg("rq:workers").query(&mut conn)?;
+        Ok((n == 1).then_some(()))
+    })?;
+    // Kill every client connection of this database except ours, twice.
+    for _ in 0..2 {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn)?;
+        let me: i64 = redis::cmd("CLIENT").arg("ID").query(&mut conn)?;
+        for line in list.lines() {
+            let field = |k: &str| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
+            };
+            if field("db").as_deref() == Some(&db.db.to_string())
+                && field("id") != Some(me.to_string())
+            {
+                if let Some(id) = field("id") {
+                    let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("ID")
+                        .arg(id)
+                        .query(&mut conn);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    run_python(
+        "3.0",
+        &db,
+        r#"
+import os, redis
+from rq import Queue
+Queue("default", connection=redis.Redis.from_url(os.environ["REDIS_URL"])).enqueue("mindora.echo", "after", job_id="after")
+"#,
+    )?;
+    wait_statuses(
+        &db,
+        &["after".to_string()],
+        &["finished"],
+        Duration::from_secs(20),
+    )?;
+    assert!(w.alive());
+    Ok(())
+}
