@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
 # Static validation of the whole stack (no Docker engine needed). Run from the repo root:
 #
-#   bash infra/check.sh
+#   bash infra/check.sh [--worker-metrics FILE]
 #
 # Installs what it needs (idempotent, quick when present): Debian packages docker-compose,
 # prometheus (promtool), prometheus-alertmanager (amtool), nginx, shellcheck, openssl; and
 # a Python venv with jsonschema + pyyaml under ${MINDORA_CACHE:-$HOME/.cache/mindora}.
 #
 # Environment:
-#   MINDORA_WORKER_METRICS  scraped /metrics text of a real mindora-worker; when set (and the
-#                           file exists) the dashboard/alert check verifies every mindora_*
-#                           metric against it. Otherwise only the worker metric contract.
+#   MINDORA_WORKER_METRICS  (or --worker-metrics FILE) the scraped /metrics text of a real
+#                           mindora-worker. When given, the file must exist, and every mindora_*
+#                           metric of the dashboards/alerts must appear in it. When not given,
+#                           mindora_* names are checked against the worker metric contract only.
 #   MINDORA_COMPOSE_SCHEMA  Compose Specification schema (default ../shared/schemas/compose-spec.json)
 #   MINDORA_CHECK_NO_INSTALL=1  never install; fail the checks whose tools are missing
 #
 # Prints PASS/FAIL per check and ends with "infra: N passed, M failed"; exit 1 on failure.
 set -euo pipefail
 
+OLDPWD_CALLER=$PWD
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CACHE=${MINDORA_CACHE:-$HOME/.cache/mindora}
 VENV="$CACHE/infra-venv"
 SCHEMA=${MINDORA_COMPOSE_SCHEMA:-$ROOT/../shared/schemas/compose-spec.json}
 WORKER_METRICS=${MINDORA_WORKER_METRICS:-}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --worker-metrics) WORKER_METRICS=${2:?--worker-metrics needs a FILE}; shift 2 ;;
+        --worker-metrics=*) WORKER_METRICS=${1#*=}; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "infra/check.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+# A relative path is relative to where the caller stood, not to the repo root.
+if [ -n "$WORKER_METRICS" ] && [ "${WORKER_METRICS#/}" = "$WORKER_METRICS" ]; then
+    WORKER_METRICS="$OLDPWD_CALLER/$WORKER_METRICS"
+fi
 
 passed=0
 failed=0
@@ -36,7 +50,14 @@ fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
 run() {
     local name=$1
     shift
-    if "$@" > "$TMP/out" 2>&1; then
+    # Run in a subshell with errexit live (it is ignored inside `if`), so any failing
+    # command of a multi-step check fails the check.
+    local rc=0
+    set +e
+    (set -e; "$@") > "$TMP/out" 2>&1
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
         pass "$name"
     else
         fail "$name"
