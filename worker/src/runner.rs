@@ -142,6 +142,7 @@ impl RedisWorker {
         metrics::gauge!(m::WORKER_INFO, "name" => self.store.worker().to_string(), "version" => self.version.clone()).set(1.0);
         metrics::gauge!(m::WORKER_CONCURRENCY).set(self.cfg.concurrency as f64);
         metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => "redis").set(0.0);
+        metrics::counter!(m::REDIS_RECONNECTS).absolute(0);
 
         let background = CancellationToken::new();
         let hb = tokio::spawn(self.clone().heartbeat_loop(background.clone()));

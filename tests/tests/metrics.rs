@@ -1,0 +1,108 @@
+//! The worker's /metrics, /healthz and /readyz, scraped from a real process after real jobs.
+//! The scrape is saved (to `$MINDORA_METRICS_SNAPSHOT`, or the target dir) so that
+//! `infra/check.sh --worker-metrics FILE` can check every dashboard and alert query
+//! against metric names the worker really exports.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mindora_tests::{run_python, wait_for, wait_statuses, RedisDb, WorkerProcess};
+
+fn get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[test]
+fn metrics_and_health_endpoints_report_real_jobs() -> Result<()> {
+    let db = RedisDb::lease()?;
+    run_python(
+        "3.0",
+        &db,
+        r#"
+import os, redis
+from rq import Queue, Retry
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+q = Queue("default", connection=r)
+for i in range(5):
+    q.enqueue("mindora.echo", i, job_id=f"ok{i}")
+q.enqueue("mindora.fail", "x", job_id="dead")
+q.enqueue("mindora.fail", "y", job_id="retry", retry=Retry(max=1))
+Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
+"#,
+    )?;
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let _w = WorkerProcess::start(
+        &db,
+        "w-metrics",
+        &["--metrics-addr", &addr, "--queues", "default,low"],
+    )?;
+    let ids: Vec<String> = ["ok0", "ok1", "ok2", "ok3", "ok4"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    wait_statuses(&db, &ids, &["finished"], Duration::from_secs(20))?;
+    wait_statuses(
+        &db,
+        &["dead".into(), "retry".into()],
+        &["failed"],
+        Duration::from_secs(20),
+    )?;
+    wait_statuses(
+        &db,
+        &["running".into()],
+        &["started"],
+        Duration::from_secs(20),
+    )?;
+    assert!(get(port, "/healthz")?.starts_with("HTTP/1.1 200"));
+    wait_for(Duration::from_secs(10), "readiness", || {
+        Ok(get(port, "/readyz")?
+            .starts_with("HTTP/1.1 200")
+            .then_some(()))
+    })?;
+    let body = wait_for(Duration::from_secs(15), "queue depth gauges", || {
+        let text = get(port, "/metrics")?;
+        Ok(text.contains("mindora_queue_depth{").then_some(text))
+    })?;
+    let l = r#"source="redis",queue="default",function="mindora.echo""#;
+    for needle in [
+        format!("mindora_jobs_started_total{{{l}}} 5"),
+        format!("mindora_jobs_finished_total{{{l}}} 5"),
+        r#"mindora_jobs_failed_total{source="redis",queue="default",function="mindora.fail"} 3"#.to_string(),
+        r#"mindora_jobs_retried_total{source="redis",queue="default",function="mindora.fail"} 1"#.to_string(),
+        r#"mindora_jobs_dead_lettered_total{source="redis",queue="default",function="mindora.fail"} 2"#.to_string(),
+        format!("mindora_job_duration_seconds_bucket{{{l},le=\"0.0005\"}}"),
+        r#"mindora_jobs_in_flight{source="redis"} 1"#.to_string(),
+        r#"mindora_queue_depth{source="redis",queue="default"} 0"#.to_string(),
+        r#"mindora_queue_oldest_job_age_seconds{source="redis",queue="low"}"#.to_string(),
+        r#"mindora_worker_info{name="w-metrics","#.to_string(),
+        "mindora_worker_concurrency 16".to_string(),
+    ] {
+        assert!(body.contains(&needle), "missing {needle:?} in:\n{body}");
+    }
+    let text = body.split("\r\n\r\n").nth(1).context("no HTTP body")?;
+    let path = std::env::var("MINDORA_METRICS_SNAPSHOT").unwrap_or_else(|_| {
+        mindora_tests::repo_root()
+            .join("target/worker-metrics.txt")
+            .display()
+            .to_string()
+    });
+    std::fs::write(&path, text).with_context(|| format!("writing {path}"))?;
+    Ok(())
+}
