@@ -12,13 +12,13 @@ sh "$INFRA/scripts/render-template.sh" "$seed" "$rendered"
 env_name=${DEPLOY_ENV:?DEPLOY_ENV is not set}
 tab=$(printf '\t')
 
+# put KEY VALUE (POSIX sh has no locals: don't reuse the loop's variable names here)
 put() {
-    key=$1 value=$2
-    if [ "${KV_OVERWRITE:-0}" != 1 ] && consul kv get "$key" >/dev/null 2>&1; then
-        log "keep $key"
+    if [ "${KV_OVERWRITE:-0}" != 1 ] && consul kv get "$1" >/dev/null 2>&1; then
+        log "keep $1"
     else
-        consul kv put "$key" "$value" >/dev/null
-        log "put  $key"
+        consul kv put "$1" "$2" >/dev/null
+        log "put  $1"
     fi
 }
 
@@ -27,8 +27,9 @@ grep -v '^#' "$rendered" | grep -v '^[[:space:]]*$' | while IFS="$tab" read -r k
     case "$key" in
         *"{app}"*)
             for app in $apps; do
+                bucket=$(app_bucket "$app")
                 k=$(printf '%s' "$key" | sed "s/{app}/$app/g; s/{env}/$env_name/g")
-                v=$(printf '%s' "$value" | sed "s/{app}/$app/g; s/{env}/$env_name/g")
+                v=$(printf '%s' "$value" | sed "s/{app}/$app/g; s/{bucket}/$bucket/g; s/{env}/$env_name/g")
                 put "$k" "$v"
             done
             ;;

@@ -1,5 +1,6 @@
 #!/bin/bash
-# MinIO initialisation (idempotent): for every app in APPS a bucket with versioning on,
+# MinIO initialisation (idempotent): for every app in APPS a bucket (the app name with _
+# turned into -) with versioning on,
 # a policy limited to that bucket and an access key ("app-{app}", secret derived from
 # APP_CREDENTIALS_SECRET) bound to it. The worker's key gets every app bucket.
 # Runs in the minio-init container (the minio image ships mc).
@@ -32,14 +33,15 @@ ensure_user() {
 
 worker_resources=""
 for app in $(app_list); do
-    mc mb --ignore-existing "local/$app" >/dev/null
-    mc version enable "local/$app" >/dev/null
+    bucket=$(app_bucket "$app")
+    mc mb --ignore-existing "local/$bucket" >/dev/null
+    mc version enable "local/$bucket" >/dev/null
     policy=$(< "$INFRA/minio/app-policy.json")
-    printf '%s\n' "${policy//\{app\}/$app}" > "$tmp/$app.json"
+    printf '%s\n' "${policy//\{bucket\}/$bucket}" > "$tmp/$app.json"
     ensure_policy "app-$app" "$tmp/$app.json"
     ensure_user "app-$app" "$(app_secret "$app" minio)" "app-$app"
-    worker_resources="$worker_resources\"arn:aws:s3:::$app\",\"arn:aws:s3:::$app/*\","
-    log "app $app: bucket (versioned), policy app-$app, access key app-$app"
+    worker_resources="$worker_resources\"arn:aws:s3:::$bucket\",\"arn:aws:s3:::$bucket/*\","
+    log "app $app: bucket $bucket (versioned), policy app-$app, access key app-$app"
 done
 
 if [ -n "$worker_resources" ]; then

@@ -13,9 +13,16 @@ app_list() {
         case "$a" in
             *[!a-z0-9_]*) echo "invalid app name '$a' (want [a-z][a-z0-9_]*)" >&2; return 1 ;;
         esac
+        if [ "${#a}" -lt 3 ] || [ "${#a}" -gt 40 ]; then
+            echo "invalid app name '$a' (3 to 40 characters: it names an S3 bucket)" >&2
+            return 1
+        fi
         printf '%s\n' "$a"
     done
 }
+
+# app_bucket APP: the app's S3 bucket (bucket names may not contain '_').
+app_bucket() { printf '%s' "$1" | tr '_' '-'; }
 
 # app_secret APP SERVICE: deterministic per-app credential derived from
 # APP_CREDENTIALS_SECRET, so every init job (and manage.sh) computes the same value

@@ -135,7 +135,7 @@ cmd_app_credentials() {
     cat <<EOF
 app $name
   PostgreSQL     postgres://$name:$(app_secret "$name" postgres)@postgres:5432/$POSTGRES_DB  (schema $name)
-  MinIO          access key app-$name  secret $(app_secret "$name" minio)  bucket $name
+  MinIO          access key app-$name  secret $(app_secret "$name" minio)  bucket $(app_bucket "$name")
   RabbitMQ       amqp://$name:$(app_secret "$name" rabbitmq)@rabbitmq:5672/$RABBITMQ_VHOST  queue ${name}_internal_tasks
   Elasticsearch  user app_$name  password $(app_secret "$name" elasticsearch)  indices $name-documents-*, $name-logs-*
   Qdrant         collection $name (QDRANT_API_KEY)
