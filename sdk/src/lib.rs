@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod amqp;
 pub mod client;
 pub mod error;
 pub mod wire;

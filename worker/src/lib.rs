@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus metrics and health endpoints.
 //! - [`config`]: command line and environment.
 
+pub mod amqp;
 pub mod builtins;
 pub mod config;
 pub mod handler;

@@ -216,10 +216,7 @@ impl Topology {
                 .await?;
             }
             let mut work_args = FieldTable::default();
-            work_args.insert(
-                "x-dead-letter-exchange".into(),
-                long_string(DLX_EXCHANGE),
-            );
+            work_args.insert("x-dead-letter-exchange".into(), long_string(DLX_EXCHANGE));
             work_args.insert("x-dead-letter-routing-key".into(), long_string(&dlq));
             if let Some(p) = q.max_priority {
                 work_args.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(p)));
@@ -264,7 +261,10 @@ mod tests {
     fn derives_queues_and_delays() {
         let mut args = AmqpArgs::new("amqp://x");
         args.apps = vec!["billing".into(), " ".into()];
-        args.queues = vec!["ai_processing_tasks".into(), "billing_internal_tasks".into()];
+        args.queues = vec![
+            "ai_processing_tasks".into(),
+            "billing_internal_tasks".into(),
+        ];
         let t = Topology::from_args(&args).unwrap();
         assert_eq!(t.queues.len(), 2);
         assert_eq!(t.queues[0].max_priority, Some(10));
