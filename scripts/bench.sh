@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Benchmark mindora-worker against Python rq's SimpleWorker on the local Redis (same run,
+# same jobs). Usage: bash scripts/bench.sh [--rq-jobs N] [--mindora-jobs N] [--concurrency N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup-python.sh >/dev/null
+cargo build --release -p mindora-worker --quiet
+target="${CARGO_TARGET_DIR:-target}"
+"${MINDORA_CACHE:-$HOME/.cache/mindora}/venv-rq212/bin/python" tests/bench/rq_bench.py \
+  --worker "$target/release/mindora-worker" "$@"
