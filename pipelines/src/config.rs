@@ -84,7 +84,7 @@ pub struct PipelineConfig {
     pub qdrant_api_key: Option<String>,
 
     /// RabbitMQ URL for notifications.
-    #[arg(long, env = "MINDORA_AMQP_URL")]
+    #[arg(long = "notify-amqp-url", env = "MINDORA_AMQP_URL")]
     pub amqp_url: Option<String>,
     /// RabbitMQ queue that receives user notifications.
     #[arg(

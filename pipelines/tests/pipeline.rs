@@ -717,12 +717,16 @@ async fn chained_stage_jobs() {
     .fetch_all(&pool)
     .await
     .unwrap();
+    // The out-of-order calls above failed their jobs, and the audit log says so.
     assert_eq!(
         audit,
         [
+            "failed",
             "fetched",
             "extracted",
+            "failed",
             "chunked",
+            "failed",
             "embedded",
             "indexed",
             "analyzed",
@@ -738,15 +742,17 @@ async fn chained_stage_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_down_fail_jobs_not_startup() {
     let dead = "http://127.0.0.1:9"; // discard port: connection refused
-    let mut config = PipelineConfig::default();
-    config.database_url = Some("postgres://postgres@127.0.0.1:9/test".into());
-    config.s3_endpoint = Some(dead.into());
-    config.s3_access_key = Some("k".into());
-    config.s3_secret_key = Some("s".into());
-    config.elasticsearch_url = Some(dead.into());
-    config.qdrant_url = Some(dead.into());
-    config.embed_base_url = Some(format!("{dead}/v1"));
-    config.amqp_url = Some("amqp://guest:guest@127.0.0.1:9/%2f".into());
+    let config = PipelineConfig {
+        database_url: Some("postgres://postgres@127.0.0.1:9/test".into()),
+        s3_endpoint: Some(dead.into()),
+        s3_access_key: Some("k".into()),
+        s3_secret_key: Some("s".into()),
+        elasticsearch_url: Some(dead.into()),
+        qdrant_url: Some(dead.into()),
+        embed_base_url: Some(format!("{dead}/v1")),
+        amqp_url: Some("amqp://guest:guest@127.0.0.1:9/%2f".into()),
+        ..Default::default()
+    };
     let p = Pipelines::new(config)
         .await
         .expect("start-up must not contact services");

@@ -284,7 +284,7 @@ pub async fn elastic() -> FakeElastic {
         let mut st = s.lock().unwrap();
         st.requests.push(format!("{} {}?{}", r.method, r.path, r.query));
         let ct = r.header("content-type").to_string();
-        if !r.body.is_empty() && !(ct.starts_with("application/json") || ct.starts_with("application/x-ndjson") || ct.contains("elasticsearch+")) {
+        if !(r.body.is_empty() || ct.starts_with("application/json") || ct.starts_with("application/x-ndjson") || ct.contains("elasticsearch+")) {
             st.violations.push(format!("{} with content-type {ct:?}", r.path));
         }
         let segs: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
@@ -414,12 +414,15 @@ pub async fn elastic() -> FakeElastic {
 
 // ---------------------------------------------------------------- Qdrant (gRPC)
 
+/// A stored point: vector and payload.
+pub type StoredPoint = (Vec<f32>, HashMap<String, q::Value>);
+
 #[derive(Default)]
 pub struct QdrantState {
     /// collection -> dims
     pub collections: HashMap<String, u64>,
     /// collection -> point id -> (vector, payload)
-    pub points: HashMap<String, HashMap<String, (Vec<f32>, HashMap<String, q::Value>)>>,
+    pub points: HashMap<String, HashMap<String, StoredPoint>>,
     pub violations: Vec<String>,
     pub calls: Vec<String>,
 }
@@ -717,7 +720,7 @@ pub async fn qdrant() -> FakeQdrant {
                             false
                         })
                     });
-                    !(must && !not)
+                    !must || not
                 });
                 if let Some(e) = err {
                     st.violations.push(e);
