@@ -85,7 +85,7 @@ impl Stages {
     pub fn from_config(config: &PipelineConfig) -> Result<Self, PipelineError> {
         let notifier = notify::BrokerNotifier::from_config(config)?;
         Ok(Stages {
-            source: if config.s3_access_key.is_some() || config.s3_endpoint.is_some() {
+            source: if config.s3_access_key.is_some() && config.s3_secret_key.is_some() {
                 Some(Arc::new(fetch::S3Source::from_config(config)?))
             } else {
                 None

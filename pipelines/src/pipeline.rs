@@ -331,7 +331,7 @@ impl Inner {
         let source = need(
             &self.stages.source,
             "S3",
-            "MINDORA_S3_ENDPOINT / MINDORA_S3_ACCESS_KEY",
+            "MINDORA_S3_ACCESS_KEY and MINDORA_S3_SECRET_KEY (and MINDORA_S3_ENDPOINT for MinIO)",
         )?;
         progress.stage("fetch");
         let t = Instant::now();

@@ -808,3 +808,27 @@ async fn services_down_fail_jobs_not_startup() {
         .unwrap_err();
     assert!(matches!(err, PipelineError::UnknownFunction(_)));
 }
+
+/// The worker spawns `call` on a multi-threaded runtime: its future must be `Send`, and
+/// `Pipelines` shareable across tasks.
+#[test]
+fn call_future_is_send_and_pipelines_is_shareable() {
+    fn send<T: Send>(_: &T) {}
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<Pipelines>();
+    let p = Pipelines::with_stages(
+        PipelineConfig::default(),
+        mindora_pipelines::Stages::from_config(&PipelineConfig::default()).unwrap(),
+    );
+    let kw = serde_json::Map::new();
+    let j = job("q");
+    let fut = p.call(
+        "pipelines.fetch",
+        &j,
+        &[],
+        &kw,
+        &mindora_pipelines::NoProgress,
+    );
+    send(&fut);
+    assert_eq!(Pipelines::function_names()[0], "pipelines.process_document");
+}
