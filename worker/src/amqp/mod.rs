@@ -32,6 +32,7 @@ pub struct AmqpArgs {
     pub url: Option<String>,
     /// Work queues to consume (each gets a DLQ and delayed-retry queues).
     #[arg(
+        id = "amqp_queues",
         long = "amqp-queues",
         env = "MINDORA_AMQP_QUEUES",
         value_delimiter = ',',
@@ -41,7 +42,12 @@ pub struct AmqpArgs {
     /// Apps whose `{app}_internal_tasks` queue (and DLQ, and binding on
     /// `inter_app_communication` for `{app}.#`) are declared; they are consumed only when
     /// also listed in `--amqp-queues`.
-    #[arg(long = "amqp-apps", env = "MINDORA_APPS", value_delimiter = ',')]
+    #[arg(
+        id = "amqp_apps",
+        long = "amqp-apps",
+        env = "MINDORA_APPS",
+        value_delimiter = ','
+    )]
     pub apps: Vec<String>,
     /// `x-max-priority` of the work queues (not of app queues, which are plain FIFO in the
     /// shipped definitions). Must match the broker's existing queues.
