@@ -25,6 +25,14 @@ pub enum Command {
     Run,
     /// Exit 0 if the worker on --metrics-addr answers /healthz (container healthcheck).
     Healthcheck,
+    /// Declare the RabbitMQ topology (queues, exchanges, DLQs, retry queues) and exit.
+    Topology,
+    /// Apply the pipelines' PostgreSQL migrations to each app's schema and exit.
+    Migrate {
+        /// App name (repeatable); default: MINDORA_APPS.
+        #[arg(long = "app")]
+        apps: Vec<String>,
+    },
 }
 
 /// Log output format.
@@ -90,6 +98,12 @@ pub struct WorkerArgs {
     /// `low=max_attempts=3,base=10;high=max_attempts=8,base=1`.
     #[arg(long, env = "MINDORA_QUEUE_RETRY")]
     pub queue_retry: Option<String>,
+    /// RabbitMQ source (off unless --amqp-url / MINDORA_AMQP_URL is set).
+    #[command(flatten)]
+    pub amqp: crate::amqp::AmqpArgs,
+    /// Document pipelines (each stage off until its service is configured).
+    #[command(flatten)]
+    pub pipelines: mindora_pipelines::PipelineConfig,
 }
 
 /// A malformed setting.

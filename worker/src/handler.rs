@@ -36,7 +36,8 @@ pub struct JobContext {
 }
 
 impl JobContext {
-    /// A context for one job.
+    /// A context for one job (a plain record: each argument is one field).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
         queue: String,

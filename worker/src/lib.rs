@@ -10,6 +10,8 @@
 //! - [`rq_store`]: the worker's side of the rq protocol; the wire format itself is
 //!   `mindora_sdk::wire`.
 //! - [`metrics`]: Prometheus metrics and health endpoints.
+//! - [`pipelines`]: the `pipelines.*` document handlers.
+//! - [`amqp`]: the RabbitMQ task source and topology.
 //! - [`config`]: command line and environment.
 
 pub mod amqp;
@@ -17,5 +19,6 @@ pub mod builtins;
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod pipelines;
 pub mod rq_store;
 pub mod runner;

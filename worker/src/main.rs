@@ -27,10 +27,35 @@ fn default_name() -> String {
     format!("{}.{}.{suffix}", rq_store::hostname(), std::process::id())
 }
 
-fn build_registry() -> Registry {
+async fn build_registry(args: &WorkerArgs) -> Result<Registry> {
     let mut registry = Registry::new();
     mindora_worker::builtins::register(&mut registry);
-    registry
+    let pipelines = mindora_pipelines::Pipelines::new(args.pipelines.clone())
+        .await
+        .context("configuring the document pipelines")?;
+    migrate_apps(&pipelines, &args.pipelines.apps, false).await?;
+    mindora_worker::pipelines::register(&mut registry, pipelines);
+    Ok(registry)
+}
+
+/// Applies migrations per app. At start-up (`strict == false`) an unconfigured or unreachable
+/// database is logged, not fatal: the pipeline jobs that need it fail with the reason.
+async fn migrate_apps(
+    pipelines: &mindora_pipelines::Pipelines,
+    apps: &[String],
+    strict: bool,
+) -> Result<()> {
+    if !strict && pipelines.config().database_url.is_none() {
+        return Ok(());
+    }
+    for app in apps.iter().filter(|a| !a.trim().is_empty()) {
+        match pipelines.migrate(app).await {
+            Ok(()) => tracing::info!(app = %app, "migrations applied"),
+            Err(e) if !strict => tracing::error!(app = %app, error = %e, "migrations failed"),
+            Err(e) => return Err(e).with_context(|| format!("migrating app {app}")),
+        }
+    }
+    Ok(())
 }
 
 async fn run(args: WorkerArgs) -> Result<()> {
@@ -48,11 +73,19 @@ async fn run(args: WorkerArgs) -> Result<()> {
     }
     let conn = connect_with_retry(&args.redis_url, Duration::from_secs(10)).await?;
     let blocking = connect_with_retry(&args.redis_url, Duration::from_secs(10)).await?;
-    let registry = Arc::new(build_registry());
+    let registry = Arc::new(build_registry(&args).await?);
     tracing::info!(functions = ?registry.names(), "handlers registered");
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    let amqp = args.amqp.url.is_some().then(|| {
+        tokio::spawn(mindora_worker::amqp::run_amqp(
+            args.amqp.clone(),
+            registry.clone(),
+            args.concurrency.max(1),
+            shutdown.clone(),
+        ))
+    });
     let worker = RedisWorker::new(
         RedisLoopConfig {
             queues: args.queues.clone(),
@@ -68,11 +101,20 @@ async fn run(args: WorkerArgs) -> Result<()> {
         RqStore::new(conn, name),
         blocking,
         args.redis_url.clone(),
-        shutdown,
+        shutdown.clone(),
         health,
         format!("mindora-worker {}", env!("CARGO_PKG_VERSION")),
     );
     worker.run().await;
+    // The Redis side is done (burst, shutdown command or signal): stop the AMQP side too.
+    shutdown.cancel();
+    if let Some(amqp) = amqp {
+        match amqp.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e).context("RabbitMQ source"),
+            Err(e) => return Err(e).context("RabbitMQ source task"),
+        }
+    }
     Ok(())
 }
 
@@ -137,6 +179,27 @@ async fn main() -> Result<()> {
             } else {
                 anyhow::bail!("worker on {addr} is not healthy")
             }
+        }
+        Some(Command::Topology) => {
+            init_logging(cli.worker.log_format);
+            mindora_worker::amqp::declare_topology(&cli.worker.amqp)
+                .await
+                .context("declaring the RabbitMQ topology")
+        }
+        Some(Command::Migrate { apps }) => {
+            init_logging(cli.worker.log_format);
+            let apps = if apps.is_empty() {
+                cli.worker.pipelines.apps.clone()
+            } else {
+                apps
+            };
+            if apps.is_empty() {
+                anyhow::bail!("name the apps with --app NAME or MINDORA_APPS");
+            }
+            let pipelines = mindora_pipelines::Pipelines::new(cli.worker.pipelines.clone())
+                .await
+                .context("configuring the document pipelines")?;
+            migrate_apps(&pipelines, &apps, true).await
         }
         Some(Command::Run) | None => {
             init_logging(cli.worker.log_format);
