@@ -255,12 +255,13 @@ impl RqStore {
             .await
     }
 
-    /// Heartbeats the worker and every running execution.
+    /// Heartbeats the worker and every running execution; false when the worker is no
+    /// longer registered (the caller registers it again).
     pub async fn heartbeat(
         &self,
         running: &[(String, String, String, i64)],
         worker_ttl: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let now = Utc::now();
         let mut inv = scripts::HEARTBEAT.prepare_invoke();
         inv.arg(&self.worker)
@@ -272,7 +273,9 @@ impl RqStore {
             inv.arg(job).arg(queue).arg(exec).arg(ttl);
         }
         let mut conn = self.conn.clone();
-        inv.invoke_async::<i64>(&mut conn).await.map(|_| ())
+        inv.invoke_async::<i64>(&mut conn)
+            .await
+            .map(|alive| alive == 1)
     }
 
     /// Moves due scheduled jobs of `queue` onto it, if this worker holds (or takes) rq's

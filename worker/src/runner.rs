@@ -665,7 +665,24 @@ impl RedisWorker {
                 .heartbeat(&running, wire::WORKER_TTL_SECS + 60)
                 .await
             {
-                Ok(()) => self.health.redis_ok(),
+                Ok(true) => self.health.redis_ok(),
+                Ok(false) => {
+                    warn!("worker registration lost (Redis restarted?); registering again");
+                    match self
+                        .store
+                        .register_birth(&self.cfg.queues, &self.version)
+                        .await
+                    {
+                        Ok(()) => {
+                            last_state.clear();
+                            let _ = self
+                                .store
+                                .heartbeat(&running, wire::WORKER_TTL_SECS + 60)
+                                .await;
+                        }
+                        Err(e) => warn!(error = %e, "registering again failed"),
+                    }
+                }
                 Err(e) => warn!(error = %e, "heartbeat failed"),
             }
             let state = if current.is_some() { "busy" } else { "idle" };
