@@ -36,7 +36,18 @@ pub fn extract(bytes: &[u8]) -> Result<(String, u32), ExtractProblem> {
     if pages.is_empty() {
         return Err(corrupt("the document has no pages"));
     }
+    // One pass over the whole document (output_doc_page looks the page tree up again for every
+    // page, which is quadratic on large PDFs); page by page only when that pass fails, so one
+    // unreadable page does not lose the rest.
     let mut text = String::new();
+    let whole = {
+        let mut out = PlainTextOutput::new(&mut text);
+        pdf_extract::output_doc(&doc, &mut out)
+    };
+    if whole.is_ok() {
+        return Ok((text, pages.len() as u32));
+    }
+    text.clear();
     let mut failures = 0usize;
     let mut last_error = String::new();
     for &page in pages.keys() {
