@@ -2,8 +2,9 @@
 //!
 //! Every argument here must equal `infra/rabbitmq/definitions.json` (and
 //! `definitions-app.json`): RabbitMQ refuses a re-declaration with different arguments
-//! (`PRECONDITION_FAILED`), so a drift would stop the worker at start, loudly, rather
-//! than silently building a second topology.
+//! (`PRECONDITION_FAILED`): on a drift the `topology` subcommand fails and the AMQP source
+//! consumes nothing (it logs the refusal at every reconnect try) rather than silently
+//! building a second topology.
 //!
 //! Per work queue `Q`:
 //! - `Q`: durable classic queue, `x-max-priority` (app queues: none), dead-lettering to
