@@ -78,6 +78,10 @@ async fn run(args: WorkerArgs) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    if args.amqp.url.is_some() {
+        // Bad AMQP settings fail start-up, not silently after the Redis loop ends.
+        mindora_worker::amqp::Topology::from_args(&args.amqp).context("RabbitMQ settings")?;
+    }
     let amqp = args.amqp.url.is_some().then(|| {
         tokio::spawn(mindora_worker::amqp::run_amqp(
             args.amqp.clone(),

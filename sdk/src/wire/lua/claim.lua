@@ -17,9 +17,12 @@ local function start(job_id, queue)
   local jkey = 'rq:job:' .. job_id
   local h = redis.call('HGETALL', jkey)
   if #h == 0 then return end -- expired (ttl) or deleted: nothing to run
-  local status = hget(jkey, 'status')
+  local status, raw_timeout
+  for i = 1, #h, 2 do
+    if h[i] == 'status' then status = h[i + 1] elseif h[i] == 'timeout' then raw_timeout = h[i + 1] end
+  end
   if status == 'canceled' or status == 'finished' or status == 'stopped' then return end
-  local timeout = parse_timeout(hget(jkey, 'timeout'), 180)
+  local timeout = parse_timeout(raw_timeout, 180)
   -- rq's heartbeat ttl: min(remaining, monitoring interval) + 60, refreshed by heartbeats.
   local ttl = monitor + grace
   if timeout > 0 and timeout < monitor then ttl = timeout + grace end
@@ -37,19 +40,25 @@ local function start(job_id, queue)
   redis.call('HSET', jkey, 'last_heartbeat', now_iso, 'status', 'started',
     'started_at', now_iso, 'worker_name', worker)
   redis.call('PERSIST', jkey)
-  redis.call('HSET', 'rq:worker:' .. worker, 'state', 'busy', 'current_job', job_id)
   table.insert(out, {job_id, queue, exec_id, h})
   n = n + 1
+end
+
+local function mark_busy()
+  if n > 0 then
+    redis.call('HSET', 'rq:worker:' .. worker, 'state', 'busy', 'current_job', out[n][1])
+  end
+  return out
 end
 
 if mode == '2' then
   if redis.call('LREM', 'rq:queue:' .. ARGV[11] .. ':intermediate', 1, specific) == 1 then
     start(specific, ARGV[11])
   end
-  return out
+  return mark_busy()
 elseif mode == '3' then
   start(specific, ARGV[11])
-  return out
+  return mark_busy()
 end
 
 for qi = 11, #ARGV do
@@ -62,4 +71,4 @@ for qi = 11, #ARGV do
   end
   if n >= max then break end
 end
-return out
+return mark_busy()

@@ -53,8 +53,9 @@ local function end_execution(job_id, queue, exec_id, worker)
   redis.call('ZREM', 'rq:wip:' .. queue, composite)
   redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
   if worker ~= '' then
+    -- `state` and `current_job` follow the worker's whole set of running jobs; the
+    -- heartbeat keeps them (one job ending does not make a concurrent worker idle).
     redis.call('SREM', 'rq:worker:' .. worker .. ':executions', composite)
-    redis.call('HDEL', 'rq:worker:' .. worker, 'current_job')
   end
 end
 

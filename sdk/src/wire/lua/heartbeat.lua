@@ -1,12 +1,12 @@
 -- One heartbeat for a worker and all its running executions (rq's maintain_heartbeats,
 -- batched). ARGV: worker, now_iso, now_float, now_int, worker_ttl, then per execution:
 -- job_id, queue, exec_id, ttl
--- Returns 0 without writing when the worker's hash is gone (Redis restarted empty, or the
--- key expired): the caller registers the worker again.
+-- Returns 0 without writing when the worker is no longer in `rq:workers` (Redis restarted
+-- empty, or its key expired): the caller registers the worker again.
 local worker, now_iso, now_f = ARGV[1], ARGV[2], ARGV[3]
 local now_i, worker_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local wkey = 'rq:worker:' .. worker
-if redis.call('EXISTS', wkey) == 0 then return 0 end
+if redis.call('SISMEMBER', 'rq:workers', wkey) == 0 then return 0 end
 redis.call('HSET', wkey, 'last_heartbeat', now_iso)
 redis.call('EXPIRE', wkey, worker_ttl)
 redis.call('EXPIRE', wkey .. ':executions', worker_ttl)
