@@ -29,6 +29,7 @@ def main():
     def on_message(channel, method, _props, body):
         if state["start"] is None:
             state["start"] = time.perf_counter()
+            state["cpu"] = time.process_time()
         env = json.loads(body)
         HANDLERS[env["function"]](*env.get("args", []), **env.get("kwargs", {}))
         channel.basic_ack(method.delivery_tag)
@@ -39,8 +40,10 @@ def main():
     ch.basic_consume(queue, on_message)
     ch.start_consuming()
     seconds = time.perf_counter() - state["start"]
+    cpu_seconds = time.process_time() - state["cpu"]
     conn.close()
-    print(json.dumps({"messages": state["n"], "seconds": seconds, "per_sec": state["n"] / seconds}))
+    print(json.dumps({"messages": state["n"], "seconds": seconds, "per_sec": state["n"] / seconds,
+                      "cpu_seconds": cpu_seconds}))
     return 0
 
 

@@ -89,6 +89,30 @@ fn counting_registry(
     r
 }
 
+/// CPU seconds (user + system) a process has used, from /proc (Linux clock ticks of 1/100 s).
+fn cpu_secs(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let utime: f64 = after.get(11)?.parse().ok()?;
+            let stime: f64 = after.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// The RabbitMQ server's pid (beam.smp), to report the broker's share of the CPU.
+fn broker_pid() -> Option<String> {
+    let out = std::process::Command::new("pgrep")
+        .arg("-o")
+        .arg("beam.smp")
+        .output()
+        .ok()?;
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!pid.is_empty()).then_some(pid)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut argv = std::env::args().skip(1);
@@ -131,6 +155,10 @@ async fn main() -> Result<()> {
     let span = Arc::new(Mutex::new(None));
     let registry = counting_registry(n as u64, done.clone(), span.clone());
     let token = CancellationToken::new();
+    let broker = broker_pid();
+    let broker_cpu0 = broker.as_deref().map(cpu_secs).unwrap_or(0.0);
+    let rust_cpu0 = cpu_secs("self");
+    let rust_wall0 = Instant::now();
     let worker = tokio::spawn(run_amqp(
         args.clone(),
         Arc::new(registry),
@@ -147,6 +175,9 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let rust_cpu = cpu_secs("self") - rust_cpu0;
+    let rust_wall = rust_wall0.elapsed().as_secs_f64();
+    let rust_broker_cpu = broker.as_deref().map(cpu_secs).unwrap_or(0.0) - broker_cpu0;
     token.cancel();
     worker.await??;
     let left = depth(&ch, &queue).await?;
@@ -162,6 +193,8 @@ async fn main() -> Result<()> {
 
     // Python pika consumer, same backlog, same prefetch.
     fill(&ch, &queue, n).await?;
+    let py_broker_cpu0 = broker.as_deref().map(cpu_secs).unwrap_or(0.0);
+    let py_wall0 = Instant::now();
     let out = tokio::process::Command::new(&python)
         .arg(&script)
         .args([url(), queue.clone(), n.to_string(), concurrency.to_string()])
@@ -176,6 +209,10 @@ async fn main() -> Result<()> {
     let py: Value = serde_json::from_slice(&out.stdout)?;
     let py_rate = py["per_sec"].as_f64().context("per_sec")?;
     let py_secs = py["seconds"].as_f64().context("seconds")?;
+    let py_cpu = py["cpu_seconds"].as_f64().context("cpu_seconds")?;
+    let py_wall = py_wall0.elapsed().as_secs_f64();
+    let py_broker_cpu = broker.as_deref().map(cpu_secs).unwrap_or(0.0) - py_broker_cpu0;
+    let per_msg = |cpu: f64| cpu / n as f64 * 1e6;
 
     let topology = Topology::from_args(&args)?;
     for q in topology.owned_queue_names() {
@@ -189,5 +226,16 @@ async fn main() -> Result<()> {
     println!("  mindora-worker (AMQP source, concurrency {concurrency}): {rust_rate:>10.0} msg/s  ({rust_secs:.2} s)");
     println!("  Python pika consumer (ack after handle):          {py_rate:>10.0} msg/s  ({py_secs:.2} s)");
     println!("  ratio: {:.1}x", rust_rate / py_rate);
+    println!(
+        "  consumer CPU per message: mindora-worker {:.1} us, pika {:.1} us -> {:.1}x less CPU",
+        per_msg(rust_cpu),
+        per_msg(py_cpu),
+        py_cpu / rust_cpu.max(1e-9)
+    );
+    println!(
+        "  broker (beam.smp) busy: {:.0}% of one core during mindora-worker, {:.0}% during pika (its CPU bounds both)",
+        rust_broker_cpu / rust_wall * 100.0,
+        py_broker_cpu / py_wall * 100.0
+    );
     Ok(())
 }
