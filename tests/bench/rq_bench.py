@@ -6,6 +6,7 @@ one at a time to an idle worker. Prints figures and ratios; asserts nothing.
 """
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,13 +68,16 @@ def run_throughput(r, url, n, cmd, env):
     r.flushdb()
     enqueue(r, n)
     cpu0, cmds0 = redis_counters(r)
+    child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.time() - t0
+    child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
     cpu1, cmds1 = redis_counters(r)
     busy = span(r, n)
     return {"jobs_per_s": n / busy, "wall_s": wall, "redis_cpu_us_per_job": (cpu1 - cpu0) / n * 1e6,
-            "redis_cmds_per_job": (cmds1 - cmds0) / n}
+            "redis_cmds_per_job": (cmds1 - cmds0) / n, "worker_cpu_us_per_job": worker_cpu / n * 1e6}
 
 
 def run_latency(r, n, cmd, env):
@@ -127,6 +131,7 @@ def main():
         print(f"\n{'':34}{'rq SimpleWorker':>18}{'mindora-worker':>18}{'ratio':>10}")
         print(f"{'throughput (no-op jobs/s)':34}{rq_t['jobs_per_s']:>18.0f}{mw_t['jobs_per_s']:>18.0f}{mw_t['jobs_per_s'] / rq_t['jobs_per_s']:>9.1f}x")
         print(f"{'  mindora --concurrency 1':34}{'':>18}{mw_1['jobs_per_s']:>18.0f}{mw_1['jobs_per_s'] / rq_t['jobs_per_s']:>9.1f}x")
+        print(f"{'worker CPU per job (us)':34}{rq_t['worker_cpu_us_per_job']:>18.1f}{mw_t['worker_cpu_us_per_job']:>18.1f}{rq_t['worker_cpu_us_per_job'] / mw_t['worker_cpu_us_per_job']:>9.1f}x")
         print(f"{'Redis commands per job':34}{rq_t['redis_cmds_per_job']:>18.1f}{mw_t['redis_cmds_per_job']:>18.1f}")
         print(f"{'Redis CPU per job (us)':34}{rq_t['redis_cpu_us_per_job']:>18.1f}{mw_t['redis_cpu_us_per_job']:>18.1f}")
         print(f"{'Redis CPU busy at mindora rate':34}{'':>18}{mw_t['redis_cpu_us_per_job'] * mw_t['jobs_per_s'] / 1e6 * 100:>17.0f}%")

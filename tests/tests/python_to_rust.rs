@@ -351,6 +351,12 @@ assert w.queue_names() == ["high", "default"], w.queue_names()
 assert w.get_state() == "busy", w.get_state()
 assert w.get_current_job_id() == "long", w.get_current_job_id()
 assert "long" in StartedJobRegistry(queue=Queue("default", connection=r)).get_job_ids()
+job = Job.fetch("long", connection=r)
+deadline = time.time() + 10
+while job.meta.get("stage") != "sleeping" and time.time() < deadline:
+    time.sleep(0.1)
+    job.refresh()
+assert job.meta == {"stage": "sleeping", "seconds": 30}, job.meta
 send_stop_job_command(r, "long")
 deadline = time.time() + 10
 while Job.fetch("long", connection=r).get_status() != "stopped" and time.time() < deadline:

@@ -1,5 +1,6 @@
 //! Built-in handlers for smoke tests, health checks and benchmarks, callable from Python
-//! by name: `q.enqueue("mindora.echo", 1, x=2)`.
+//! by name: `q.enqueue("mindora.echo", 1, x=2)`. `mindora.sleep` reports its progress
+//! (`job.meta`), so the progress path can be watched from Python.
 
 use std::time::Duration;
 
@@ -29,6 +30,10 @@ pub fn register(registry: &mut Registry) {
                     "mindora.sleep needs a non-negative number of seconds",
                 )
             })?;
+        let mut progress = serde_json::Map::new();
+        progress.insert("stage".into(), json!("sleeping"));
+        progress.insert("seconds".into(), json!(secs));
+        ctx.report_progress(progress);
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         Ok(json!(secs))
     });

@@ -462,25 +462,37 @@ impl RedisWorker {
     }
 
     /// A callback that merges progress into the job's `meta`, written in order by one task.
+    /// The task (and the decoding of the stored meta) is only set up on the first report, so
+    /// jobs that report nothing pay nothing.
     fn progress_writer(&self, job: &Claimed, serializer: Serializer) -> ProgressFn {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Map<String, Value>>();
         let store = self.store.clone();
-        let job_id = job.job_id.clone();
-        let mut meta = job.hash.meta(serializer);
-        tokio::spawn(async move {
-            while let Some(update) = rx.recv().await {
-                meta.extend(update);
-                match serializer.dumps(&Value::Object(meta.clone())) {
-                    Ok(bytes) => {
-                        if let Err(e) = store.write_meta(&job_id, bytes).await {
-                            warn!(error = %e, job_id = %job_id, "could not write job meta");
+        let hash = job.hash.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let sender =
+            std::sync::OnceLock::<tokio::sync::mpsc::UnboundedSender<Map<String, Value>>>::new();
+        Arc::new(move |update| {
+            let tx = sender.get_or_init(|| {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Map<String, Value>>();
+                let store = store.clone();
+                let job_id = hash.id.clone();
+                let mut meta = hash.meta(serializer);
+                runtime.spawn(async move {
+                    while let Some(update) = rx.recv().await {
+                        meta.extend(update);
+                        match serializer.dumps(&Value::Object(meta.clone())) {
+                            Ok(bytes) => {
+                                if let Err(e) = store.write_meta(&job_id, bytes).await {
+                                    warn!(error = %e, job_id = %job_id, "could not write job meta");
+                                }
+                            }
+                            Err(e) => {
+                                warn!(error = %e, job_id = %job_id, "meta is not serializable")
+                            }
                         }
                     }
-                    Err(e) => warn!(error = %e, job_id = %job_id, "meta is not serializable"),
-                }
-            }
-        });
-        Arc::new(move |update| {
+                });
+                tx
+            });
             let _ = tx.send(update);
         })
     }
