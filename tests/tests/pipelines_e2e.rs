@@ -284,15 +284,11 @@ def watch(job, timeout=120):
         assert time.time() < deadline, ("job did not end", job.id, st, meta)
         time.sleep(0.005)
 
-def settled_meta(job, timeout=5):
-    """job.meta once its stage is final. The worker writes meta from a detached task, so the
-    last write can land after the job is recorded as ended (see job_meta_is_final_when_the_job_ends)."""
-    deadline = time.time() + timeout
-    while True:
-        job.refresh()
-        if job.meta.get("stage") in ("done", "failed") or time.time() > deadline:
-            return job.meta
-        time.sleep(0.01)
+def settled_meta(job):
+    """job.meta as Python reads it once the job has ended: the worker saves meta before it
+    records the outcome (as rq does), so it is final at once."""
+    job.refresh()
+    return job.meta
 
 def outcome(job):
     res = job.latest_result()
@@ -820,13 +816,10 @@ print(json.dumps({"jobs": {s: outcome(j) for s, j in jobs.items()},
 
 /// rq semantics: a job saves its `meta` before its status becomes finished/failed, so Python
 /// reading an ended job sees the final progress, and a `result_ttl=0` job leaves no hash behind.
-/// mindora-worker writes meta from a detached task (`progress_writer` in worker/src/runner.rs)
-/// that nothing waits for before the job is recorded, so (1) about one run in two, Python sees
-/// `status=finished` with `meta.stage == "notify"` in the same HGETALL, and (2) the last meta
-/// HSET of a `result_ttl=0` job lands after finish.lua's DEL and re-creates `rq:job:<id>` holding
-/// only `meta`, with no TTL: a leaked key per job. Run with `--include-ignored` to reproduce.
+/// Regression test: mindora-worker once wrote meta from a detached task nothing waited for, so
+/// Python could see `status=finished` with a stale stage, and the last meta HSET of a
+/// `result_ttl=0` job re-created `rq:job:<id>` after finish.lua's DEL (a leaked key per job).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "worker bug: job.meta is written after the job ends (worker/src/runner.rs progress_writer)"]
 async fn job_meta_is_final_when_the_job_ends() -> Result<()> {
     let e = Env::new().await?;
     for i in 0..6 {

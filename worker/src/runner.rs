@@ -408,7 +408,11 @@ impl RedisWorker {
         info!(function = %function, "job started");
 
         let attempt = attempt_number(&job);
-        let progress = self.progress_writer(&job, serializer);
+        let meta_writer = self.progress_writer(&job, serializer);
+        let progress: ProgressFn = {
+            let w = meta_writer.clone();
+            Arc::new(move |update| w.report(update))
+        };
         let ctx = JobContext::new(
             job.job_id.clone(),
             queue.clone(),
@@ -445,6 +449,7 @@ impl RedisWorker {
             }
         };
         let elapsed = started.elapsed();
+        meta_writer.flush().await;
         metrics::histogram!(m::JOB_DURATION, "source" => "redis", "queue" => queue.clone(), "function" => function.clone()).record(elapsed.as_secs_f64());
         match outcome {
             Ok(value) => {
@@ -461,39 +466,17 @@ impl RedisWorker {
         metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => "redis").decrement(1.0);
     }
 
-    /// A callback that merges progress into the job's `meta`, written in order by one task.
-    /// The task (and the decoding of the stored meta) is only set up on the first report, so
-    /// jobs that report nothing pay nothing.
-    fn progress_writer(&self, job: &Claimed, serializer: Serializer) -> ProgressFn {
-        let store = self.store.clone();
-        let hash = job.hash.clone();
-        let runtime = tokio::runtime::Handle::current();
-        let sender =
-            std::sync::OnceLock::<tokio::sync::mpsc::UnboundedSender<Map<String, Value>>>::new();
-        Arc::new(move |update| {
-            let tx = sender.get_or_init(|| {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Map<String, Value>>();
-                let store = store.clone();
-                let job_id = hash.id.clone();
-                let mut meta = hash.meta(serializer);
-                runtime.spawn(async move {
-                    while let Some(update) = rx.recv().await {
-                        meta.extend(update);
-                        match serializer.dumps(&Value::Object(meta.clone())) {
-                            Ok(bytes) => {
-                                if let Err(e) = store.write_meta(&job_id, bytes).await {
-                                    warn!(error = %e, job_id = %job_id, "could not write job meta");
-                                }
-                            }
-                            Err(e) => {
-                                warn!(error = %e, job_id = %job_id, "meta is not serializable")
-                            }
-                        }
-                    }
-                });
-                tx
-            });
-            let _ = tx.send(update);
+    /// A writer that merges progress into the job's `meta`, in order, on one task. The task
+    /// (and the decoding of the stored meta) is only set up on the first report, so jobs that
+    /// report nothing pay nothing; [`MetaWriter::flush`] waits for every write, so meta is
+    /// final before the job's outcome is recorded, as rq saves meta before the status.
+    fn progress_writer(&self, job: &Claimed, serializer: Serializer) -> Arc<MetaWriter> {
+        Arc::new(MetaWriter {
+            store: self.store.clone(),
+            hash: job.hash.clone(),
+            serializer,
+            runtime: tokio::runtime::Handle::current(),
+            state: Mutex::new(MetaState::Idle),
         })
     }
 
@@ -851,6 +834,74 @@ impl RedisWorker {
             self.slots.clone().acquire_many_owned(all),
         )
         .await;
+    }
+}
+
+enum MetaState {
+    /// Nothing reported yet.
+    Idle,
+    /// Writing: updates go to the writer task.
+    Writing(
+        tokio::sync::mpsc::UnboundedSender<Map<String, Value>>,
+        tokio::task::JoinHandle<()>,
+    ),
+    /// The job ended: late reports (from stray clones of the callback) are dropped.
+    Closed,
+}
+
+/// Ordered, lazily started writes of one job's `meta`.
+struct MetaWriter {
+    store: RqStore,
+    hash: wire::JobHash,
+    serializer: Serializer,
+    runtime: tokio::runtime::Handle,
+    state: Mutex<MetaState>,
+}
+
+impl MetaWriter {
+    fn report(&self, update: Map<String, Value>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let MetaState::Idle = *state {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Map<String, Value>>();
+            let store = self.store.clone();
+            let job_id = self.hash.id.clone();
+            let serializer = self.serializer;
+            let mut meta = self.hash.meta(serializer);
+            let task = self.runtime.spawn(async move {
+                while let Some(update) = rx.recv().await {
+                    meta.extend(update);
+                    match serializer.dumps(&Value::Object(meta.clone())) {
+                        Ok(bytes) => {
+                            if let Err(e) = store.write_meta(&job_id, bytes).await {
+                                warn!(error = %e, job_id = %job_id, "could not write job meta");
+                            }
+                        }
+                        Err(e) => warn!(error = %e, job_id = %job_id, "meta is not serializable"),
+                    }
+                }
+            });
+            *state = MetaState::Writing(tx, task);
+        }
+        if let MetaState::Writing(tx, _) = &*state {
+            let _ = tx.send(update);
+        }
+    }
+
+    /// Closes the writer and waits (up to 10 s) for every pending write.
+    async fn flush(&self) {
+        let previous = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *state, MetaState::Closed)
+        };
+        if let MetaState::Writing(tx, task) = previous {
+            drop(tx);
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                warn!(job_id = %self.hash.id, "job meta writes still pending after 10 s");
+            }
+        }
     }
 }
 
