@@ -146,12 +146,16 @@ fn uuid_like() -> String {
     format!("{nanos:x}")
 }
 
-/// Runs a Python snippet with rq `version`; `REDIS_URL` is set to the leased database
-/// and `tests/python` is importable. Fails with the script's output when it fails.
+/// What every snippet starts with: `r` is a connection to the test's own database.
+pub const PYTHON_PRELUDE: &str = "import os, time\nimport redis\nfrom rq import Queue\nr = redis.Redis.from_url(os.environ['REDIS_URL'])\n";
+
+/// Runs a Python snippet with rq `version` after [`PYTHON_PRELUDE`]; `REDIS_URL` is set to
+/// the leased database and `tests/python` is importable. Fails with the script's output when
+/// it fails.
 pub fn run_python(version: &str, db: &RedisDb, code: &str) -> Result<String> {
     let out = python_command(version, db)?
         .arg("-c")
-        .arg(code)
+        .arg(format!("{PYTHON_PRELUDE}{code}"))
         .output()
         .context("starting python")?;
     check(out, code)

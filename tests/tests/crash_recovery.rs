@@ -12,9 +12,7 @@ fn kill_9_mid_jobs_then_restart_loses_nothing() -> Result<()> {
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue, Retry
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
+from rq import Retry
 q = Queue("default", connection=r)
 for i in range(10):
     q.enqueue("mindora.sleep", 2, job_id=f"r{i}", retry=Retry(max=1), job_timeout=10)
@@ -49,10 +47,7 @@ for i in range(10):
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue
 from rq.job import Job
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 st = {}
 for j in Job.fetch_many([f"{p}{i}" for p in "rn" for i in range(10)], connection=r):
     st.setdefault(j.get_status(), []).append(j.id)
@@ -75,9 +70,6 @@ fn sigterm_finishes_running_jobs_then_exits_cleanly() -> Result<()> {
         "2.12",
         &db,
         r#"
-import os, redis
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 for i in range(3):
     Queue("default", connection=r).enqueue("mindora.sleep", 1.5, job_id=f"s{i}")
 for i in range(3):
@@ -108,9 +100,7 @@ fn shutdown_grace_expiry_requeues_running_jobs() -> Result<()> {
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue
-Queue("default", connection=redis.Redis.from_url(os.environ["REDIS_URL"])).enqueue("mindora.sleep", 60, job_id="long")
+Queue("default", connection=r).enqueue("mindora.sleep", 60, job_id="long")
 "#,
     )?;
     let mut w = WorkerProcess::start(&db, "w-grace", &["--shutdown-grace-secs", "1"])?;
@@ -173,9 +163,7 @@ fn redis_connection_loss_is_survived() -> Result<()> {
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue
-Queue("default", connection=redis.Redis.from_url(os.environ["REDIS_URL"])).enqueue("mindora.echo", "after", job_id="after")
+Queue("default", connection=r).enqueue("mindora.echo", "after", job_id="after")
 "#,
     )?;
     wait_statuses(

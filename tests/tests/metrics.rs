@@ -35,9 +35,7 @@ fn metrics_and_health_endpoints_report_real_jobs() -> Result<()> {
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue, Retry
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
+from rq import Retry
 q = Queue("default", connection=r)
 for i in range(5):
     q.enqueue("mindora.echo", i, job_id=f"ok{i}")

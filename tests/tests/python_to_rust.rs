@@ -20,10 +20,7 @@ fn results_statuses_and_registries_read_back_natively() -> Result<()> {
             version,
             &db,
             r#"
-import os, redis
-from rq import Queue
 from rq.serializers import JSONSerializer
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 Queue("default", connection=r).enqueue("mindora.echo", 1, "two", k={"n": [1, 2.5, None]}, job_id="pickled", meta={"who": "py"})
 Queue("default", connection=r, serializer=JSONSerializer).enqueue("mindora.echo", 3, flag=True, job_id="jsoned")
 "#,
@@ -34,12 +31,9 @@ Queue("default", connection=r, serializer=JSONSerializer).enqueue("mindora.echo"
             version,
             &db,
             r#"
-import os, redis
-from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 j = Job.fetch("pickled", connection=r)
 assert j.get_status() == JobStatus.FINISHED, j.get_status()
 assert j.return_value() == {"args": [1, "two"], "kwargs": {"k": {"n": [1, 2.5, None]}}}, j.return_value()
@@ -69,9 +63,7 @@ fn malformed_jobs_fail_with_reasons_and_the_worker_lives() -> Result<()> {
             version,
             &db,
             r#"
-import os, redis, pickle, zlib, datetime
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
+import pickle, zlib, datetime
 q = Queue("default", connection=r)
 q.enqueue("mindora.fail", "kaboom", job_id="raises")
 q.enqueue("no.such.function", job_id="unknown")
@@ -96,11 +88,8 @@ q.enqueue("mindora.echo", "still alive", job_id="after")
             version,
             &db,
             r#"
-import os, redis
-from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 q = Queue("default", connection=r)
 failed = set(FailedJobRegistry(queue=q).get_job_ids())
 assert failed == {"raises", "unknown", "garbage", "object", "nodata", "badshape"}, failed
@@ -131,9 +120,7 @@ fn rq_retry_is_honoured_exactly_then_dead_letters_and_requeues_from_python() -> 
             version,
             &db,
             r#"
-import os, redis
-from rq import Queue, Retry
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
+from rq import Retry
 Queue("default", connection=r).enqueue("mindora.fail", "flaky", job_id="retried", retry=Retry(max=2, interval=[1, 2]))
 "#,
         )?;
@@ -164,11 +151,8 @@ Queue("default", connection=r).enqueue("mindora.fail", "flaky", job_id="retried"
             version,
             &db,
             r#"
-import os, redis
-from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 j = Job.fetch("retried", connection=r)
 assert j.retries_left == 0, j.retries_left
 assert "flaky" in j.latest_result().exc_string
@@ -198,9 +182,6 @@ fn default_exponential_policy_applies_to_jobs_without_one() -> Result<()> {
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 Queue("default", connection=r).enqueue("mindora.fail", "always", job_id="expo")
 "#,
     )?;
@@ -232,11 +213,8 @@ fn scheduled_and_dependent_jobs_run_when_due() -> Result<()> {
             version,
             &db,
             r#"
-import os, redis
 from datetime import timedelta
-from rq import Queue
 from rq.job import Dependency
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 q = Queue("default", connection=r)
 q.enqueue_in(timedelta(seconds=2), "mindora.echo", "later", job_id="later")
 a = q.enqueue("mindora.sleep", 0.3, job_id="a")
@@ -260,9 +238,7 @@ assert c.get_status() == "deferred" and q.scheduled_job_registry.get_job_ids() =
             version,
             &db,
             r#"
-import os, redis
 from rq.job import Job
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 c = Job.fetch("c", connection=r); a = Job.fetch("a", connection=r)
 assert c.started_at >= a.ended_at, (c.started_at, a.ended_at)
 assert Job.fetch("e", connection=r).get_status() == "deferred"
@@ -281,9 +257,6 @@ fn timeouts_are_enforced() -> Result<()> {
         "2.12",
         &db,
         r#"
-import os, redis
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 Queue("default", connection=r).enqueue("mindora.sleep", 30, job_id="slow", job_timeout=1)
 "#,
     )?;
@@ -295,9 +268,7 @@ Queue("default", connection=r).enqueue("mindora.sleep", 30, job_id="slow", job_t
         "2.12",
         &db,
         r#"
-import os, redis
 from rq.job import Job
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 print(Job.fetch("slow", connection=r).latest_result().exc_string)
 "#,
     )?;
@@ -321,9 +292,6 @@ fn workers_register_like_rq_and_obey_rq_commands() -> Result<()> {
             version,
             &db,
             r#"
-import os, redis
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 Queue("default", connection=r).enqueue("mindora.sleep", 30, job_id="long")
 "#,
         )?;
@@ -332,13 +300,10 @@ Queue("default", connection=r).enqueue("mindora.sleep", 30, job_id="long")
             version,
             &db,
             r#"
-import os, redis, time
 from rq import Worker
 from rq.command import send_stop_job_command
 from rq.job import Job
 from rq.registry import StartedJobRegistry
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 deadline = time.time() + 10
 while True:
     ws = Worker.all(connection=r)
@@ -379,9 +344,8 @@ print("ok")
             version,
             &db,
             r#"
-import os, redis
 from rq.command import send_shutdown_command
-send_shutdown_command(redis.Redis.from_url(os.environ["REDIS_URL"]), "w-cmd")
+send_shutdown_command(r, "w-cmd")
 "#,
         )?;
         let status = w.wait_exit(Duration::from_secs(15))?;
@@ -390,9 +354,8 @@ send_shutdown_command(redis.Redis.from_url(os.environ["REDIS_URL"]), "w-cmd")
             version,
             &db,
             r#"
-import os, redis
 from rq import Worker
-print(len(Worker.all(connection=redis.Redis.from_url(os.environ["REDIS_URL"]))))
+print(len(Worker.all(connection=r)))
 "#,
         )?;
         assert_eq!(out.trim(), "0", "worker unregistered");
@@ -408,9 +371,6 @@ fn progress_meta_is_visible_while_jobs_run() -> Result<()> {
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 Queue("default", connection=r).enqueue("mindora.echo", job_id="m", meta={"stage": "queued"})
 "#,
     )?;
@@ -420,9 +380,8 @@ Queue("default", connection=r).enqueue("mindora.echo", job_id="m", meta={"stage"
         "3.0",
         &db,
         r#"
-import os, redis
 from rq.job import Job
-j = Job.fetch("m", connection=redis.Redis.from_url(os.environ["REDIS_URL"]))
+j = Job.fetch("m", connection=r)
 print(j.meta)
 "#,
     )?;

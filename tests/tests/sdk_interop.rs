@@ -224,9 +224,6 @@ fn high_lane_runs_before_a_full_low_lane() -> Result<()> {
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 low = Queue("low", connection=r)
 for i in range(200):
     low.enqueue("mindora.sleep", 0.01, job_id=f"low-{i}")
@@ -245,9 +242,7 @@ for i in range(200):
         "3.0",
         &db,
         r#"
-import os, redis
-from rq import Queue
-Queue("high", connection=redis.Redis.from_url(os.environ["REDIS_URL"])).enqueue("mindora.echo", job_id="urgent")
+Queue("high", connection=r).enqueue("mindora.echo", job_id="urgent")
 "#,
     )?;
     mindora_tests::wait_statuses(
@@ -273,9 +268,6 @@ fn ten_worker_processes_run_every_job_exactly_once() -> Result<()> {
         &db,
         &format!(
             r#"
-import os, redis
-from rq import Queue
-r = redis.Redis.from_url(os.environ["REDIS_URL"])
 q = Queue("default", connection=r)
 with r.pipeline() as p:
     for i in range({n}):

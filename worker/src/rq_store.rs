@@ -10,6 +10,7 @@ use mindora_sdk::wire::result::{encode_exc_string, failure_fields, success_field
 use mindora_sdk::wire::time::{epoch_float, epoch_secs, utcformat};
 use mindora_sdk::wire::{self, keys, scripts, JobHash, Serializer};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, ScriptInvocation};
 use serde_json::Value;
 
 /// Redis errors, as the worker sees them.
@@ -141,6 +142,24 @@ impl RqStore {
         Ok(out)
     }
 
+    /// The arguments `finish.lua` and `fail.lua` share, in their order: which execution
+    /// ended, on which worker, when.
+    fn outcome_call(
+        &self,
+        script: &'static Script,
+        job: &Claimed,
+        ended: DateTime<Utc>,
+    ) -> ScriptInvocation<'static> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(&job.job_id)
+            .arg(&job.queue)
+            .arg(&job.exec_id)
+            .arg(&self.worker)
+            .arg(utcformat(ended))
+            .arg(epoch_secs(ended));
+        inv
+    }
+
     /// Records success: result, status, registries, TTLs, dependents. Returns the ids of
     /// dependents that became ready.
     pub async fn finish(
@@ -162,18 +181,9 @@ impl RqStore {
             .hash
             .result_ttl()
             .unwrap_or(wire::DEFAULT_RESULT_TTL_SECS);
-        let mut inv = scripts::FINISH.prepare_invoke();
-        inv.arg(&job.job_id)
-            .arg(&job.queue)
-            .arg(&job.exec_id)
-            .arg(&self.worker)
-            .arg(utcformat(ended))
-            .arg(epoch_secs(ended))
-            .arg(result_ttl)
-            .arg(working_secs(job.started_at, ended));
-        for (k, v) in fields {
-            inv.arg(k).arg(v);
-        }
+        let mut inv = self.outcome_call(&scripts::FINISH, job, ended);
+        inv.arg(result_ttl).arg(working_secs(job.started_at, ended));
+        push_fields(&mut inv, fields);
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
     }
@@ -203,20 +213,12 @@ impl RqStore {
             .hash
             .failure_ttl()
             .unwrap_or(wire::DEFAULT_FAILURE_TTL_SECS);
-        let mut inv = scripts::FAIL.prepare_invoke();
-        inv.arg(&job.job_id)
-            .arg(&job.queue)
-            .arg(&job.exec_id)
-            .arg(&self.worker)
-            .arg(utcformat(ended))
-            .arg(epoch_secs(ended))
-            .arg(mode_arg)
+        let mut inv = self.outcome_call(&scripts::FAIL, job, ended);
+        inv.arg(mode_arg)
             .arg(delay)
             .arg(failure_ttl)
             .arg(working_secs(job.started_at, ended));
-        for (k, v) in fields {
-            inv.arg(k).arg(v);
-        }
+        push_fields(&mut inv, fields);
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
     }
@@ -544,6 +546,13 @@ pub enum FinishError {
     /// The result could not be encoded in the job's serializer.
     #[error(transparent)]
     Codec(#[from] wire::serializer::CodecError),
+}
+
+/// Appends result-stream fields (name, value pairs) as the scripts' trailing arguments.
+fn push_fields(inv: &mut ScriptInvocation<'_>, fields: Vec<(&'static str, String)>) {
+    for (k, v) in fields {
+        inv.arg(k).arg(v);
+    }
 }
 
 fn working_secs(start: DateTime<Utc>, end: DateTime<Utc>) -> String {
