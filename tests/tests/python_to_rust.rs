@@ -183,14 +183,22 @@ fn default_exponential_policy_applies_to_jobs_without_one() -> Result<()> {
         &db,
         r#"
 Queue("default", connection=r).enqueue("mindora.fail", "always", job_id="expo")
+Queue("once", connection=r).enqueue("mindora.fail", "no retries here", job_id="once")
 "#,
     )?;
     let _w = WorkerProcess::start(
         &db,
         "w-expo",
-        &["--retry", "max_attempts=3,base=1,factor=2,cap=10,jitter=0"],
+        &[
+            "--queues",
+            "default,once",
+            "--retry",
+            "max_attempts=3,base=1,factor=2,cap=10,jitter=0",
+            "--queue-retry",
+            "once=max_attempts=1",
+        ],
     )?;
-    wait_statuses(&db, &ids(&["expo"]), &["failed"], T)?;
+    wait_statuses(&db, &ids(&["expo", "once"]), &["failed"], T)?;
     let mut conn = db.conn()?;
     let intervals: String = redis::cmd("HGET")
         .arg("rq:job:expo")
@@ -201,7 +209,15 @@ Queue("default", connection=r).enqueue("mindora.fail", "always", job_id="expo")
         .arg("rq:worker:w-expo")
         .arg("failed_job_count")
         .query(&mut conn)?;
-    assert_eq!(failed_runs, 3, "three attempts in all");
+    assert_eq!(
+        failed_runs, 4,
+        "three attempts of expo, one of once (its queue's policy)"
+    );
+    let once_left: Option<String> = redis::cmd("HGET")
+        .arg("rq:job:once")
+        .arg("retries_left")
+        .query(&mut conn)?;
+    assert_eq!(once_left, None, "a one-attempt policy is never attached");
     Ok(())
 }
 

@@ -304,3 +304,53 @@ with r.pipeline() as p:
     }
     Ok(())
 }
+
+#[test]
+fn ten_workers_move_each_scheduled_job_exactly_once() -> Result<()> {
+    let db = RedisDb::lease()?;
+    let n = 300;
+    run_python(
+        "3.0",
+        &db,
+        &format!(
+            r#"
+from datetime import timedelta
+q = Queue("default", connection=r)
+with r.pipeline() as p:
+    for i in range({n}):
+        q.enqueue_in(timedelta(seconds=1), "mindora.echo", i, job_id=f"s{{i}}", pipeline=p)
+    p.execute()
+assert len(q.scheduled_job_registry) == {n}
+"#
+        ),
+    )?;
+    let workers: Vec<WorkerProcess> = (0..10)
+        .map(|i| WorkerProcess::start(&db, &format!("w-sched-{i}"), &["--concurrency", "4"]))
+        .collect::<Result<_>>()?;
+    let ids: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    mindora_tests::wait_statuses(&db, &ids, &["finished"], Duration::from_secs(60))?;
+    let mut conn = db.conn()?;
+    let mut total = 0i64;
+    for w in &workers {
+        let c: Option<i64> = redis::cmd("HGET")
+            .arg(format!("rq:worker:{}", w.name))
+            .arg("successful_job_count")
+            .query(&mut conn)?;
+        total += c.unwrap_or(0);
+    }
+    assert_eq!(
+        total, n,
+        "each scheduled job ran exactly once across ten workers"
+    );
+    for id in &ids {
+        let runs: i64 = redis::cmd("XLEN")
+            .arg(format!("rq:results:{id}"))
+            .query(&mut conn)?;
+        assert_eq!(runs, 1, "{id} ran {runs} times");
+    }
+    let left: i64 = redis::cmd("LLEN")
+        .arg("rq:queue:default")
+        .query(&mut conn)?;
+    assert_eq!(left, 0, "no duplicate ids left in the queue");
+    Ok(())
+}
