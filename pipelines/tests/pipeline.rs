@@ -20,14 +20,18 @@ struct Env {
     bucket: String,
     queue: String,
     config: PipelineConfig,
+    /// Drops the app's schema and deletes the notification queue, also when the test panics.
+    _cleanup: common::Cleanup,
 }
 
 async fn env(dims: u32) -> Env {
+    let app = common::unique("t");
+    let queue = common::unique("user_notifications_test_");
+    let cleanup = common::cleanup(&app, &queue);
     let s3 = S3Server::start().await;
     let openai = fakes::openai().await;
     let es = fakes::elastic().await;
     let qdrant = fakes::qdrant().await;
-    let app = common::unique("t");
     let mut config = PipelineConfig::default();
     s3.configure(&mut config);
     config.database_url = Some(PG_URL.into());
@@ -40,7 +44,6 @@ async fn env(dims: u32) -> Env {
     config.elasticsearch_url = Some(es.url.clone());
     config.qdrant_url = Some(qdrant.url.clone());
     config.amqp_url = Some(AMQP_URL.into());
-    let queue = common::unique("user_notifications_test_");
     config.notify_queue = queue.clone();
     config.notify_redis_url = Some(REDIS_URL.into());
     config.chunk_size = 400;
@@ -54,6 +57,7 @@ async fn env(dims: u32) -> Env {
         app,
         queue,
         config,
+        _cleanup: cleanup,
     }
 }
 
@@ -831,4 +835,72 @@ fn call_future_is_send_and_pipelines_is_shareable() {
     );
     send(&fut);
     assert_eq!(Pipelines::function_names()[0], "pipelines.process_document");
+}
+
+/// The cleanup guard removes the app's schema and the queue when the test holding it panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_guard_runs_when_a_test_panics() {
+    let app = common::unique("t");
+    let queue = common::unique("user_notifications_test_");
+    let schema = format!("mindora_{app}");
+    let guard = common::cleanup(&app, &queue);
+
+    let config = PipelineConfig {
+        database_url: Some(PG_URL.into()),
+        ..Default::default()
+    };
+    Pipelines::new(config)
+        .await
+        .unwrap()
+        .migrate(&app)
+        .await
+        .unwrap();
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+
+    let pool = common::pg().await;
+    let schema_exists = |pool: sqlx::PgPool, schema: String| async move {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        )
+        .bind(schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert!(schema_exists(pool.clone(), schema.clone()).await);
+
+    // A panicking "test" holding the guard.
+    let panicked = std::thread::spawn(move || {
+        let _cleanup = guard;
+        panic!("deliberate panic: the guard must still clean up");
+    })
+    .join();
+    assert!(panicked.is_err());
+
+    assert!(!schema_exists(pool, schema).await, "schema left behind");
+    let passive = ch
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await;
+    assert!(passive.is_err(), "queue {queue} left behind");
+    let _ = conn.close(200, "bye".into()).await;
 }
