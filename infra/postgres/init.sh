@@ -37,17 +37,19 @@ SQL
 for app in $(app_list); do
     log "app $app: role + schema"
     ensure_role "$app" "$(app_secret "$app" postgres)"
-    psql_q -v app="$app" -v db="$db" <<'SQL'
+    # The schema the pipelines use: mindora_{app}, with '-' as '_' (pipelines/README.md).
+    schema="mindora_${app//-/_}"
+    psql_q -v app="$app" -v db="$db" -v schema="$schema" <<'SQL'
 SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', :'db', :'app') \gexec
-SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', :'app', :'app') \gexec
-SELECT format('ALTER SCHEMA %I OWNER TO %I', :'app', :'app') \gexec
-SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', :'app') \gexec
-SELECT format('ALTER ROLE %I SET search_path = %I', :'app', :'app') \gexec
+SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', :'schema', :'app') \gexec
+SELECT format('ALTER SCHEMA %I OWNER TO %I', :'schema', :'app') \gexec
+SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', :'schema') \gexec
+SELECT format('ALTER ROLE %I SET search_path = %I', :'app', :'schema') \gexec
 SELECT format('GRANT %I TO mindora_worker', :'app') \gexec
--- objects the worker creates in the app schema (e.g. `mindora-worker migrate --app`) stay
--- usable by the app role
-SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA %I GRANT ALL ON TABLES TO %I', :'app', :'app') \gexec
-SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA %I GRANT ALL ON SEQUENCES TO %I', :'app', :'app') \gexec
+-- objects the worker creates in the app schema (migrations at start-up, or
+-- `mindora-worker migrate --app`) stay usable by the app role
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA %I GRANT ALL ON TABLES TO %I', :'schema', :'app') \gexec
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA %I GRANT ALL ON SEQUENCES TO %I', :'schema', :'app') \gexec
 SQL
 done
 log "done"

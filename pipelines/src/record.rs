@@ -176,7 +176,18 @@ impl RecordStore for PgRecordStore {
             )
             .await?;
         let mut migrator = sqlx::migrate!("./migrations");
-        migrator.create_schema(schema.clone());
+        // Where the schema was provisioned (the compose stack creates `mindora_{app}` owned
+        // by the app's role, the worker being a member), use it: `CREATE SCHEMA IF NOT
+        // EXISTS` needs CREATE on the database even when the schema exists, which a
+        // least-privilege worker role does not have.
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&schema)
+                .fetch_one(&pool)
+                .await?;
+        if !exists {
+            migrator.create_schema(schema.clone());
+        }
         migrator.dangerous_set_table_name(format!("\"{schema}\"._sqlx_migrations"));
         let result = migrator.run(&pool).await;
         pool.close().await;
