@@ -130,7 +130,7 @@ NETWORK="${PROJECT}_backend"
 REDIS_PASSWORD=$(env_get REDIS_PASSWORD)
 rq_roundtrip() {
     docker run --rm --network "$NETWORK" -e REDIS_PASSWORD="$REDIS_PASSWORD" python:3.12-slim sh -c '
-pip install -q --disable-pip-version-check --root-user-action=ignore "rq>=1.16,<3" "redis>=5" >/dev/null 2>&1
+pip install -q --disable-pip-version-check --root-user-action=ignore "rq==2.12.0" "redis>=5,<9" >/dev/null 2>&1
 python - <<PY
 import os, sys, time
 from redis import Redis
