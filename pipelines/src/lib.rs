@@ -8,6 +8,8 @@
 //! [`index_vectors::VectorIndex`], [`record::RecordStore`], [`openai::Analyzer`],
 //! [`notify::Notifier`]) so it can be tested alone or swapped; [`Stages`] holds one of each.
 
+#![warn(missing_docs)]
+
 pub mod chunk;
 pub mod config;
 pub mod error;

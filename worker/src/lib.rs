@@ -14,6 +14,8 @@
 //! - [`amqp`]: the RabbitMQ task source and topology.
 //! - [`config`]: command line and environment.
 
+#![warn(missing_docs)]
+
 pub mod amqp;
 pub mod builtins;
 pub mod config;
