@@ -175,3 +175,58 @@ Queue("default", connection=r).enqueue("mindora.echo", "after", job_id="after")
     assert!(w.alive());
     Ok(())
 }
+
+#[test]
+fn a_job_stranded_between_pop_and_claim_is_recovered() -> Result<()> {
+    let db = RedisDb::lease()?;
+    // A worker killed right after its BLMOVE leaves the id in the intermediate list, its job
+    // still `queued`. Simulate exactly that, then start a worker on two lanes.
+    run_python(
+        "3.0",
+        &db,
+        r#"
+q = Queue("low", connection=r)
+q.enqueue("mindora.echo", "stranded", job_id="stranded")
+assert r.lmove("rq:queue:low", "rq:queue:low:intermediate") == b"stranded"
+"#,
+    )?;
+    let _w = WorkerProcess::start(
+        &db,
+        "w-stranded",
+        &["--queues", "high,low", "--recover-every-secs", "1"],
+    )?;
+    wait_statuses(
+        &db,
+        &["stranded".to_string()],
+        &["finished"],
+        Duration::from_secs(20),
+    )?;
+    let mut conn = db.conn()?;
+    let left: i64 = redis::cmd("LLEN")
+        .arg("rq:queue:low:intermediate")
+        .query(&mut conn)?;
+    assert_eq!(left, 0);
+    Ok(())
+}
+
+#[test]
+fn an_idle_worker_on_several_lanes_picks_up_lower_lane_jobs() -> Result<()> {
+    let db = RedisDb::lease()?;
+    let _w = WorkerProcess::start(&db, "w-lanes", &["--queues", "high,default,low"])?;
+    let mut conn = db.conn()?;
+    wait_for(Duration::from_secs(10), "worker registration", || {
+        let n: i64 = redis::cmd("SCARD").arg("rq:workers").query(&mut conn)?;
+        Ok((n == 1).then_some(()))
+    })?;
+    for lane in ["low", "default", "high"] {
+        let id = format!("on-{lane}");
+        run_python(
+            "3.0",
+            &db,
+            &format!(r#"Queue("{lane}", connection=r).enqueue("mindora.echo", job_id="{id}")"#),
+        )?;
+        // Picked up although the idle worker blocks on the highest lane only.
+        wait_statuses(&db, &[id], &["finished"], Duration::from_secs(10))?;
+    }
+    Ok(())
+}

@@ -87,15 +87,15 @@ impl RqStore {
     }
 
     /// Claims up to `max` jobs from `queues` in priority order. With `specific`, claims
-    /// only that job id, which the caller has just moved into the queue's intermediate list
-    /// (`Some((id, true))`) or popped itself (`Some((id, false))`).
+    /// only that job id, which the caller has just moved into the (single) queue's
+    /// intermediate list.
     pub async fn claim(
         &self,
         queues: &[String],
         max: usize,
         monitor_interval_secs: i64,
         grace_secs: i64,
-        specific: Option<(&str, bool)>,
+        specific: Option<&str>,
     ) -> StoreResult<Vec<Claimed>> {
         let now = Utc::now();
         let prefix = &uuid::Uuid::new_v4().simple().to_string()[..28];
@@ -109,8 +109,8 @@ impl RqStore {
             .arg(monitor_interval_secs)
             .arg(grace_secs);
         match specific {
-            Some((id, from_intermediate)) => {
-                inv.arg(if from_intermediate { "2" } else { "3" }).arg(id);
+            Some(id) => {
+                inv.arg("2").arg(id);
             }
             None => {
                 inv.arg("0").arg("");

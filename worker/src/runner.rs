@@ -2,8 +2,7 @@
 //!
 //! 1. **Claim**: one script call pops up to as many jobs as there are free slots, in strict
 //!    queue (lane) order, and starts them atomically. When the queues are empty, a blocking
-//!    pop waits for the next job (`BLMOVE` into rq's intermediate list for one queue,
-//!    `BLMPOP` for several, as rq's own worker does).
+//!    `BLMOVE` into rq's intermediate list waits for the next job, so no pop is ever lost.
 //! 2. **Run**: each job runs as its own task under its timeout; panics, timeouts, stop
 //!    commands and shutdown are caught there, never in the loop.
 //! 3. **Record**: success, retry (rq's `Retry` or a queue's exponential default),
@@ -272,38 +271,28 @@ impl RedisWorker {
         }
     }
 
-    /// Blocks up to a second for the next job on the queues, then claims it.
+    /// Blocks until the next job arrives, then claims it. The pop is always a `BLMOVE`
+    /// into rq's intermediate list, so a worker killed between pop and claim loses nothing
+    /// (recovery puts stranded ids back). One queue: block up to a second on it. Several:
+    /// block up to 100 ms on the highest lane; the fetch loop's atomic sweep then takes the
+    /// lower lanes, so they wait at most ~100 ms while the worker is idle. (rq's own worker
+    /// uses `BLPOP` across several queues, which can lose a job popped by a dying worker.)
     async fn wait_for_job(self: &Arc<Self>) {
         let mut conn = self.blocking.clone();
         let queues = &self.cfg.queues;
-        let got: Result<Option<(String, String, bool)>, redis::RedisError> = if queues.len() == 1 {
-            redis::cmd("BLMOVE")
-                .arg(keys::queue(&queues[0]))
-                .arg(keys::intermediate(&queues[0]))
-                .arg("LEFT")
-                .arg("RIGHT")
-                .arg(1.0)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .map(|id| id.map(|id| (queues[0].clone(), id, true)))
-        } else {
-            let mut cmd = redis::cmd("BLMPOP");
-            cmd.arg(1.0).arg(queues.len());
-            for q in queues {
-                cmd.arg(keys::queue(q));
-            }
-            cmd.arg("LEFT").arg("COUNT").arg(1);
-            cmd.query_async::<Option<(String, Vec<String>)>>(&mut conn)
-                .await
-                .map(|r| {
-                    r.and_then(|(key, ids)| {
-                        let q = keys::queue_name_from_key(&key)?.to_string();
-                        ids.into_iter().next().map(|id| (q, id, false))
-                    })
-                })
-        };
+        let lane = &queues[0];
+        let timeout = if queues.len() == 1 { 1.0 } else { 0.1 };
+        let got: Result<Option<(String, String)>, redis::RedisError> = redis::cmd("BLMOVE")
+            .arg(keys::queue(lane))
+            .arg(keys::intermediate(lane))
+            .arg("LEFT")
+            .arg("RIGHT")
+            .arg(timeout)
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .map(|id| id.map(|id| (lane.clone(), id)));
         match got {
-            Ok(Some((queue, id, from_intermediate))) => {
+            Ok(Some((queue, id))) => {
                 let permit = match self.slots.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => return,
@@ -317,7 +306,7 @@ impl RedisWorker {
                             1,
                             MONITOR_INTERVAL_SECS,
                             self.cfg.abandon_grace_secs,
-                            Some((&id, from_intermediate)),
+                            Some(&id),
                         )
                         .await
                     {

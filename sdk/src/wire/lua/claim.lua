@@ -4,7 +4,7 @@
 --       mode, job_id, queue names...
 -- mode '0': sweep the queues in order; '2': start `job_id`, which the caller moved into the
 -- (single) queue's intermediate list with BLMOVE (LREM decides it is ours, as rq's worker
--- does); '3': start `job_id`, which the caller popped from the (single) queue.
+-- does).
 -- Returns: { {job_id, queue, exec_id, hash_flat}, ... }
 local worker, now_iso, now_f = ARGV[1], ARGV[2], ARGV[3]
 local now_i, max = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -55,9 +55,6 @@ if mode == '2' then
   if redis.call('LREM', 'rq:queue:' .. ARGV[11] .. ':intermediate', 1, specific) == 1 then
     start(specific, ARGV[11])
   end
-  return mark_busy()
-elseif mode == '3' then
-  start(specific, ARGV[11])
   return mark_busy()
 end
 
