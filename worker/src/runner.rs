@@ -368,6 +368,18 @@ impl RedisWorker {
             }
         };
         let function = call.function.clone();
+        for callback in [
+            wire::job::field::SUCCESS_CALLBACK_NAME,
+            wire::job::field::FAILURE_CALLBACK_NAME,
+            wire::job::field::STOPPED_CALLBACK_NAME,
+        ] {
+            if let Some(name) = job.hash.text(callback) {
+                warn!(
+                    callback,
+                    name, "rq callbacks name Python functions; mindora-worker does not run them"
+                );
+            }
+        }
         metrics::counter!(m::JOBS_STARTED, "source" => "redis", "queue" => queue.clone(), "function" => function.clone()).increment(1);
         let Some(handler) = self.registry.get(&function) else {
             let err = self.registry.unknown(&function);
