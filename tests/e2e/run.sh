@@ -51,6 +51,13 @@ done < .env.example > "$ENV_FILE"
     echo "NGINX_HTTPS_PORT=$HTTPS_PORT"
     echo "WORKER_IMAGE=mindora-worker:e2e"
     echo "BACKUP_DIR=$WORK/backups"
+    # The pipeline check needs a real OpenAI-compatible embeddings API (opt-in).
+    if [ -n "${E2E_EMBED_API_KEY:-}" ]; then
+        echo "EMBED_API_KEY=$E2E_EMBED_API_KEY"
+        [ -z "${E2E_EMBED_BASE_URL:-}" ] || echo "EMBED_BASE_URL=$E2E_EMBED_BASE_URL"
+        [ -z "${E2E_EMBED_MODEL:-}" ] || echo "EMBED_MODEL=$E2E_EMBED_MODEL"
+        [ -z "${E2E_EMBED_DIMENSIONS:-}" ] || echo "EMBED_DIMENSIONS=$E2E_EMBED_DIMENSIONS"
+    fi
 } >> "$ENV_FILE"
 # later lines win in compose's .env parsing; keep one definition per key for clarity
 awk -F= '!/^#/ && NF { last[$1] = NR } { line[NR] = $0; key[NR] = $1 } END {
@@ -149,6 +156,56 @@ sys.exit(0 if status == "finished" and result == {"args": [1], "kwargs": {"x": 2
 PY'
 }
 check "Python rq job mindora.echo(1, x=2) finished by a worker with the echoed result" rq_roundtrip
+
+# Issue 5's end to end on the real stack: a document in MinIO, pipelines.process_document
+# enqueued from Python rq, then its chunks in Elasticsearch and its vectors in Qdrant.
+# Needs a real embeddings API: E2E_EMBED_API_KEY (+ optional E2E_EMBED_BASE_URL, _MODEL,
+# _DIMENSIONS, e.g. a local Ollama's OpenAI-compatible endpoint); skipped otherwise.
+MINIO_IMAGE=$(sed -n 's/^ *image: \(minio\/minio:.*\)$/\1/p' "$ROOT/docker-compose.yml" | head -n1)
+pipeline_roundtrip() {
+    local app bucket
+    app=$(env_get APPS | cut -d, -f1)
+    bucket=${app//_/-}
+    docker run --rm --network "$NETWORK" --entrypoint /bin/bash \
+        -e MC_USER="$(env_get MINIO_ROOT_USER)" -e MC_PASSWORD="$(env_get MINIO_ROOT_PASSWORD)" \
+        -e BUCKET="$bucket" "$MINIO_IMAGE" -c '
+mc alias set e2e http://minio:9000 "$MC_USER" "$MC_PASSWORD" >/dev/null &&
+printf "mindora end to end.\n\nA document uploaded to MinIO becomes searchable by words and by meaning.\n" > /tmp/e2e.txt &&
+mc cp /tmp/e2e.txt "e2e/$BUCKET/e2e/doc.txt" >/dev/null' || return 1
+    docker run --rm --network "$NETWORK" -e REDIS_PASSWORD="$REDIS_PASSWORD" -e APP="$app" \
+        -e BUCKET="$bucket" -e ELASTIC_PASSWORD="$(env_get ELASTIC_PASSWORD)" \
+        -e QDRANT_API_KEY="$(env_get QDRANT_API_KEY)" python:3.12-slim sh -c '
+pip install -q --disable-pip-version-check --root-user-action=ignore "rq==2.12.0" "redis>=5,<9" >/dev/null 2>&1
+python - <<PY
+import base64, json, os, sys, time, urllib.request
+from redis import Redis
+from rq import Queue
+conn = Redis(host="redis", port=6379, password=os.environ["REDIS_PASSWORD"])
+job = Queue("ai_processing_tasks", connection=conn).enqueue(
+    "pipelines.process_document", app=os.environ["APP"], bucket=os.environ["BUCKET"], key="e2e/doc.txt")
+deadline = time.time() + 300
+while job.get_status(refresh=True) not in ("finished", "failed") and time.time() < deadline:
+    time.sleep(1)
+summary = job.return_value()
+print("job", job.id, job.get_status(), summary, job.meta, file=sys.stderr)
+if job.get_status() != "finished":
+    print(job.latest_result().exc_string, file=sys.stderr)
+    sys.exit(1)
+def get(url, headers):
+    return json.load(urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30))
+auth = "Basic " + base64.b64encode(("elastic:" + os.environ["ELASTIC_PASSWORD"]).encode()).decode()
+get("http://elasticsearch:9200/_refresh", {"Authorization": auth})
+es = get("http://elasticsearch:9200/" + os.environ["APP"] + "-documents-*/_count", {"Authorization": auth})["count"]
+qd = get("http://qdrant:6333/collections/" + os.environ["APP"] + "_documents", {"api-key": os.environ["QDRANT_API_KEY"]})["result"]["points_count"]
+print("elasticsearch chunks", es, "qdrant points", qd, file=sys.stderr)
+sys.exit(0 if es >= 1 and qd >= 1 else 1)
+PY'
+}
+if [ -n "${E2E_EMBED_API_KEY:-}" ]; then
+    check "pipelines.process_document from Python rq: chunks in Elasticsearch and Qdrant" pipeline_roundtrip
+else
+    echo "SKIP pipelines.process_document (set E2E_EMBED_API_KEY for a real embeddings API)"
+fi
 
 workers_up() {
     dc exec -T prometheus wget -qO- 'http://127.0.0.1:9090/api/v1/targets?state=active' | python3 -c '
