@@ -294,3 +294,30 @@ pub fn wait_statuses(
         },
     )
 }
+
+/// Exactly-once across a fleet: the workers' `successful_job_count`s add up to the number of
+/// jobs, and every job's result stream holds a single entry.
+pub fn assert_each_ran_once(db: &RedisDb, ids: &[String], workers: &[WorkerProcess]) -> Result<()> {
+    let mut conn = db.conn()?;
+    let mut per_worker = Vec::new();
+    for w in workers {
+        let c: Option<i64> = conn.hget(format!("rq:worker:{}", w.name), "successful_job_count")?;
+        per_worker.push((w.name.clone(), c.unwrap_or(0)));
+    }
+    let total: i64 = per_worker.iter().map(|(_, c)| c).sum();
+    if total != ids.len() as i64 {
+        bail!(
+            "{total} successful runs for {} jobs: {per_worker:?}",
+            ids.len()
+        );
+    }
+    for id in ids {
+        let runs: i64 = redis::cmd("XLEN")
+            .arg(format!("rq:results:{id}"))
+            .query(&mut conn)?;
+        if runs != 1 {
+            bail!("{id} ran {runs} times");
+        }
+    }
+    Ok(())
+}

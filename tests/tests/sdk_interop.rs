@@ -1,7 +1,6 @@
 //! mindora-sdk enqueues: a real Python `rq worker` and mindora-worker both run the jobs,
 //! and the SDK reads back what each of them recorded.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -281,27 +280,7 @@ with r.pipeline() as p:
         .collect::<Result<_>>()?;
     let ids: Vec<String> = (0..n).map(|i| format!("j{i}")).collect();
     mindora_tests::wait_statuses(&db, &ids, &["finished"], Duration::from_secs(120))?;
-    let mut conn = db.conn()?;
-    let mut total = 0i64;
-    let mut per_worker = HashMap::new();
-    for w in &workers {
-        let c: i64 = redis::cmd("HGET")
-            .arg(format!("rq:worker:{}", w.name))
-            .arg("successful_job_count")
-            .query(&mut conn)?;
-        per_worker.insert(w.name.clone(), c);
-        total += c;
-    }
-    assert_eq!(
-        total, n,
-        "every job ran exactly once across the fleet: {per_worker:?}"
-    );
-    for id in &ids {
-        let runs: i64 = redis::cmd("XLEN")
-            .arg(format!("rq:results:{id}"))
-            .query(&mut conn)?;
-        assert_eq!(runs, 1, "{id} ran {runs} times");
-    }
+    mindora_tests::assert_each_ran_once(&db, &ids, &workers)?;
     Ok(())
 }
 
@@ -329,25 +308,8 @@ assert len(q.scheduled_job_registry) == {n}
         .collect::<Result<_>>()?;
     let ids: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
     mindora_tests::wait_statuses(&db, &ids, &["finished"], Duration::from_secs(60))?;
+    mindora_tests::assert_each_ran_once(&db, &ids, &workers)?;
     let mut conn = db.conn()?;
-    let mut total = 0i64;
-    for w in &workers {
-        let c: Option<i64> = redis::cmd("HGET")
-            .arg(format!("rq:worker:{}", w.name))
-            .arg("successful_job_count")
-            .query(&mut conn)?;
-        total += c.unwrap_or(0);
-    }
-    assert_eq!(
-        total, n,
-        "each scheduled job ran exactly once across ten workers"
-    );
-    for id in &ids {
-        let runs: i64 = redis::cmd("XLEN")
-            .arg(format!("rq:results:{id}"))
-            .query(&mut conn)?;
-        assert_eq!(runs, 1, "{id} ran {runs} times");
-    }
     let left: i64 = redis::cmd("LLEN")
         .arg("rq:queue:default")
         .query(&mut conn)?;
