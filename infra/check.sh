@@ -185,12 +185,12 @@ run "nginx -t (infra/nginx, throwaway cert + htpasswd)" check_nginx
 check_shellcheck() {
     local scripts=()
     while IFS= read -r f; do scripts+=("$f"); done < <(
-        { find infra tests/e2e -type f -name '*.sh' 2>/dev/null; } | sort)
+        { find . \( -path ./target -o -path ./.git \) -prune -o -type f -name '*.sh' -print; echo .ci/run; } | sort)
     [ "${#scripts[@]}" -gt 0 ] || return 1
     echo "${#scripts[@]} scripts"
     shellcheck -x "${scripts[@]}"
 }
-run "shellcheck (infra/**/*.sh, tests/e2e/*.sh)" check_shellcheck
+run "shellcheck (every *.sh in the repo, and .ci/run)" check_shellcheck
 
 # ------------------------------------------------------------------ provisioning files
 check_files() {

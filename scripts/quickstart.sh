@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 url="${REDIS_URL:-redis://127.0.0.1:6379/9}"
 bash tests/setup-python.sh
 py="${MINDORA_CACHE:-$HOME/.cache/mindora}/venv-rq30/bin/python"
-cargo build --release -p mindora-worker
+cargo build -p mindora-worker
 target="${CARGO_TARGET_DIR:-target}"
 REDIS_URL="$url" "$py" - <<'PY'
 import os, redis
@@ -24,7 +24,7 @@ print("enqueued 4 jobs on", os.environ["REDIS_URL"])
 PY
 echo "running mindora-worker (burst mode: exits when the queues are empty)"
 sleep 1.2
-"$target/release/mindora-worker" --redis-url "$url" --queues default --burst --concurrency 8
+"$target/debug/mindora-worker" --redis-url "$url" --queues default --burst --concurrency 8
 REDIS_URL="$url" "$py" - <<'PY'
 import os, redis
 from rq.job import Job
