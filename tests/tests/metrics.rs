@@ -69,6 +69,15 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
         Duration::from_secs(20),
     )?;
     assert!(get(port, "/healthz")?.starts_with("HTTP/1.1 200"));
+    // A request head split across segments is read whole.
+    let mut split = TcpStream::connect(("127.0.0.1", port))?;
+    split.set_read_timeout(Some(Duration::from_secs(5)))?;
+    split.write_all(b"GET /heal")?;
+    std::thread::sleep(Duration::from_millis(100));
+    split.write_all(b"thz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut answer = String::new();
+    split.read_to_string(&mut answer)?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     wait_for(Duration::from_secs(10), "readiness", || {
         Ok(get(port, "/readyz")?
             .starts_with("HTTP/1.1 200")
