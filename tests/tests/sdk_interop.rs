@@ -224,7 +224,7 @@ fn high_lane_runs_before_a_full_low_lane() -> Result<()> {
         &db,
         r#"
 low = Queue("low", connection=r)
-for i in range(200):
+for i in range(500):
     low.enqueue("mindora.sleep", 0.01, job_id=f"low-{i}")
 "#,
     )?;
