@@ -159,6 +159,8 @@ async fn main() {
     let s3 = S3Server::start().await;
     let openai = common::fakes::openai().await;
     let app = common::unique("bench");
+    // Drops the app's schema when the benchmark ends, as the tests do.
+    let _cleanup = common::Cleanup::default().app(&app);
     let bucket = format!("b-{app}");
     let mut config = PipelineConfig::default();
     s3.configure(&mut config);
