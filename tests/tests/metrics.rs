@@ -83,10 +83,17 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
             .starts_with("HTTP/1.1 200")
             .then_some(()))
     })?;
-    let body = wait_for(Duration::from_secs(15), "queue depth gauges", || {
-        let text = get(port, "/metrics")?;
-        Ok(text.contains("mindora_queue_depth{").then_some(text))
-    })?;
+    // Queue gauges refresh every 5 s; the first pass may predate the jobs' completion.
+    let body = wait_for(
+        Duration::from_secs(20),
+        "the default lane's depth gauge to read 0",
+        || {
+            let text = get(port, "/metrics")?;
+            Ok(text
+                .contains(r#"mindora_queue_depth{source="redis",queue="default"} 0"#)
+                .then_some(text))
+        },
+    )?;
     let l = r#"source="redis",queue="default",function="mindora.echo""#;
     for needle in [
         format!("mindora_jobs_started_total{{{l}}} 5"),
