@@ -85,7 +85,7 @@ pub struct WorkerArgs {
     pub heartbeat_secs: u64,
     /// Seconds past its last heartbeat window after which a running job counts as
     /// abandoned (rq uses 60; lower it only in tests).
-    #[arg(long, env = "MINDORA_ABANDON_GRACE_SECS", default_value_t = 60)]
+    #[arg(long, env = "MINDORA_ABANDON_GRACE_SECS", default_value_t = mindora_sdk::wire::STARTED_GRACE_SECS)]
     pub abandon_grace_secs: i64,
     /// How often the fleet looks for jobs abandoned by dead workers.
     #[arg(long, env = "MINDORA_RECOVER_EVERY_SECS", default_value_t = 15)]

@@ -634,28 +634,31 @@ impl RedisWorker {
     async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
         let mut last_state = String::new();
         loop {
-            let running: Vec<(String, String, String, i64)> = self
-                .running()
-                .values()
-                .map(|r| {
-                    let remaining = if r.timeout_secs > 0 {
-                        (r.timeout_secs - r.started.elapsed().as_secs() as i64).max(0)
-                    } else {
-                        MONITOR_INTERVAL_SECS
-                    };
-                    (
-                        r.job_id.clone(),
-                        r.queue.clone(),
-                        r.exec_id.clone(),
-                        remaining.min(MONITOR_INTERVAL_SECS) + self.cfg.abandon_grace_secs,
-                    )
-                })
-                .collect();
-            let current = self
-                .running()
-                .values()
-                .min_by_key(|r| r.started)
-                .map(|r| r.job_id.clone());
+            // One pass over the running jobs: what to heartbeat, and the oldest as current_job.
+            let (running, current) = {
+                let map = self.running();
+                let current = map
+                    .values()
+                    .min_by_key(|r| r.started)
+                    .map(|r| r.job_id.clone());
+                let running: Vec<(String, String, String, i64)> = map
+                    .values()
+                    .map(|r| {
+                        let remaining = if r.timeout_secs > 0 {
+                            (r.timeout_secs - r.started.elapsed().as_secs() as i64).max(0)
+                        } else {
+                            MONITOR_INTERVAL_SECS
+                        };
+                        (
+                            r.job_id.clone(),
+                            r.queue.clone(),
+                            r.exec_id.clone(),
+                            remaining.min(MONITOR_INTERVAL_SECS) + self.cfg.abandon_grace_secs,
+                        )
+                    })
+                    .collect();
+                (running, current)
+            };
             match self
                 .store
                 .heartbeat(&running, wire::WORKER_TTL_SECS + 60)
@@ -906,16 +909,11 @@ impl MetaWriter {
     }
 }
 
-/// rq counts attempts only through `retries_left`; attempt = retries used + 1.
+/// Attempt = retries used + 1. rq's `Retry` stores no total, so only jobs with mindora's
+/// policy know theirs; other jobs report attempt 1.
 fn attempt_number(job: &Claimed) -> u32 {
-    let total = job
-        .hash
-        .mindora_retry()
-        .map(|p| i64::from(p.retries()))
-        .or_else(|| job.hash.retry_intervals().map(|_| 0))
-        .unwrap_or(0);
-    match job.hash.retries_left() {
-        Some(left) if total > 0 => (total - left).max(0) as u32 + 1,
+    match (job.hash.mindora_retry(), job.hash.retries_left()) {
+        (Some(policy), Some(left)) => (i64::from(policy.retries()) - left).max(0) as u32 + 1,
         _ => 1,
     }
 }
