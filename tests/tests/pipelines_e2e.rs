@@ -475,23 +475,7 @@ print(json.dumps(o, default=str))
             row.get::<Option<String>, _>("run").as_deref(),
             rv["run_id"].as_str()
         );
-        let audit: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT to_status FROM \"{s}\".audit_log WHERE document_id = $1::uuid ORDER BY id"
-        )))
-        .bind(&doc_id)
-        .fetch_all(&pool)
-        .await?;
-        assert_eq!(
-            audit,
-            [
-                "fetched",
-                "extracted",
-                "chunked",
-                "embedded",
-                "indexed",
-                "done"
-            ]
-        );
+        assert_full_audit_trail(&pool, &s, &doc_id).await?;
         let run = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT job_id, queue, source, function, status FROM \"{s}\".processing_runs WHERE document_id = $1::uuid"
         )))
@@ -755,23 +739,7 @@ print(json.dumps({"jobs": {s: outcome(j) for s, j in jobs.items()},
     .fetch_one(&pool)
     .await?;
     assert_eq!(status, "done");
-    let audit: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT to_status FROM \"{s}\".audit_log WHERE document_id = $1::uuid ORDER BY id"
-    )))
-    .bind(&doc_id)
-    .fetch_all(&pool)
-    .await?;
-    assert_eq!(
-        audit,
-        [
-            "fetched",
-            "extracted",
-            "chunked",
-            "embedded",
-            "indexed",
-            "done"
-        ]
-    );
+    assert_full_audit_trail(&pool, &s, &doc_id).await?;
     let runs = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT function, job_id, status FROM \"{s}\".processing_runs WHERE document_id = $1::uuid ORDER BY started_at"
     )))
@@ -854,5 +822,27 @@ print(json.dumps({"stages_when_finished": stale, "ttl0_hash": left, "ttl0_ttl": 
         "{out:#}"
     );
     assert_eq!(out["ttl0_hash"], json!({}), "{out:#}");
+    Ok(())
+}
+
+/// Every stage of a successful document run, in order, in the app's audit log.
+async fn assert_full_audit_trail(pool: &sqlx::PgPool, schema: &str, doc_id: &str) -> Result<()> {
+    let audit: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT to_status FROM \"{schema}\".audit_log WHERE document_id = $1::uuid ORDER BY id"
+    )))
+    .bind(doc_id)
+    .fetch_all(pool)
+    .await?;
+    assert_eq!(
+        audit,
+        [
+            "fetched",
+            "extracted",
+            "chunked",
+            "embedded",
+            "indexed",
+            "done"
+        ]
+    );
     Ok(())
 }
