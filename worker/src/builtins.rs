@@ -45,6 +45,6 @@ pub fn register(registry: &mut Registry) {
             .and_then(Value::as_str)
             .unwrap_or("mindora.fail was called")
             .to_string();
-        Err(HandlerError::retryable("RuntimeError", message))
+        Err::<Value, _>(HandlerError::retryable("RuntimeError", message))
     });
 }

@@ -1,16 +1,49 @@
 //! Handlers: the functions a worker can run, registered by the dotted name Python code
-//! enqueues (`q.enqueue("mindora.echo", ...)`). A job naming no registered handler fails
-//! with the list of names this worker serves.
+//! enqueues (`q.enqueue("mindora.echo", ...)`). A job naming no registered handler goes to
+//! the registry's fallback handler when one is set (e.g. a Python process pool), else it
+//! fails with the list of names this worker serves.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use mindora_sdk::wire::Serializer;
 use serde_json::{Map, Value};
 
 /// Boxed future a handler returns.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Output, HandlerError>> + Send>>;
+
+/// What a handler returns on success.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A value the worker serializes in the job's serializer (rq) or as JSON (AMQP).
+    Value(Value),
+    /// A return value already serialized in the job's serializer ([`RawJob::serializer`]),
+    /// stored as is for rq jobs (e.g. a pickle produced by a Python process). AMQP replies
+    /// carry it parsed as JSON, or as a string when it is not JSON.
+    Serialized(Vec<u8>),
+}
+
+impl From<Value> for Output {
+    fn from(v: Value) -> Self {
+        Output::Value(v)
+    }
+}
+
+/// The job as its source stored it, for handlers that run it elsewhere (a process pool)
+/// and need the exact bytes.
+#[derive(Debug, Clone)]
+pub struct RawJob {
+    /// The job's `data` field (rq: compressed call tuple) or the AMQP message body.
+    pub data: Vec<u8>,
+    /// The serializer detected from `data` (rq jobs); `None` for AMQP (JSON envelope).
+    pub serializer: Option<Serializer>,
+    /// rq's `description` field, when set.
+    pub description: Option<String>,
+    /// The time limit the worker enforces on this execution, if any.
+    pub timeout: Option<std::time::Duration>,
+}
 
 /// Receives progress updates; the Redis source merges them into the rq job's `meta`.
 pub type ProgressFn = Arc<dyn Fn(Map<String, Value>) + Send + Sync>;
@@ -33,6 +66,7 @@ pub struct JobContext {
     /// 1 for the first attempt.
     pub attempt: u32,
     progress: Option<ProgressFn>,
+    raw: Option<Arc<RawJob>>,
 }
 
 impl JobContext {
@@ -57,7 +91,25 @@ impl JobContext {
             kwargs,
             attempt,
             progress,
+            raw: None,
         }
+    }
+
+    /// Attaches the job as stored ([`JobContext::raw`]).
+    pub fn with_raw(mut self, raw: RawJob) -> Self {
+        self.raw = Some(Arc::new(raw));
+        self
+    }
+
+    /// The job as its source stored it (data bytes, serializer, description, timeout).
+    pub fn raw(&self) -> Option<&RawJob> {
+        self.raw.as_deref()
+    }
+
+    /// Merges `meta` into the job's saved `meta` (rq jobs; written in order, before the
+    /// outcome is recorded). Same as [`JobContext::report_progress`].
+    pub fn save_meta(&self, meta: Map<String, Value>) {
+        self.report_progress(meta);
     }
 
     /// Publishes progress (merged into `job.meta` for rq jobs); never blocks.
@@ -83,6 +135,9 @@ pub struct HandlerError {
     pub message: String,
     /// Whether trying again may help; permanent errors skip retries and dead-letter at once.
     pub retryable: bool,
+    /// A complete exception text (e.g. a Python traceback) recorded verbatim as rq's
+    /// `exc_string` instead of the one the worker composes from `kind` and `message`.
+    pub exc_string: Option<String>,
 }
 
 impl HandlerError {
@@ -92,6 +147,7 @@ impl HandlerError {
             kind: kind.into(),
             message: message.into(),
             retryable: true,
+            exc_string: None,
         }
     }
 
@@ -101,7 +157,14 @@ impl HandlerError {
             kind: kind.into(),
             message: message.into(),
             retryable: false,
+            exc_string: None,
         }
+    }
+
+    /// Records `exc_string` verbatim as the failure's text (rq's `exc_string`).
+    pub fn with_exc_string(mut self, exc_string: impl Into<String>) -> Self {
+        self.exc_string = Some(exc_string.into());
+        self
     }
 }
 
@@ -111,13 +174,15 @@ pub trait Handler: Send + Sync + 'static {
     fn call(&self, ctx: JobContext) -> HandlerFuture;
 }
 
-impl<F, Fut> Handler for F
+impl<F, Fut, R> Handler for F
 where
     F: Fn(JobContext) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, HandlerError>> + Send + 'static,
+    Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    R: Into<Output> + 'static,
 {
     fn call(&self, ctx: JobContext) -> HandlerFuture {
-        Box::pin(self(ctx))
+        let fut = self(ctx);
+        Box::pin(async move { fut.await.map(Into::into) })
     }
 }
 
@@ -125,6 +190,7 @@ where
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: BTreeMap<String, Arc<dyn Handler>>,
+    fallback: Option<Arc<dyn Handler>>,
 }
 
 impl Registry {
@@ -139,9 +205,20 @@ impl Registry {
         self
     }
 
-    /// Looks a handler up.
+    /// Sets the handler for jobs whose function no registered handler serves (e.g. a pool
+    /// of Python processes that imports the function); it sees the job through
+    /// [`JobContext::raw`].
+    pub fn set_fallback(&mut self, handler: impl Handler) -> &mut Self {
+        self.fallback = Some(Arc::new(handler));
+        self
+    }
+
+    /// Looks a handler up: the one registered under `name`, else the fallback.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
-        self.handlers.get(name).cloned()
+        self.handlers
+            .get(name)
+            .cloned()
+            .or_else(|| self.fallback.clone())
     }
 
     /// Registered names, sorted.

@@ -1,26 +1,33 @@
 //! # mindora-worker
 //!
-//! An RQ-compatible worker: it consumes the Redis queues Python's `rq` writes, runs many
-//! jobs at once per process, and records every outcome exactly as rq does, so Python code
-//! keeps reading statuses and results with `rq` itself.
+//! An RQ-compatible worker: it consumes the Redis queues Python's `rq` writes (and
+//! RabbitMQ queues), runs many jobs at once per process, and records every outcome exactly
+//! as rq does, so Python code keeps reading statuses and results with `rq` itself.
 //!
-//! - [`handler`]: the functions a worker serves, by name.
+//! - [`Worker`]: the embeddable worker (`Worker::from_env()?.handler(..).run().await`).
+//! - [`handler`]: the functions a worker serves, by name (and a fallback).
+//! - [`core`]: the execution core both sources share (budget, timeout, panics, metrics,
+//!   shutdown drain).
+//! - [`rq`]: the Redis source (fetch, settle, heartbeat, maintenance, commands, store);
+//!   the wire format itself is `mindora_sdk::wire`.
+//! - [`amqp`]: the RabbitMQ source (consume, settle, topology).
 //! - [`builtins`]: `mindora.echo`, `mindora.sleep`, `mindora.fail`, `mindora.noop`.
-//! - [`runner`]: the worker loop (claim, run, record, heartbeat, schedule, recover).
-//! - [`rq_store`]: the worker's side of the rq protocol; the wire format itself is
-//!   `mindora_sdk::wire`.
-//! - [`metrics`]: Prometheus metrics and health endpoints.
+//! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 //! - [`pipelines`]: the `pipelines.*` document handlers.
-//! - [`amqp`]: the RabbitMQ task source and topology.
 //! - [`config`]: command line and environment.
 
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod backoff;
 pub mod builtins;
 pub mod config;
+pub mod core;
 pub mod handler;
+pub mod http;
 pub mod metrics;
 pub mod pipelines;
-pub mod rq_store;
-pub mod runner;
+pub mod rq;
+pub mod worker;
+
+pub use worker::{init_logging, Worker, WorkerError, WorkerHandle};

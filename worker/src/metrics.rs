@@ -1,16 +1,12 @@
-//! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! Prometheus metrics and the health flags the HTTP endpoints ([`crate::http`]) report.
 //!
 //! Metric names are a contract with `infra/` (alert rules, Grafana dashboards); a test
 //! checks the dashboards against what this module really exports.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Counter: executions started.
 pub const JOBS_STARTED: &str = "mindora_jobs_started_total";
@@ -51,6 +47,10 @@ pub struct Health {
     pub stopping: AtomicBool,
     /// Unix seconds of the last successful Redis round trip.
     pub last_redis_ok: AtomicI64,
+    /// Whether the AMQP source is on (then readiness needs its session).
+    pub amqp_enabled: AtomicBool,
+    /// Whether the AMQP session is up and consuming.
+    pub amqp_up: AtomicBool,
 }
 
 impl Health {
@@ -60,10 +60,27 @@ impl Health {
             .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
     }
 
-    fn ready(&self) -> bool {
+    /// Shutdown began: not ready any more.
+    pub fn set_draining(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Records whether the AMQP session is up.
+    pub fn set_amqp_up(&self, up: bool) {
+        self.amqp_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Ready for work: started, not draining, Redis answered in the last 30 s, and the
+    /// AMQP session up when AMQP is on.
+    pub fn ready(&self) -> bool {
         let fresh =
             chrono::Utc::now().timestamp() - self.last_redis_ok.load(Ordering::Relaxed) < 30;
-        self.started.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed) && fresh
+        let amqp =
+            !self.amqp_enabled.load(Ordering::Relaxed) || self.amqp_up.load(Ordering::Relaxed);
+        self.started.load(Ordering::Relaxed)
+            && !self.stopping.load(Ordering::Relaxed)
+            && fresh
+            && amqp
     }
 }
 
@@ -90,99 +107,4 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
         .map_err(|e| MetricsError::Build(e.to_string()))?
         .install_recorder()
         .map_err(|e| MetricsError::Build(e.to_string()))
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
-pub async fn serve(
-    addr: SocketAddr,
-    handle: PrometheusHandle,
-    health: Arc<Health>,
-) -> Result<(), MetricsError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            upkeep.run_upkeep();
-        }
-    });
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handle = handle.clone();
-            let health = health.clone();
-            tokio::spawn(async move {
-                let _ = respond(stream, &handle, &health).await;
-            });
-        }
-    });
-    Ok(())
-}
-
-async fn respond(
-    mut stream: TcpStream,
-    handle: &PrometheusHandle,
-    health: &Health,
-) -> std::io::Result<()> {
-    // Read the whole request head: a client may send it in several segments.
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timeout"))??;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let request = String::from_utf8_lossy(&buf);
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, content_type, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", handle.render()),
-        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-        "/readyz" if health.ready() => ("200 OK", "text/plain", "ready\n".to_string()),
-        "/readyz" => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n".to_string(),
-        ),
-        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// `mindora-worker healthcheck`: GET /healthz on the metrics address; true when 200.
-pub async fn probe(addr: SocketAddr, path: &str) -> bool {
-    let target = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
-    let attempt = async {
-        let mut s = TcpStream::connect(target).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok::<bool, std::io::Error>(out.starts_with("HTTP/1.1 200"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), attempt).await,
-        Ok(Ok(true))
-    )
 }

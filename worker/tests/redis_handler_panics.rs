@@ -2,19 +2,14 @@
 //! worker goes on to the next job. Driven through the library API, so the test can register
 //! a handler that panics.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use mindora_sdk::{Client, EnqueueOptions, JobStatus, SdkError, Serializer};
 use mindora_tests::RedisDb;
-use mindora_worker::config::RetryDefaults;
-use mindora_worker::handler::{HandlerError, JobContext, Registry};
-use mindora_worker::metrics::Health;
-use mindora_worker::rq_store::{connect, RqStore};
-use mindora_worker::runner::{RedisLoopConfig, RedisWorker};
+use mindora_worker::handler::{HandlerError, JobContext};
+use mindora_worker::Worker;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_handler_fails_its_job_and_the_worker_goes_on() -> Result<()> {
@@ -43,35 +38,26 @@ async fn a_panicking_handler_fails_its_job_and_the_worker_goes_on() -> Result<()
         )
         .await?;
 
-    let mut registry = Registry::new();
-    mindora_worker::builtins::register(&mut registry);
-    registry.register("test.panic", |_ctx: JobContext| async move {
+    let url = db.url();
+    let worker = Worker::from_arg_list([
+        "--redis-url",
+        url.as_str(),
+        "--name",
+        "w-panic",
+        "--concurrency",
+        "2",
+        "--burst",
+        "--heartbeat-secs",
+        "1",
+    ])?
+    .handle_signals(false)
+    .handler("test.panic", |_ctx: JobContext| async move {
         if true {
             panic!("handler exploded");
         }
         Ok::<Value, HandlerError>(Value::Null)
     });
-    let url = db.url();
-    let worker = RedisWorker::new(
-        RedisLoopConfig {
-            queues: vec!["default".into()],
-            concurrency: 2,
-            burst: true,
-            shutdown_grace: Duration::from_secs(5),
-            heartbeat: Duration::from_secs(1),
-            recover_every: Duration::from_secs(15),
-            abandon_grace_secs: 60,
-            retry_defaults: RetryDefaults::default(),
-        },
-        Arc::new(registry),
-        RqStore::new(connect(&url, Duration::from_secs(10)).await?, "w-panic"),
-        connect(&url, Duration::from_secs(10)).await?,
-        url.clone(),
-        CancellationToken::new(),
-        Arc::new(Health::default()),
-        "test".into(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), worker.run()).await?;
+    tokio::time::timeout(Duration::from_secs(30), worker.run()).await??;
 
     match client.wait(&bad, Duration::from_secs(1)).await {
         Err(SdkError::JobFailed {

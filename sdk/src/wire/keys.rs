@@ -100,6 +100,17 @@ pub fn worker_pubsub(name: &str) -> String {
     format!("rq:pubsub:{name}")
 }
 
+/// mindora's fleet-wide lock that lets one worker per period run the abandoned-job
+/// recovery of a queue (rq has no such key; Python workers ignore it).
+pub fn recover_lock(queue_name: &str) -> String {
+    format!("mindora:recover-lock:{queue_name}")
+}
+/// Marks a job id seen in a queue's intermediate list by the recovery pass; seen twice, the
+/// id is stranded (its worker died between pop and claim) and goes back to the queue.
+pub fn intermediate_seen(queue_name: &str, job_id: &str) -> String {
+    format!("mindora:intermediate-seen:{queue_name}:{job_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +126,73 @@ mod tests {
     fn dependency_key_keeps_rq_double_colon() {
         assert_eq!(dependencies("x"), "rq:job::x:dependencies");
         assert_eq!(queue_name_from_key(&queue("q")), Some("q"));
+    }
+
+    /// Every key the scripts spell out is one this module names: a literal such as
+    /// `'rq:job:'` must be the fixed start of a named key, and a suffix such as
+    /// `':dependents'` must follow a variable part of one.
+    #[test]
+    fn lua_scripts_only_touch_named_keys() {
+        const P: &str = "\u{1}";
+        let named = [
+            QUEUES.to_string(),
+            WORKERS.to_string(),
+            SUSPENDED.to_string(),
+            queue(P),
+            intermediate(P),
+            job(P),
+            dependents(P),
+            dependencies(P),
+            results(P),
+            started(P),
+            finished(P),
+            failed(P),
+            scheduled(P),
+            deferred(P),
+            canceled(P),
+            scheduler_lock(P),
+            execution(P, P),
+            executions(P),
+            worker(P),
+            workers_by_queue(P),
+            worker_executions(P),
+            worker_pubsub(P),
+            recover_lock(P),
+            intermediate_seen(P, P),
+        ];
+        let mut checked = 0;
+        for (file, source) in crate::wire::scripts::SOURCES {
+            // Comments (which may hold apostrophes) are not code.
+            let code: String = source
+                .lines()
+                .map(|l| l.split("--").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for literal in code.split('\'').skip(1).step_by(2) {
+                let ok = if literal.starts_with("rq:") || literal.starts_with("mindora:") {
+                    named.iter().any(|k| {
+                        k == literal
+                            || k.strip_prefix(literal)
+                                .is_some_and(|rest| rest.starts_with(P))
+                    })
+                } else if literal.starts_with(':') && literal.len() > 1 {
+                    let joined = format!("{P}{literal}");
+                    named.iter().any(|k| {
+                        k.match_indices(&joined).any(|(i, m)| {
+                            let rest = &k[i + m.len()..];
+                            rest.is_empty() || rest.starts_with(P)
+                        })
+                    })
+                } else {
+                    continue;
+                };
+                assert!(
+                    ok,
+                    "{file}: key literal {literal:?} is not named in wire::keys"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} key literals found");
     }
 }

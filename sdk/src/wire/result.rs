@@ -71,6 +71,28 @@ pub fn success_fields(
     ])
 }
 
+/// Fields of a success entry whose return value is already serialized (bytes in the job's
+/// serializer, e.g. produced by a Python process), in rq's order.
+pub fn success_fields_encoded(
+    serialized: &[u8],
+    worker_name: &str,
+    execution_id: &str,
+    started: &str,
+    ended: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("type", (ResultType::Successful as u8).to_string()),
+        ("worker_name", worker_name.to_string()),
+        (
+            "return_value",
+            base64::engine::general_purpose::STANDARD.encode(serialized),
+        ),
+        ("execution_id", execution_id.to_string()),
+        ("execution_started_at", started.to_string()),
+        ("execution_ended_at", ended.to_string()),
+    ]
+}
+
 /// Fields of a failure entry, in rq's order.
 pub fn failure_fields(
     kind: ResultType,

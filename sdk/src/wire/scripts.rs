@@ -7,6 +7,21 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Every script's source, by file name, so tests can pin the keys they touch to
+/// [`super::keys`].
+pub const SOURCES: &[(&str, &str)] = &[
+    ("common.lua", include_str!("lua/common.lua")),
+    ("claim.lua", include_str!("lua/claim.lua")),
+    ("finish.lua", include_str!("lua/finish.lua")),
+    ("fail.lua", include_str!("lua/fail.lua")),
+    ("requeue.lua", include_str!("lua/requeue.lua")),
+    ("schedule.lua", include_str!("lua/schedule.lua")),
+    ("recover.lua", include_str!("lua/recover.lua")),
+    ("heartbeat.lua", include_str!("lua/heartbeat.lua")),
+    ("enqueue.lua", include_str!("lua/enqueue.lua")),
+    ("cancel.lua", include_str!("lua/cancel.lua")),
+];
+
 const COMMON: &str = include_str!("lua/common.lua");
 
 fn with_common(body: &str) -> Script {
@@ -19,6 +34,9 @@ pub static CLAIM: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("
 pub static FINISH: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/finish.lua")));
 /// Record a failed execution: retry, fail (dead-letter) or stop.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/fail.lua")));
+/// Give a started job back to the head of its queue (shutdown grace ran out).
+pub static REQUEUE: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/requeue.lua")));
 /// Move due scheduled jobs onto their queue.
 pub static SCHEDULE: LazyLock<Script> =
     LazyLock::new(|| with_common(include_str!("lua/schedule.lua")));

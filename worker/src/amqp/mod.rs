@@ -4,20 +4,25 @@
 //! - [`topology`]: the queues and exchanges the worker relies on, declared idempotently
 //!   with exactly the arguments of `infra/rabbitmq/definitions.json`.
 //! - [`envelope`]: turning a delivery into a task (or a reason it is malformed).
-//! - [`consumer`]: the consume / run / ack loop with delayed retries, the DLQ, RPC replies
-//!   and reconnects.
+//! - [`consumer`]: claim — the consume loop, feeding deliveries to the shared core, with
+//!   reconnects.
+//! - [`settle`]: ack / delayed retry / DLQ / RPC reply of each outcome.
 //!
 //! The envelope contract itself is `mindora_sdk::amqp`, shared with publishers.
 
 pub mod consumer;
 pub mod envelope;
+pub mod settle;
 pub mod topology;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::core::{Budget, Core};
 use crate::handler::Registry;
+use crate::metrics::Health;
 
 pub use consumer::AMQP_RECONNECTS;
 pub use topology::Topology;
@@ -156,15 +161,35 @@ pub async fn declare_topology(args: &AmqpArgs) -> Result<(), AmqpError> {
     Ok(())
 }
 
-/// Consumes the configured queues until `shutdown` is cancelled, then cancels the
-/// consumers, lets running tasks finish and ack, and closes. Connection or channel loss
+/// Consumes the configured queues within `core`'s budget until `shutdown` is cancelled,
+/// then cancels the consumers, lets running tasks settle (the core interrupts them when the
+/// shutdown grace ends; they go back to the broker) and closes. Connection or channel loss
 /// is survived by reconnecting with backoff (unacked messages are redelivered by the
 /// broker), so this only returns early on invalid settings.
+pub async fn run_source(
+    args: AmqpArgs,
+    core: Arc<Core>,
+    shutdown: CancellationToken,
+) -> Result<(), AmqpError> {
+    consumer::run(args, core, shutdown).await
+}
+
+/// The AMQP source alone, with a core of its own (`concurrency` slots, 25 s shutdown
+/// grace): for tests and benchmarks. A worker process uses [`crate::Worker`], which
+/// shares one core between both sources.
 pub async fn run_amqp(
     args: AmqpArgs,
     registry: Arc<Registry>,
     concurrency: usize,
     shutdown: CancellationToken,
 ) -> Result<(), AmqpError> {
-    consumer::run(args, registry, concurrency, shutdown).await
+    let core = Core::new(
+        registry,
+        Budget::new(concurrency),
+        Arc::new(Health::default()),
+    );
+    let drain = core.drain_on(shutdown.clone(), Duration::from_secs(25));
+    let result = consumer::run(args, core, shutdown).await;
+    drain.abort();
+    result
 }

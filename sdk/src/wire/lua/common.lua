@@ -53,9 +53,23 @@ local function end_execution(job_id, queue, exec_id, worker)
   redis.call('ZREM', 'rq:wip:' .. queue, composite)
   redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
   if worker ~= '' then
-    -- `state` and `current_job` follow the worker's whole set of running jobs; the
-    -- heartbeat keeps them (one job ending does not make a concurrent worker idle).
-    redis.call('SREM', 'rq:worker:' .. worker .. ':executions', composite)
+    local wkey = 'rq:worker:' .. worker
+    local wexec = wkey .. ':executions'
+    redis.call('SREM', wexec, composite)
+    -- `state` and `current_job` follow the worker's whole set of running executions: idle
+    -- with no current job when none runs, else busy on one that still runs (one job
+    -- ending does not make a concurrent worker idle). A worker hash that expired or was
+    -- unregistered is not recreated.
+    if redis.call('EXISTS', wkey) == 1 then
+      local other = redis.call('SRANDMEMBER', wexec)
+      if not other then
+        redis.call('HSET', wkey, 'state', 'idle')
+        redis.call('HDEL', wkey, 'current_job')
+      elseif hget(wkey, 'current_job') == job_id then
+        local other_job = string.match(other, '^(.*):[^:]*$') or other
+        redis.call('HSET', wkey, 'current_job', other_job)
+      end
+    end
   end
 end
 

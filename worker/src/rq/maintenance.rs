@@ -1,0 +1,82 @@
+//! Fleet upkeep every second: due scheduled jobs onto their queues (under rq's scheduler
+//! lock), jobs of dead workers recovered (one worker per period), queue depth and age
+//! gauges, and the worker registration following run-time lane changes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{RqSource, SOURCE};
+use crate::core::Labels;
+use crate::metrics as m;
+
+impl RqSource {
+    pub(super) async fn maintenance_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut last_recover = Instant::now() - self.cfg.recover_every;
+        let mut last_stats = Instant::now() - Duration::from_secs(60);
+        let mut registered = self.lanes.get();
+        loop {
+            let lanes = self.lanes.get();
+            if lanes != registered {
+                match self.store.set_queues(&registered, &lanes).await {
+                    Ok(()) => {
+                        debug!(lanes = ?lanes, "lanes changed; registration updated");
+                        registered = lanes.clone();
+                    }
+                    Err(e) => debug!(error = %e, "could not update the registration's queues"),
+                }
+            }
+            for q in lanes.iter() {
+                match self.store.run_scheduler(q, 61).await {
+                    Ok(n) if n > 0 => debug!(queue = %q, moved = n, "scheduled jobs enqueued"),
+                    Ok(_) => {}
+                    Err(e) => debug!(error = %e, "scheduler pass failed"),
+                }
+            }
+            if last_recover.elapsed() >= self.cfg.recover_every {
+                last_recover = Instant::now();
+                self.recover(&lanes).await;
+            }
+            if last_stats.elapsed() >= Duration::from_secs(5) {
+                last_stats = Instant::now();
+                if let Ok(stats) = self.store.queue_stats(&lanes).await {
+                    for (q, depth, age) in stats {
+                        metrics::gauge!(m::QUEUE_DEPTH, "source" => SOURCE, "queue" => q.clone())
+                            .set(depth as f64);
+                        metrics::gauge!(m::QUEUE_OLDEST_AGE, "source" => SOURCE, "queue" => q)
+                            .set(age);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn recover(&self, lanes: &[String]) {
+        for q in lanes {
+            match self
+                .store
+                .recover_abandoned(q, self.cfg.recover_every.as_secs().max(1))
+                .await
+            {
+                Ok(done) => {
+                    let labels = Labels::new(SOURCE, q.clone(), "<abandoned>");
+                    for (job_id, status) in done {
+                        warn!(job_id = %job_id, queue = %q, status = %status, "recovered a job abandoned by a dead worker");
+                        if status == "failed" {
+                            labels.dead_lettered();
+                        } else {
+                            labels.retried();
+                        }
+                    }
+                }
+                Err(e) => debug!(error = %e, "recovery pass failed"),
+            }
+        }
+    }
+}

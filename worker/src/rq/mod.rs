@@ -1,0 +1,212 @@
+//! The Redis (rq) source. It claims jobs from rq queues and settles their outcomes exactly
+//! as Python `rq` records them; running them is the shared [`crate::core`]'s job.
+//!
+//! Lifecycle of the source, top to bottom ([`RqSource::run`]):
+//!
+//! 1. **Register** as an rq worker (`rq info`, `Worker.all()` list it).
+//! 2. **Fetch** ([`fetch`]): take free slots from the process budget, claim that many jobs
+//!    in one script call in strict lane order, or block on the first lane when idle.
+//! 3. **Run + settle** ([`unit`], [`settle`]): each claimed job runs through the core;
+//!    its outcome is recorded by one transition script (finish / fail / retry / stop /
+//!    requeue) — the settle module is the only caller of those scripts.
+//! 4. **Around it**: [`heartbeat`] keeps the worker and its executions alive,
+//!    [`maintenance`] moves scheduled jobs and recovers dead workers' jobs, [`commands`]
+//!    obeys rq's shutdown / stop-job / kill-horse, [`meta`] writes progress to `job.meta`.
+//! 5. **Drain** (grace enforced by the core), then unregister.
+//!
+//! Every Redis call is behind [`store::RqStore`]; every connection comes from
+//! [`connect`].
+
+pub mod commands;
+pub mod connect;
+pub mod fetch;
+pub mod heartbeat;
+pub mod maintenance;
+pub mod meta;
+pub mod settle;
+pub mod store;
+pub mod unit;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::RetryDefaults;
+use crate::core::Core;
+use crate::metrics as m;
+use store::RqStore;
+
+/// Source label of rq jobs in metrics and handler contexts.
+pub const SOURCE: &str = "redis";
+
+/// rq's job monitoring interval: executions are considered abandoned this long plus the
+/// abandon grace after their last heartbeat.
+pub const MONITOR_INTERVAL_SECS: i64 = 30;
+
+/// Settings of the rq source.
+#[derive(Debug, Clone)]
+pub struct RqConfig {
+    /// Exit when idle.
+    pub burst: bool,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Abandoned-job recovery period.
+    pub recover_every: Duration,
+    /// Grace past the heartbeat window before a running job counts as abandoned.
+    pub abandon_grace_secs: i64,
+    /// Default retry policies.
+    pub retry_defaults: RetryDefaults,
+    /// Longest wait for running jobs to be settled at shutdown (the core interrupts them
+    /// at the grace deadline; this bounds the recording after it).
+    pub settle_wait: Duration,
+}
+
+/// The queues (lanes) the rq source serves, in strict priority order; replaceable at run
+/// time (the next claim uses the new list; the worker registration follows within a
+/// second).
+#[derive(Debug)]
+pub struct Lanes {
+    current: RwLock<Arc<Vec<String>>>,
+}
+
+impl Lanes {
+    /// Lanes starting as `queues`.
+    pub fn new(queues: Vec<String>) -> Arc<Self> {
+        Arc::new(Lanes {
+            current: RwLock::new(Arc::new(queues)),
+        })
+    }
+
+    /// The lanes now.
+    pub fn get(&self) -> Arc<Vec<String>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the lanes; an empty list is refused (returns false).
+    pub fn set(&self, queues: Vec<String>) -> bool {
+        let queues: Vec<String> = queues
+            .into_iter()
+            .map(|q| q.trim().to_string())
+            .filter(|q| !q.is_empty())
+            .collect();
+        if queues.is_empty() {
+            return false;
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(queues);
+        true
+    }
+}
+
+/// One running execution, as the heartbeat and rq's commands see it.
+pub(crate) struct Running {
+    job_id: String,
+    queue: String,
+    exec_id: String,
+    timeout_secs: i64,
+    started: Instant,
+    stop: CancellationToken,
+}
+
+/// The rq source of one worker process.
+pub struct RqSource {
+    cfg: RqConfig,
+    lanes: Arc<Lanes>,
+    core: Arc<Core>,
+    store: RqStore,
+    redis_url: String,
+    running: Mutex<HashMap<String, Running>>,
+    /// Units of work of this source not yet settled.
+    active: watch::Sender<usize>,
+    shutdown: CancellationToken,
+    version: String,
+}
+
+impl RqSource {
+    /// The source; `store` names the worker.
+    pub fn new(
+        cfg: RqConfig,
+        lanes: Arc<Lanes>,
+        core: Arc<Core>,
+        store: RqStore,
+        redis_url: String,
+        shutdown: CancellationToken,
+        version: String,
+    ) -> Arc<Self> {
+        Arc::new(RqSource {
+            cfg,
+            lanes,
+            core,
+            store,
+            redis_url,
+            running: Mutex::new(HashMap::new()),
+            active: watch::Sender::new(0),
+            shutdown,
+            version,
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the map is still
+        // consistent (single inserts/removes), so keep going.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs until shutdown (or, in burst mode, until idle); then waits for its running jobs
+    /// to be settled and unregisters.
+    pub async fn run(self: Arc<Self>) {
+        let queues = self.lanes.get();
+        let registered = (|| self.store.register_birth(&queues, &self.version))
+            .retry(crate::backoff::reconnect())
+            .notify(|e, _| warn!(error = %e, "cannot register with Redis yet; retrying"));
+        tokio::select! {
+            r = registered => if r.is_err() { return },
+            _ = self.shutdown.cancelled() => return,
+        }
+        // rq's worker turns idle once it waits for work; ours too (claims make it busy).
+        if let Err(e) = self.store.set_state("idle", None).await {
+            warn!(error = %e, "could not set the worker state");
+        }
+        let health = self.core.health();
+        health.redis_ok();
+        health
+            .started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        info!(worker = self.store.worker(), queues = ?queues, concurrency = self.core.budget().size(), "worker started");
+        metrics::gauge!(m::WORKER_INFO, "name" => self.store.worker().to_string(), "version" => self.version.clone()).set(1.0);
+        metrics::counter!(m::REDIS_RECONNECTS).absolute(0);
+
+        let background = CancellationToken::new();
+        let hb = tokio::spawn(self.clone().heartbeat_loop(background.clone()));
+        let mt = tokio::spawn(self.clone().maintenance_loop(background.clone()));
+        let ps = tokio::spawn(self.clone().command_loop(background.clone()));
+
+        self.fetch_loop().await;
+
+        // The core interrupts what still runs when the grace ends; wait for the records.
+        let mut active = self.active.subscribe();
+        if tokio::time::timeout(self.cfg.settle_wait, active.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            warn!("some jobs were not settled in time; recovery will handle them");
+        }
+        background.cancel();
+        let _ = tokio::join!(hb, mt, ps);
+        let queues = self.lanes.get();
+        if let Err(e) = self.store.release_scheduler_locks(&queues).await {
+            warn!(error = %e, "could not release scheduler locks (they expire by themselves)");
+        }
+        if let Err(e) = self.store.register_death(&queues).await {
+            warn!(error = %e, "could not unregister (the worker key expires by itself)");
+        }
+        info!(worker = self.store.worker(), "worker stopped");
+    }
+}

@@ -1,0 +1,150 @@
+//! Settle: the only place an rq job's outcome is written, each by one transition script
+//! from `mindora_sdk::wire::scripts` (through the store): finish, fail (retry / dead
+//! letter / stopped) and requeue. Writes are retried (with backoff) until Redis takes them;
+//! retried / dead-lettered are counted only once recorded.
+
+use std::time::Duration;
+
+use backon::Retryable;
+use mindora_sdk::wire::retry::rq_interval;
+use mindora_sdk::wire::Serializer;
+use tracing::{debug, error, warn};
+
+use super::store::{Claimed, FailMode, FinishError};
+use super::RqSource;
+use crate::backoff;
+use crate::core::{Interrupt, Labels};
+use crate::handler::{HandlerError, Output};
+
+impl RqSource {
+    /// Records success (result, registries, dependents). A return value the job's
+    /// serializer cannot encode turns into a failure.
+    pub(super) async fn settle_success(
+        &self,
+        job: &Claimed,
+        labels: &Labels,
+        serializer: Serializer,
+        output: Output,
+    ) {
+        let recorded = (|| self.store.finish(job, serializer, &output))
+            .retry(backoff::record())
+            .when(|e| !matches!(e, FinishError::Codec(_)))
+            .notify(|e, _| warn!(error = %e, "could not record success yet; retrying"))
+            .await;
+        match recorded {
+            Ok(moved) if !moved.is_empty() => debug!(dependents = ?moved, "enqueued dependents"),
+            Ok(_) => {}
+            Err(FinishError::Codec(e)) => {
+                let err = HandlerError::permanent(
+                    "SerializationError",
+                    format!("return value cannot be serialized: {e}"),
+                );
+                let labels = Labels::new(labels.source, labels.queue.clone(), "<result>");
+                self.settle_failure(job, &labels, err, None, Duration::ZERO)
+                    .await;
+            }
+            Err(e) => {
+                error!(error = %e, "could not record success; the job will be recovered as abandoned")
+            }
+        }
+    }
+
+    /// Records a failed execution: retried (rq's `Retry` or the queue's default policy),
+    /// dead-lettered (failed registry), or stopped.
+    pub(super) async fn settle_failure(
+        &self,
+        job: &Claimed,
+        labels: &Labels,
+        err: HandlerError,
+        interrupt: Option<Interrupt>,
+        elapsed: Duration,
+    ) {
+        let mode = if interrupt == Some(Interrupt::Stop) {
+            FailMode::Stopped
+        } else {
+            self.failure_mode(job, &err).await
+        };
+        let exc = err.exc_string.clone().unwrap_or_else(|| {
+            format!(
+                "Traceback (most recent call last):\n  mindora-worker {} running {} on queue {} (job {}, {:.3}s)\n{}: {}\n",
+                self.store.worker(),
+                labels.function,
+                job.queue,
+                job.job_id,
+                elapsed.as_secs_f64(),
+                err.kind,
+                err.message
+            )
+        });
+        let recorded = (|| self.store.fail(job, mode, &exc))
+            .retry(backoff::record())
+            .when(|e| !matches!(e, FinishError::Codec(_)))
+            .notify(|e, _| warn!(error = %e, "could not record failure yet; retrying"))
+            .await;
+        let function = labels.function.as_str();
+        match recorded {
+            Ok(status) => match mode {
+                FailMode::Retry { delay_secs } => {
+                    labels.retried();
+                    warn!(function, error = %err, delay_secs, status = %status, "job failed; retrying");
+                }
+                FailMode::Failed => {
+                    labels.dead_lettered();
+                    error!(function, error = %err, "job failed; moved to the failed registry");
+                }
+                FailMode::Stopped => warn!(function, "job stopped"),
+            },
+            Err(e) => {
+                error!(error = %e, "could not record failure; the job will be recovered as abandoned")
+            }
+        }
+    }
+
+    /// Shutdown grace ran out: back to the head of its queue, no attempt spent.
+    pub(super) async fn settle_requeue(&self, job: &Claimed) {
+        match self.store.requeue(job).await {
+            Ok(_) => {
+                warn!(job_id = %job.job_id, "shutdown grace expired; job returned to the head of its queue")
+            }
+            Err(e) => {
+                error!(error = %e, job_id = %job.job_id, "could not requeue at shutdown; recovery will handle it")
+            }
+        }
+    }
+
+    /// rq's retry rules, plus the queue's default exponential policy for jobs without one.
+    async fn failure_mode(&self, job: &Claimed, err: &HandlerError) -> FailMode {
+        if !err.retryable {
+            return FailMode::Failed;
+        }
+        match job.hash.retries_left() {
+            Some(left) if left > 0 => {
+                let delay = match job.hash.mindora_retry() {
+                    Some(policy) => policy.delay_secs(left),
+                    None => {
+                        rq_interval(&job.hash.retry_intervals().unwrap_or_default(), left) as f64
+                    }
+                };
+                FailMode::Retry {
+                    delay_secs: delay.ceil() as i64,
+                }
+            }
+            Some(_) => FailMode::Failed,
+            None => match self.cfg.retry_defaults.for_queue(&job.queue) {
+                Some(policy) if policy.retries() > 0 => {
+                    match self.store.adopt_retry_policy(&job.job_id, policy).await {
+                        Ok(()) => FailMode::Retry {
+                            delay_secs: policy.delay_secs(i64::from(policy.retries())).ceil()
+                                as i64,
+                        },
+                        Err(e) => {
+                            warn!(error = %e, "could not attach the default retry policy");
+                            FailMode::Failed
+                        }
+                    }
+                }
+                _ => FailMode::Failed,
+            },
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Recording outcomes: the settle path's only way into Redis. Each outcome is one script
+//! call from [`mindora_sdk::wire::scripts`].
+
+use chrono::{DateTime, Utc};
+use mindora_sdk::wire::result::{
+    failure_fields, success_fields, success_fields_encoded, ResultType,
+};
+use mindora_sdk::wire::time::{epoch_float, epoch_secs, utcformat};
+use mindora_sdk::wire::{self, keys, scripts, Serializer};
+use redis::{Script, ScriptInvocation};
+
+use super::{Claimed, RqStore, StoreResult};
+use crate::handler::Output;
+
+/// How a failed execution ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailMode {
+    /// Try again after `delay_secs` (0: queue at once).
+    Retry {
+        /// Seconds to wait in the scheduled registry.
+        delay_secs: i64,
+    },
+    /// Final failure: the failed registry (dead letter).
+    Failed,
+    /// Stopped on request.
+    Stopped,
+}
+
+impl RqStore {
+    /// The arguments `finish.lua` and `fail.lua` share, in their order: which execution
+    /// ended, on which worker, when.
+    fn outcome_call(
+        &self,
+        script: &'static Script,
+        job: &Claimed,
+        ended: DateTime<Utc>,
+    ) -> ScriptInvocation<'static> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(&job.job_id)
+            .arg(&job.queue)
+            .arg(&job.exec_id)
+            .arg(&self.worker)
+            .arg(utcformat(ended))
+            .arg(epoch_secs(ended));
+        inv
+    }
+
+    /// Records success: result, status, registries, TTLs, dependents. Returns the ids of
+    /// dependents that became ready.
+    pub async fn finish(
+        &self,
+        job: &Claimed,
+        serializer: Serializer,
+        output: &Output,
+    ) -> Result<Vec<String>, FinishError> {
+        let ended = Utc::now();
+        let (started, end) = (epoch_float(job.started_at), epoch_float(ended));
+        let fields = match output {
+            Output::Value(value) => success_fields(
+                serializer,
+                value,
+                &self.worker,
+                &job.exec_id,
+                &started,
+                &end,
+            )?,
+            Output::Serialized(bytes) => {
+                success_fields_encoded(bytes, &self.worker, &job.exec_id, &started, &end)
+            }
+        };
+        let result_ttl = job
+            .hash
+            .result_ttl()
+            .unwrap_or(wire::DEFAULT_RESULT_TTL_SECS);
+        let mut inv = self.outcome_call(&scripts::FINISH, job, ended);
+        inv.arg(result_ttl).arg(working_secs(job.started_at, ended));
+        push_fields(&mut inv, fields);
+        let mut conn = self.conn();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    /// Records a failed execution; returns the job's new status.
+    pub async fn fail(
+        &self,
+        job: &Claimed,
+        mode: FailMode,
+        exc_string: &str,
+    ) -> Result<String, FinishError> {
+        let ended = Utc::now();
+        let (mode_arg, delay, kind) = match mode {
+            FailMode::Retry { delay_secs } => ("retry", delay_secs, ResultType::Failed),
+            FailMode::Failed => ("failed", 0, ResultType::Failed),
+            FailMode::Stopped => ("stopped", 0, ResultType::Stopped),
+        };
+        let fields = failure_fields(
+            kind,
+            exc_string,
+            &self.worker,
+            &job.exec_id,
+            &epoch_float(job.started_at),
+            &epoch_float(ended),
+        )?;
+        let failure_ttl = job
+            .hash
+            .failure_ttl()
+            .unwrap_or(wire::DEFAULT_FAILURE_TTL_SECS);
+        let mut inv = self.outcome_call(&scripts::FAIL, job, ended);
+        inv.arg(mode_arg)
+            .arg(delay)
+            .arg(failure_ttl)
+            .arg(working_secs(job.started_at, ended));
+        push_fields(&mut inv, fields);
+        let mut conn = self.conn();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    /// Gives a job a retry policy it did not carry (the queue's default policy), so that
+    /// rq's own fields describe what will happen to it.
+    pub async fn adopt_retry_policy(
+        &self,
+        job_id: &str,
+        policy: &wire::RetryPolicy,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let intervals =
+            serde_json::to_string(&policy.rq_intervals()).unwrap_or_else(|_| "[]".into());
+        let spec = serde_json::to_string(policy).unwrap_or_default();
+        redis::cmd("HSET")
+            .arg(keys::job(job_id))
+            .arg(wire::job::field::RETRIES_LEFT)
+            .arg(policy.retries())
+            .arg(wire::job::field::RETRY_INTERVALS)
+            .arg(intervals)
+            .arg(wire::job::field::MINDORA_RETRY)
+            .arg(spec)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Writes `job.meta` (in the job's serializer).
+    pub async fn write_meta(&self, job_id: &str, meta: Vec<u8>) -> StoreResult<()> {
+        let mut conn = self.conn();
+        redis::cmd("HSET")
+            .arg(keys::job(job_id))
+            .arg(wire::job::field::META)
+            .arg(meta)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Gives a started job back to the head of its queue without spending an attempt
+    /// (shutdown grace ran out). Returns false when the job hash is gone.
+    pub async fn requeue(&self, job: &Claimed) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        scripts::REQUEUE
+            .prepare_invoke()
+            .arg(&job.job_id)
+            .arg(&job.queue)
+            .arg(&job.exec_id)
+            .arg(&self.worker)
+            .arg(utcformat(Utc::now()))
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|n| n == 1)
+    }
+}
+
+/// Failure to record an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Redis is unreachable or refused the script.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The result could not be encoded in the job's serializer.
+    #[error(transparent)]
+    Codec(#[from] wire::serializer::CodecError),
+}
+
+/// Appends result-stream fields (name, value pairs) as the scripts' trailing arguments.
+fn push_fields(inv: &mut ScriptInvocation<'_>, fields: Vec<(&'static str, String)>) {
+    for (k, v) in fields {
+        inv.arg(k).arg(v);
+    }
+}
+
+fn working_secs(start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    format!(
+        "{:.6}",
+        (end - start).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6
+    )
+}
