@@ -74,7 +74,7 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
     split.set_read_timeout(Some(Duration::from_secs(5)))?;
     split.write_all(b"GET /heal")?;
     std::thread::sleep(Duration::from_millis(100));
-    split.write_all(b"thz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    split.write_all(b"thz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
     let mut answer = String::new();
     split.read_to_string(&mut answer)?;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

@@ -31,7 +31,7 @@ async fn forced_connection_close_mid_stream_loses_nothing() {
     let client = fx.client().await;
     let total = 600;
     for i in 0..total {
-        client.publish(&fx.queue, &record(i, 50)).await.unwrap();
+        client.publish(&fx.queue, &record(i, 100)).await.unwrap();
     }
     let log: Log = Arc::default();
     let worker = fx.start(registry(log.clone()), 8);
