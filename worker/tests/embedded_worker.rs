@@ -145,3 +145,53 @@ async fn the_handle_resizes_the_budget_and_replaces_the_lanes() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(20), running).await???;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fallback_handler_sees_the_raw_job_and_returns_serialized_values_or_tracebacks(
+) -> Result<()> {
+    use mindora_worker::handler::{HandlerError, JobContext, Output};
+    let db = RedisDb::lease()?;
+    let client = Client::connect(&db.url()).await?;
+    let opts = EnqueueOptions {
+        serializer: Serializer::Json,
+        ..Default::default()
+    };
+    let ok = client
+        .enqueue(
+            "pool",
+            "app.tasks.add",
+            vec![json!(2), json!(3)],
+            Default::default(),
+            opts.clone(),
+        )
+        .await?;
+    let bad = client
+        .enqueue("pool", "app.tasks.boom", vec![], Default::default(), opts)
+        .await?;
+    let url = db.url();
+    Worker::from_arg_list(["--redis-url", url.as_str(), "--queues", "pool", "--burst"])?
+        .handle_signals(false)
+        .fallback(|ctx: JobContext| async move {
+            let raw = ctx.raw().cloned().expect("rq jobs carry their raw form");
+            assert!(!raw.data.is_empty());
+            if ctx.function == "app.tasks.add" {
+                // As a Python process would answer: bytes in the job's serializer.
+                let sum: i64 = ctx.args.iter().filter_map(|a| a.as_i64()).sum();
+                Ok(Output::Serialized(sum.to_string().into_bytes()))
+            } else {
+                Err(HandlerError::retryable("ValueError", "boom").with_exc_string(
+                    "Traceback (most recent call last):\n  File \"tasks.py\", line 3\nValueError: boom\n",
+                ))
+            }
+        })
+        .run()
+        .await?;
+    assert_eq!(client.wait(&ok, Duration::from_secs(5)).await?, json!(5));
+    match client.wait(&bad, Duration::from_secs(5)).await {
+        Err(mindora_sdk::SdkError::JobFailed { message, .. }) => {
+            assert!(message.contains("File \"tasks.py\", line 3"), "{message}");
+        }
+        other => panic!("expected a failed job, got {other:?}"),
+    }
+    Ok(())
+}
