@@ -3,16 +3,22 @@
 #
 #   bash infra/check.sh [--worker-metrics FILE]
 #
-# Installs what it needs (idempotent, quick when present): Debian packages docker-compose,
+# Installs what it needs (idempotent, quick when present): Debian packages docker-compose
+# (pinned: its compose/config/compose_spec.json is the Compose schema checked against),
 # prometheus (promtool), prometheus-alertmanager (amtool), nginx, shellcheck, openssl; and
 # a Python venv with jsonschema + pyyaml under ${MINDORA_CACHE:-$HOME/.cache/mindora}.
+# Reads nothing outside the repository and what these install steps put on the machine.
 #
 # Environment:
 #   MINDORA_WORKER_METRICS  (or --worker-metrics FILE) the scraped /metrics text of a real
 #                           mindora-worker. When given, the file must exist, and every mindora_*
 #                           metric of the dashboards/alerts must appear in it. When not given,
 #                           mindora_* names are checked against the worker metric contract only.
-#   MINDORA_COMPOSE_SCHEMA  Compose Specification schema (default ../shared/schemas/compose-spec.json)
+#   MINDORA_WORKER_LOG      (or --worker-log FILE) JSON log lines of a real mindora-worker, to
+#                           replay the Filebeat processors on (default: the committed sample
+#                           infra/tests/worker-log-sample.jsonl, captured from a real worker)
+#   MINDORA_COMPOSE_SCHEMA  Compose Specification schema (default: the one Debian's pinned
+#                           docker-compose package ships)
 #   MINDORA_CHECK_NO_INSTALL=1  never install; fail the checks whose tools are missing
 #
 # Prints PASS/FAIL per check and ends with "infra: N passed, M failed"; exit 1 on failure.
@@ -23,12 +29,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CACHE=${MINDORA_CACHE:-$HOME/.cache/mindora}
 VENV="$CACHE/infra-venv"
-SCHEMA=${MINDORA_COMPOSE_SCHEMA:-$ROOT/../shared/schemas/compose-spec.json}
+# Debian bookworm's docker-compose; its package ships the Compose Specification schema.
+COMPOSE_DEB_VERSION=1.29.2-3
+SCHEMA=${MINDORA_COMPOSE_SCHEMA:-/usr/lib/python3/dist-packages/compose/config/compose_spec.json}
 WORKER_METRICS=${MINDORA_WORKER_METRICS:-}
+WORKER_LOG=${MINDORA_WORKER_LOG:-}
 while [ $# -gt 0 ]; do
     case "$1" in
         --worker-metrics) WORKER_METRICS=${2:?--worker-metrics needs a FILE}; shift 2 ;;
         --worker-metrics=*) WORKER_METRICS=${1#*=}; shift ;;
+        --worker-log) WORKER_LOG=${2:?--worker-log needs a FILE}; shift 2 ;;
+        --worker-log=*) WORKER_LOG=${1#*=}; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "infra/check.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -37,6 +48,10 @@ done
 if [ -n "$WORKER_METRICS" ] && [ "${WORKER_METRICS#/}" = "$WORKER_METRICS" ]; then
     WORKER_METRICS="$OLDPWD_CALLER/$WORKER_METRICS"
 fi
+if [ -n "$WORKER_LOG" ] && [ "${WORKER_LOG#/}" = "$WORKER_LOG" ]; then
+    WORKER_LOG="$OLDPWD_CALLER/$WORKER_LOG"
+fi
+WORKER_LOG=${WORKER_LOG:-$ROOT/infra/tests/worker-log-sample.jsonl}
 
 passed=0
 failed=0
@@ -68,7 +83,8 @@ run() {
 # ------------------------------------------------------------------ tools
 install_tools() {
     local missing=()
-    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    [ "$(dpkg-query -W -f='${Version}' docker-compose 2>/dev/null)" = "$COMPOSE_DEB_VERSION" ] ||
+        missing+=("docker-compose=$COMPOSE_DEB_VERSION")
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
@@ -122,7 +138,7 @@ load_example_env() {
 
 # ------------------------------------------------------------------ compose
 check_compose_schema() {
-    [ -f "$SCHEMA" ] || { echo "schema not found: $SCHEMA"; return 1; }
+    [ -f "$SCHEMA" ] || { echo "schema not found: $SCHEMA (install docker-compose=$COMPOSE_DEB_VERSION)"; return 1; }
     "$PY" infra/scripts/check-compose.py --compose docker-compose.yml --env .env.example --schema "$SCHEMA" --infra infra
 }
 
@@ -301,6 +317,44 @@ sys.exit(1 if errs else 0)
 PY
 }
 run "worker/Dockerfile (members copied, multi-stage, non-root, HEALTHCHECK)" check_dockerfile
+
+# ------------------------------------------------------------------ stack vs code
+# Image references, ES privileges vs API calls, names, memory, PostgreSQL, versions, logs.
+out=$("$PY" infra/scripts/check-stack.py --worker-log "$WORKER_LOG" 2>&1) || true
+printf '%s\n' "$out"
+n_pass=$(printf '%s\n' "$out" | grep -c '^PASS' || true)
+n_fail=$(printf '%s\n' "$out" | grep -c '^FAIL' || true)
+if [ "$n_pass" -eq 0 ] && [ "$n_fail" -eq 0 ]; then n_fail=1; fi
+passed=$((passed + n_pass))
+failed=$((failed + n_fail))
+
+check_self_contained() {
+    # Nothing of the checks may depend on files beside the repository.
+    if grep -rn --include='*.sh' --include='*.py' -e '\.\./shared' -e 'ROOT/\.\.' infra tests/e2e; then return 1; fi
+    if grep -n -e '\.\./shared' -e 'ROOT/\.\.' .ci/run; then return 1; fi
+    echo "no ../shared, no \$ROOT/.. in infra/, tests/e2e/, .ci/run"
+}
+run "infra checks read nothing outside the repository" check_self_contained
+
+# ------------------------------------------------------------------ alert rule unit tests
+check_rule_tests() {
+    promtool test rules infra/prometheus/tests/*.yml
+    "$PY" - <<'PY'
+import glob, sys, yaml
+alerts = {r["alert"] for f in glob.glob("infra/prometheus/rules/*.yml") for g in yaml.safe_load(open(f))["groups"]
+          for r in g["rules"] if "alert" in r}
+fired = set()
+for f in glob.glob("infra/prometheus/tests/*.yml"):
+    for t in yaml.safe_load(open(f))["tests"]:
+        for a in t.get("alert_rule_test", []):
+            if a.get("exp_alerts"):
+                fired.add(a["alertname"])
+missing = sorted(alerts - fired)
+print(f"{len(alerts)} alert rules, {len(fired & alerts)} with a firing unit test" + (f"; untested: {missing}" if missing else ""))
+sys.exit(1 if missing else 0)
+PY
+}
+run "promtool test rules: every alert rule has a unit test that fires it" check_rule_tests
 
 # ------------------------------------------------------------------ dashboards and alerts
 check_metrics() {

@@ -1,11 +1,15 @@
 #!/bin/bash
 # Elasticsearch initialisation (idempotent, all PUTs):
-# - kibana_system password; users mindora_worker (read/write {app}-documents-*/-logs-*)
-#   and elasticsearch_exporter (monitor only); one role + user per app for its own indices;
-# - ILM policies mindora-documents / mindora-logs, index templates {app}-documents-* and
-#   {app}-logs-* (CJK-capable analyzer from built-in filters: no plugin), and the first
-#   write index behind the {app}-documents / {app}-logs rollover aliases;
+# - kibana_system password; users mindora_worker (exactly the privileges of the API calls the
+#   worker makes: infra/check.sh derives them from pipelines/src/index_fulltext.rs),
+#   elasticsearch_exporter (monitor, read_ilm) and log_shipper (Filebeat: append to the
+#   mindora-logs-* data streams only); one role + user per app for its own indices;
+# - ILM policy mindora-logs and the data-stream template mindora-logs (container logs shipped
+#   by Filebeat, worker JSON fields mapped); per app the {app}-logs-* template and the first
+#   write index behind the {app}-logs rollover alias (the app's own logs);
 # - the filesystem snapshot repository used by `manage.sh backup`.
+# Not here, on purpose: the {app}-documents template, its read alias and its monthly indices.
+# The worker owns them (pipelines/src/index_fulltext.rs), so their names cannot drift apart.
 set -euo pipefail
 INIT_NAME=es-init
 INFRA=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,28 +32,28 @@ render() { sh "$INFRA/scripts/render-template.sh" "$1" /tmp/rendered.json && cat
 until es GET /_cluster/health 2>/dev/null; do log "waiting for Elasticsearch"; sleep 3; done
 
 es POST /_security/user/kibana_system/_password "{\"password\":\"${KIBANA_SYSTEM_PASSWORD:?}\"}"
-es PUT /_security/role/mindora_worker '{"cluster":["monitor"],"indices":[{"names":["*-documents-*","*-documents","*-logs-*","*-logs"],"privileges":["read","write","create_index","view_index_metadata","manage"]}]}'
+es PUT /_security/role/mindora_worker "$(cat "$INFRA/elasticsearch/role-mindora_worker.json")"
 es PUT /_security/user/mindora_worker "{\"password\":\"${ELASTIC_WORKER_PASSWORD:?}\",\"roles\":[\"mindora_worker\"]}"
-es PUT /_security/role/elasticsearch_exporter '{"cluster":["monitor","manage_ilm","read_slm"],"indices":[{"names":["*"],"privileges":["monitor","view_index_metadata"]}]}'
+es PUT /_security/role/elasticsearch_exporter "$(cat "$INFRA/elasticsearch/role-elasticsearch_exporter.json")"
 es PUT /_security/user/elasticsearch_exporter "{\"password\":\"${ELASTIC_EXPORTER_PASSWORD:?}\",\"roles\":[\"elasticsearch_exporter\"]}"
-log "users kibana_system, mindora_worker, elasticsearch_exporter"
+es PUT /_security/role/log_shipper "$(cat "$INFRA/elasticsearch/role-log_shipper.json")"
+es PUT /_security/user/log_shipper "{\"password\":\"${ELASTIC_SHIPPER_PASSWORD:?}\",\"roles\":[\"log_shipper\"]}"
+log "users kibana_system, mindora_worker, elasticsearch_exporter, log_shipper"
 
-es PUT /_ilm/policy/mindora-documents "$(render "$INFRA/elasticsearch/ilm-documents.json")"
 es PUT /_ilm/policy/mindora-logs "$(render "$INFRA/elasticsearch/ilm-logs.json")"
-log "ILM policies mindora-documents, mindora-logs"
+es PUT /_index_template/mindora-logs "$(cat "$INFRA/elasticsearch/template-container-logs.json")"
+log "ILM policy mindora-logs, data-stream template mindora-logs (container logs)"
 
 es PUT /_snapshot/mindora '{"type":"fs","settings":{"location":"/usr/share/elasticsearch/snapshots","compress":true}}'
 log "snapshot repository mindora"
 
 for app in $(app_list); do
-    for kind in documents logs; do
-        es PUT "/_index_template/$app-$kind" "$(sed "s/{app}/$app/g" "$INFRA/elasticsearch/template-$kind.json")"
-        if ! es GET "/_alias/$app-$kind" 2>/dev/null; then
-            es PUT "/%3C$app-$kind-%7Bnow%2Fd%7D-000001%3E" "{\"aliases\":{\"$app-$kind\":{\"is_write_index\":true}}}"
-        fi
-    done
+    es PUT "/_index_template/$app-logs" "$(sed "s/{app}/$app/g" "$INFRA/elasticsearch/template-logs.json")"
+    if ! es GET "/_alias/$app-logs" 2>/dev/null; then
+        es PUT "/%3C$app-logs-%7Bnow%2Fd%7D-000001%3E" "{\"aliases\":{\"$app-logs\":{\"is_write_index\":true}}}"
+    fi
     es PUT "/_security/role/app_$app" "{\"indices\":[{\"names\":[\"$app-*\"],\"privileges\":[\"read\",\"write\",\"create_index\",\"view_index_metadata\"]}]}"
     es PUT "/_security/user/app_$app" "{\"password\":\"$(app_secret "$app" elasticsearch)\",\"roles\":[\"app_$app\"]}"
-    log "app $app: templates, write aliases, role/user app_$app"
+    log "app $app: logs template + write alias, role/user app_$app"
 done
 log "done"

@@ -21,6 +21,14 @@ SQL
 }
 
 db=${PGDATABASE:?}
+# The healthcheck gates on TCP, but a server restarting after first-boot initdb can still drop
+# the first connection: wait until a real query works (up to 2 minutes) instead of failing.
+for i in $(seq 1 60); do
+    psql_q -c 'SELECT 1' >/dev/null 2>&1 && break
+    [ "$i" -lt 60 ] || { echo "postgres-init: PostgreSQL at ${PGHOST:-?} not accepting queries" >&2; exit 1; }
+    log "waiting for PostgreSQL"
+    sleep 2
+done
 log "database $db: revoking default privileges from PUBLIC"
 psql_q -v db="$db" <<'SQL'
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec

@@ -1,6 +1,8 @@
 #!/bin/sh
-# Qdrant initialisation (idempotent): one collection per app in APPS (vector size
-# EMBED_DIMENSIONS, distance QDRANT_DISTANCE) and a keyword payload index on document_id.
+# Qdrant initialisation (idempotent): one collection per app in APPS, named {app}_documents
+# like the worker's (pipelines/src/model.rs qdrant_collection), vector size EMBED_DIMENSIONS,
+# distance QDRANT_DISTANCE, and a keyword payload index on document_id (the worker filters
+# on it to replace a document's points).
 # Existing collections are left untouched. Runs in the qdrant-init container (curl image).
 set -eu
 INIT_NAME=qdrant-init
@@ -23,13 +25,14 @@ done
 body=$(mktemp)
 sh "$INFRA/scripts/render-template.sh" "$INFRA/qdrant/collection.json" "$body"
 for app in $(app_list); do
-    if qd "$QDRANT_URL/collections/$app" >/dev/null 2>&1; then
-        log "collection $app exists"
+    collection="${app}_documents"
+    if qd "$QDRANT_URL/collections/$collection" >/dev/null 2>&1; then
+        log "collection $collection exists"
     else
-        qd -X PUT "$QDRANT_URL/collections/$app" --data-binary "@$body" >/dev/null
-        log "collection $app created"
+        qd -X PUT "$QDRANT_URL/collections/$collection" --data-binary "@$body" >/dev/null
+        log "collection $collection created"
     fi
-    qd -X PUT "$QDRANT_URL/collections/$app/index?wait=true" \
+    qd -X PUT "$QDRANT_URL/collections/$collection/index?wait=true" \
         --data-binary '{"field_name":"document_id","field_schema":"keyword"}' >/dev/null
 done
 rm -f "$body"

@@ -137,8 +137,8 @@ app $name
   PostgreSQL     postgres://$name:$(app_secret "$name" postgres)@postgres:5432/$POSTGRES_DB  (schema $name)
   MinIO          access key app-$name  secret $(app_secret "$name" minio)  bucket $(app_bucket "$name")
   RabbitMQ       amqp://$name:$(app_secret "$name" rabbitmq)@rabbitmq:5672/$RABBITMQ_VHOST  queue ${name}_internal_tasks
-  Elasticsearch  user app_$name  password $(app_secret "$name" elasticsearch)  indices $name-documents-*, $name-logs-*
-  Qdrant         collection $name (QDRANT_API_KEY)
+  Elasticsearch  user app_$name  password $(app_secret "$name" elasticsearch)  indices $name-documents-* (read alias $name-documents), $name-logs-*
+  Qdrant         collection ${name}_documents (QDRANT_API_KEY)
   Consul KV      $name/shared, $name/$DEPLOY_ENV/{database,ai,features,security}
 EOF
 }
@@ -146,6 +146,9 @@ EOF
 cmd_scale() {
     local n=${1:?usage: manage.sh scale N}
     load_env
+    # PostgreSQL's max_connections is sized for WORKER_MAX_REPLICAS pools (infra/check.sh).
+    [ "$n" -le "${WORKER_MAX_REPLICAS:?}" ] ||
+        die "at most WORKER_MAX_REPLICAS=$WORKER_MAX_REPLICAS replicas: raise it with POSTGRES_MAX_CONNECTIONS in .env"
     compose up -d --no-recreate --scale "worker=$n" worker
 }
 

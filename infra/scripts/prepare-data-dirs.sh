@@ -28,5 +28,6 @@ qdrant/snapshots 0:0 750
 prometheus 65534:65534 750
 alertmanager 65534:65534 750
 grafana 472:0 750
+filebeat 0:0 750
 LIST
 echo "data directories ready under $root"

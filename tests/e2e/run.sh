@@ -161,7 +161,7 @@ check "Python rq job mindora.echo(1, x=2) finished by a worker with the echoed r
 # enqueued from Python rq, then its chunks in Elasticsearch and its vectors in Qdrant.
 # Needs a real embeddings API: E2E_EMBED_API_KEY (+ optional E2E_EMBED_BASE_URL, _MODEL,
 # _DIMENSIONS, e.g. a local Ollama's OpenAI-compatible endpoint); skipped otherwise.
-MINIO_IMAGE=$(sed -n 's/^ *image: \(minio\/minio:.*\)$/\1/p' "$ROOT/docker-compose.yml" | head -n1)
+MINIO_IMAGE=$(sed -n 's/^ *image: \(quay.io\/minio\/minio:.*\)$/\1/p' "$ROOT/docker-compose.yml" | head -n1)
 pipeline_roundtrip() {
     local app bucket
     app=$(env_get APPS | cut -d, -f1)

@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""Consistency checks of the stack against the code that uses it (no Docker engine needed).
+
+  check-stack.py [--worker-log FILE]
+
+One PASS/FAIL line per check (exit 1 on any failure):
+  images        every image reference (compose, e2e, scripts) is in infra/tests/images.txt
+                (registries/tags known to serve them) and none is in its "removed" section
+  es-worker     the mindora_worker role grants exactly the privileges of the Elasticsearch API
+                calls in pipelines/src/index_fulltext.rs, on exactly the worker's index pattern
+  es-owners     one owner per Elasticsearch object: no init script creates the worker's
+                {app}-documents template/alias/ILM; the exporter role is read-only on ILM
+  names         Qdrant collection, PostgreSQL schema, ES documents alias named alike in
+                pipelines/src/model.rs, the init scripts, the Consul KV seed and infra/README.md
+  memory        worker: MEM_WORKER holds 128 MiB + 3 x WORKER_MAX_OBJECT_BYTES, the compose
+                file passes the cap, the code default agrees; RabbitMQ: absolute watermark
+                <= 0.6 x MEM_RABBITMQ
+  postgres      healthcheck over TCP, init waits for queries, max_connections holds every
+                worker pool
+  versions      qdrant server minor == qdrant-client crate minor; Elastic images one version
+  logs          Filebeat config parsed; its processors replayed on real worker JSON log lines
+                map level/job id/queue/function/error onto fields the data-stream template
+                maps; log_shipper role append-only on the template's pattern; Kibana data views
+                match the templates
+"""
+import argparse
+import os
+import json
+import re
+import sys
+
+import yaml
+
+ROOT = "."
+results = []
+
+
+def report(name, problems, ok_detail):
+    results.append(not problems)
+    if problems:
+        print(f"FAIL stack:{name}: " + "; ".join(problems))
+    else:
+        print(f"PASS stack:{name}: {ok_detail}")
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def env_example():
+    env = {}
+    for line in read(".env.example").splitlines():
+        s = line.strip()
+        if s and not s.startswith("#") and "=" in s:
+            k, v = s.split("=", 1)
+            env[k] = v
+    return env
+
+
+def size_bytes(text):
+    """512m, 1g, 1536m (Docker), 460MiB (RabbitMQ), plain bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]?)(i?[bB])?\s*", str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    if m.group(3) and not m.group(3).lower().startswith("i") and m.group(2):
+        mult = {"k": 1000, "m": 1000**2, "g": 1000**3}[m.group(2).lower()]
+    return int(m.group(1)) * mult
+
+
+def compose():
+    return yaml.safe_load(read("docker-compose.yml"))
+
+
+# ------------------------------------------------------------------ images
+def check_images():
+    allowed, removed = set(), {}
+    for line in read("infra/tests/images.txt").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        ref = line.split("\t", 1)[0].strip()
+        if ref.startswith("!"):
+            removed[ref[1:]] = line.split("\t", 1)[1] if "\t" in line else "removed"
+        else:
+            allowed.add(ref)
+    refs = {}
+    for name, svc in compose()["services"].items():
+        img = svc.get("image", "")
+        if img and not img.startswith("${"):
+            refs.setdefault(img, []).append(f"docker-compose.yml:{name}")
+    pat = re.compile(r"\b(?:docker run|docker pull)\b[^\n]*?\s((?:[a-z0-9.-]+/)*[a-z0-9._-]+:[A-Za-z0-9._-]+)(?=\s|$|['\"])")
+    for path in ["tests/e2e/run.sh", "infra/scripts/backup.sh", "infra/scripts/restore.sh",
+                 "infra/scripts/manage.sh"]:
+        for m in pat.finditer(read(path)):
+            refs.setdefault(m.group(1), []).append(path)
+    problems = []
+    for ref, where in sorted(refs.items()):
+        repo = ref.rsplit(":", 1)[0]
+        for bad, why in removed.items():
+            if repo == bad or repo == "docker.io/" + bad or "library/" + bad == repo:
+                problems.append(f"{ref} ({', '.join(where)}): {why}")
+        if ref not in allowed:
+            problems.append(f"{ref} ({', '.join(where)}) not in infra/tests/images.txt")
+    # The e2e pipeline check copies the MinIO image line out of the compose file.
+    e2e = read("tests/e2e/run.sh")
+    m = re.search(r"MINIO_IMAGE=\$\(sed -n 's/\^ \*image: \\\((.*?):\.\*\\\)\$/", e2e)
+    minio = [r for r in refs if "minio/minio:" in r]
+    if not m or not minio or not minio[0].startswith(m.group(1).replace("\\/", "/")):
+        problems.append("tests/e2e/run.sh MINIO_IMAGE pattern does not match the compose MinIO image")
+    report("images", problems, f"{len(refs)} image references, all in infra/tests/images.txt, none removed")
+
+
+# ------------------------------------------------------------------ Elasticsearch
+# Privileges each Elasticsearch API needs (Elasticsearch security privileges reference).
+# bulk: "index" ops need `index`; the monthly index is auto-created on the first write
+# (`create_index`). delete_by_query searches then deletes (`read` + `delete`).
+ES_API = {
+    "put_index_template": ({"manage_index_templates"}, set()),
+    "put_template": ({"manage_index_templates"}, set()),
+    "bulk": (set(), {"index", "create_index"}),
+    "index": (set(), {"index", "create_index"}),
+    "delete_by_query": (set(), {"read", "delete"}),
+    "delete": (set(), {"delete"}),
+    "search": (set(), {"read"}),
+    "count": (set(), {"read"}),
+    "get": (set(), {"read"}),
+    "refresh": (set(), {"maintenance"}),
+}
+
+
+def es_calls(src):
+    flat = re.sub(r"\s+", "", src)
+    return sorted(set(re.findall(r"\.client(?:\.indices\(\))?\.([a-z_]+)\(", flat)))
+
+
+def check_es_worker():
+    src = read("pipelines/src/index_fulltext.rs")
+    calls = es_calls(src)
+    problems = []
+    cluster, index = set(), set()
+    for c in calls:
+        if c not in ES_API:
+            problems.append(f"API call {c}() has no privilege entry in check-stack.py ES_API")
+            continue
+        cluster |= ES_API[c][0]
+        index |= ES_API[c][1]
+    role = json.loads(read("infra/elasticsearch/role-mindora_worker.json"))
+    init = read("infra/elasticsearch/init.sh")
+    if "role-mindora_worker.json" not in init:
+        problems.append("es-init does not PUT infra/elasticsearch/role-mindora_worker.json")
+    got_cluster = set(role.get("cluster", []))
+    got_index = set()
+    names = set()
+    for entry in role.get("indices", []):
+        got_index |= set(entry["privileges"])
+        names |= set(entry["names"])
+    if got_cluster != cluster:
+        problems.append(f"cluster privileges {sorted(got_cluster)}, the calls need exactly {sorted(cluster)}")
+    if got_index != index:
+        problems.append(f"index privileges {sorted(got_index)}, the calls need exactly {sorted(index)}")
+    model = read("pipelines/src/model.rs")
+    m = re.search(r'fn es_index_pattern[^{]*\{\s*format!\("\{\}([^"]*)"', model)
+    pattern = "*" + m.group(1) if m else None
+    if names != {pattern}:
+        problems.append(f"role index names {sorted(names)}, the worker writes {pattern}")
+    report("es-worker", problems,
+           f"calls {calls} -> cluster {sorted(cluster)}, indices {sorted(index)} on {pattern}; role grants exactly that")
+
+
+def check_es_owners():
+    problems = []
+    init = read("infra/elasticsearch/init.sh")
+    code = [ln for ln in init.splitlines() if not ln.lstrip().startswith("#")]
+    for ln in code:
+        if re.search(r"documents", ln):
+            problems.append(f"es-init touches a documents object (the worker owns them): {ln.strip()}")
+
+    for f in os.listdir("infra/elasticsearch"):
+        if "documents" in f:
+            problems.append(f"infra/elasticsearch/{f}: documents templates/ILM belong to the worker")
+    src = read("pipelines/src/index_fulltext.rs")
+    if '"index.lifecycle.rollover_alias":' in src:
+        problems.append("the worker's template sets an ILM rollover alias, but its indices are monthly by name")
+    exporter = json.loads(read("infra/elasticsearch/role-elasticsearch_exporter.json"))
+    manage = [p for p in exporter["cluster"] if p.startswith("manage") or p == "all"]
+    if manage:
+        problems.append(f"elasticsearch_exporter has {manage}; read_ilm/read_slm/monitor suffice")
+    for e in exporter["indices"]:
+        extra = set(e["privileges"]) - {"monitor", "view_index_metadata"}
+        if extra:
+            problems.append(f"elasticsearch_exporter index privileges {sorted(extra)} beyond monitor/view_index_metadata")
+    report("es-owners", problems,
+           "worker alone owns {app}-documents (template + read alias, no ILM); exporter read-only")
+
+
+# ------------------------------------------------------------------ names
+def rust_fmt(model, fn):
+    m = re.search(r"fn %s\b[^{]*\{\s*format!\(\"([^\"]*)\"" % fn, model)
+    return m.group(1).replace("{}", "{app}") if m else None
+
+
+def check_names():
+    model = read("pipelines/src/model.rs")
+    collection = rust_fmt(model, "qdrant_collection")
+    schema = rust_fmt(model, "schema")
+    alias = rust_fmt(model, "es_template")
+    problems = []
+    if None in (collection, schema, alias):
+        problems.append("could not read the naming functions of pipelines/src/model.rs")
+        report("names", problems, "")
+        return
+    # Qdrant init: the collection it creates.
+    qinit = read("infra/qdrant/init.sh")
+    m = re.search(r'collection="\$\{app\}([^"]*)"', qinit)
+    if not m or "{app}" + m.group(1) != collection:
+        problems.append(f"infra/qdrant/init.sh creates {('{app}' + m.group(1)) if m else '?'}, the worker writes {collection}")
+    if "document_id" not in qinit:
+        problems.append("infra/qdrant/init.sh does not index document_id")
+    # PostgreSQL init: the schema it creates.
+    pinit = read("infra/postgres/init.sh")
+    m = re.search(r'schema="([a-z_]*)\$\{app//-/_\}"', pinit)
+    if not m or m.group(1) + "{app}" != schema:
+        problems.append(f"infra/postgres/init.sh schema differs from the worker's {schema}")
+    # Consul KV seed.
+    seed = {}
+    for line in read("infra/consul/kv-seed.txt").splitlines():
+        if line.strip() and not line.startswith("#") and "\t" in line:
+            k, v = line.split("\t", 1)
+            seed[k] = v
+    shared = json.loads(re.sub(r"\$\{[A-Z_]+\}", "0", seed.get("{app}/shared", "{}")))
+    database = json.loads(re.sub(r"\$\{[A-Z_]+\}", "0", seed.get("{app}/{env}/database", "{}")))
+    if shared.get("qdrant_collection") != collection:
+        problems.append(f"KV qdrant_collection {shared.get('qdrant_collection')!r} != {collection}")
+    if shared.get("es_documents_alias") != alias:
+        problems.append(f"KV es_documents_alias {shared.get('es_documents_alias')!r} != {alias}")
+    if database.get("schema") != schema:
+        problems.append(f"KV database schema {database.get('schema')!r} != {schema}")
+    # The worker's template really carries the advertised alias.
+    if "read_alias(app): {}" not in read("pipelines/src/index_fulltext.rs"):
+        problems.append("the worker's index template does not add the read alias")
+    # README: per-app resources name the same things.
+    readme = read("infra/README.md")
+    for want in (f"collection `{collection}`", f"schema `{schema}`", f"alias `{alias}`"):
+        if want not in readme:
+            problems.append(f"infra/README.md does not say {want}")
+    for wrong in ("collection `{app}`", "schema `{app}`"):
+        if wrong in readme:
+            problems.append(f"infra/README.md still says {wrong}")
+    report("names", problems,
+           f"collection {collection}, schema {schema}, alias {alias} agree in model.rs, init scripts, KV seed, README")
+
+
+# ------------------------------------------------------------------ memory
+def check_memory():
+    env = env_example()
+    problems = []
+    mem = size_bytes(env["MEM_WORKER"])
+    cap = int(env["WORKER_MAX_OBJECT_BYTES"])
+    need = 128 * 1024**2 + 3 * cap
+    if mem < need:
+        problems.append(f"MEM_WORKER {env['MEM_WORKER']} < 128 MiB + 3 x WORKER_MAX_OBJECT_BYTES ({need >> 20} MiB)")
+    w = compose()["services"]["worker"]["environment"]
+    if str(w.get("MINDORA_MAX_OBJECT_BYTES")) != "${WORKER_MAX_OBJECT_BYTES}":
+        problems.append("worker environment lacks MINDORA_MAX_OBJECT_BYTES: ${WORKER_MAX_OBJECT_BYTES}")
+    cfg = read("pipelines/src/config.rs")
+    m = re.search(r'env = "MINDORA_MAX_OBJECT_BYTES", default_value_t = ([0-9 *]+)\)', cfg)
+    default = eval(m.group(1)) if m else None  # noqa: S307 - digits and '*' only
+    if default != cap:
+        problems.append(f"code default of MINDORA_MAX_OBJECT_BYTES {default} != WORKER_MAX_OBJECT_BYTES {cap}")
+    fetch = read("pipelines/src/fetch.rs")
+    if "budget.reserve(" not in fetch:
+        problems.append("pipelines/src/fetch.rs does not reserve downloads from the process budget")
+    rabbit = read("infra/rabbitmq/rabbitmq.conf")
+    if re.search(r"^\s*vm_memory_high_watermark\.relative", rabbit, re.M):
+        problems.append("rabbitmq.conf uses a relative watermark (computed from host RAM in a container)")
+    m = re.search(r"^\s*vm_memory_high_watermark\.absolute\s*=\s*(\S+)", rabbit, re.M)
+    limit = size_bytes(env["MEM_RABBITMQ"])
+    if not m:
+        problems.append("rabbitmq.conf has no vm_memory_high_watermark.absolute")
+    elif size_bytes(m.group(1)) > 0.6 * limit + 1024**2:
+        problems.append(f"RabbitMQ watermark {m.group(1)} > 0.6 x MEM_RABBITMQ {env['MEM_RABBITMQ']}")
+    report("memory", problems,
+           f"worker {env['MEM_WORKER']} >= 128 MiB + 3 x {cap >> 20} MiB (code default agrees, budget shared by jobs); "
+           f"RabbitMQ alarm {m.group(1) if m else '?'} of {env['MEM_RABBITMQ']}")
+
+
+# ------------------------------------------------------------------ postgres
+def check_postgres():
+    env = env_example()
+    problems = []
+    pg = compose()["services"]["postgres"]
+    test = " ".join(pg["healthcheck"]["test"])
+    if not re.search(r"pg_isready[^\n]*-h\s*(127\.0\.0\.1|localhost)", test):
+        problems.append("postgres healthcheck must use TCP (pg_isready -h 127.0.0.1): the initdb server listens on no TCP address")
+    if "max_connections=${POSTGRES_MAX_CONNECTIONS}" not in " ".join(pg.get("command", [])):
+        problems.append("postgres command does not set max_connections=${POSTGRES_MAX_CONNECTIONS}")
+    if not re.search(r"for i in .*\n\s*psql_q -c 'SELECT 1'", read("infra/postgres/init.sh")):
+        problems.append("infra/postgres/init.sh does not wait for PostgreSQL before its first statement")
+    w = compose()["services"]["worker"]["environment"]
+    if str(w.get("MINDORA_DATABASE_MAX_CONNECTIONS")) != "${WORKER_DB_MAX_CONNECTIONS}":
+        problems.append("worker environment lacks MINDORA_DATABASE_MAX_CONNECTIONS: ${WORKER_DB_MAX_CONNECTIONS}")
+    need = int(env["WORKER_MAX_REPLICAS"]) * int(env["WORKER_DB_MAX_CONNECTIONS"]) + 20
+    if int(env["POSTGRES_MAX_CONNECTIONS"]) < need:
+        problems.append(f"POSTGRES_MAX_CONNECTIONS {env['POSTGRES_MAX_CONNECTIONS']} < {need} "
+                        "(WORKER_MAX_REPLICAS x WORKER_DB_MAX_CONNECTIONS + 20)")
+    if "WORKER_MAX_REPLICAS" not in read("infra/scripts/manage.sh"):
+        problems.append("manage.sh scale does not enforce WORKER_MAX_REPLICAS")
+    report("postgres", problems,
+           f"TCP healthcheck, init waits, max_connections {env['POSTGRES_MAX_CONNECTIONS']} >= {need}")
+
+
+# ------------------------------------------------------------------ versions
+def lock_version(name):
+    m = re.search(r'name = "%s"\nversion = "([^"]+)"' % re.escape(name), read("Cargo.lock"))
+    return m.group(1) if m else None
+
+
+def check_versions():
+    problems = []
+    images = {n: s.get("image", "") for n, s in compose()["services"].items()}
+    q = re.search(r":v(\d+)\.(\d+)\.", images["qdrant"])
+    client = lock_version("qdrant-client")
+    if not q or not client or (q.group(1), q.group(2)) != tuple(client.split(".")[:2]):
+        problems.append(f"qdrant server {images['qdrant']} vs qdrant-client {client}: minor versions differ")
+    elastic = {n: i.rsplit(":", 1)[1] for n, i in images.items() if i.startswith("docker.elastic.co/")}
+    if len(set(elastic.values())) != 1:
+        problems.append(f"Elastic images differ in version: {elastic}")
+    # The elasticsearch crate (9.x) sends plain application/json (no compatible-with header) and
+    # the worker calls only APIs unchanged since 8.x (es-worker lists them), so 8.17 serves it.
+    es_crate = lock_version("elasticsearch")
+    report("versions", problems,
+           f"qdrant {images['qdrant'].rsplit(':', 1)[1]} ~ client {client}; Elastic {sorted(set(elastic.values()))}; "
+           f"elasticsearch crate {es_crate}")
+
+
+# ------------------------------------------------------------------ logs
+def get_path(d, dotted):
+    cur = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def pop_path(d, dotted):
+    parts = dotted.split(".")
+    cur = d
+    for part in parts[:-1]:
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur.pop(parts[-1], None) if isinstance(cur, dict) else None
+
+
+def set_path(d, dotted, value):
+    parts = dotted.split(".")
+    cur = d
+    for part in parts[:-1]:
+        cur = cur.setdefault(part, {})
+    cur[parts[-1]] = value
+
+
+def replay(processors, line):
+    """The subset of Filebeat processors the config uses, applied to one container log line."""
+    event = {"message": line}
+    for proc in processors:
+        (kind, conf), = proc.items()
+        if kind == "add_docker_metadata":
+            continue
+        if kind == "decode_json_fields":
+            regexp = (conf.get("when") or {}).get("regexp", {}).get("message")
+            if regexp and not re.search(regexp, event.get("message", "")):
+                continue
+            for field in conf["fields"]:
+                try:
+                    value = json.loads(get_path(event, field))
+                except (TypeError, ValueError):
+                    continue
+                set_path(event, conf["target"], value)
+        elif kind in ("rename", "copy_fields"):
+            for f in conf["fields"]:
+                if get_path(event, f["from"]) is None or get_path(event, f["to"]) is not None:
+                    continue
+                v = pop_path(event, f["from"]) if kind == "rename" else get_path(event, f["from"])
+                set_path(event, f["to"], v)
+        elif kind == "drop_fields":
+            for f in conf["fields"]:
+                pop_path(event, f)
+        else:
+            raise ValueError(f"processor {kind} not understood by the replay")
+    return event
+
+
+def mapped_fields(props, prefix=""):
+    out = {}
+    for k, v in props.items():
+        name = prefix + k
+        if "properties" in v:
+            out.update(mapped_fields(v["properties"], name + "."))
+        else:
+            out[name] = v["type"]
+    return out
+
+
+def leaves(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from leaves(v, prefix + k + ".")
+        else:
+            yield prefix + k
+
+
+def check_logs(worker_log):
+    problems = []
+    fb = yaml.safe_load(read("infra/filebeat/filebeat.yml"))
+    template = json.loads(read("infra/elasticsearch/template-container-logs.json"))
+    role = json.loads(read("infra/elasticsearch/role-log_shipper.json"))
+    views = json.loads(read("infra/kibana/data-views.json"))
+    out = fb["output.elasticsearch"]
+    pattern = template["index_patterns"][0]
+    if not re.fullmatch(pattern.replace(".", r"\.").replace("*", ".*"), out["index"]):
+        problems.append(f"Filebeat index {out['index']} does not match the template pattern {pattern}")
+    if "data_stream" not in template:
+        problems.append("container-logs template is not a data-stream template")
+    if out.get("username") != "log_shipper":
+        problems.append("Filebeat does not write as log_shipper")
+    if fb.get("setup.template.enabled") is not False or fb.get("setup.ilm.enabled") is not False:
+        problems.append("Filebeat must not manage templates/ILM (es-init owns them; log_shipper may not)")
+    names = {n for e in role["indices"] for n in e["names"]}
+    privs = {p for e in role["indices"] for p in e["privileges"]}
+    if names != {pattern}:
+        problems.append(f"log_shipper index names {sorted(names)} != {pattern}")
+    if not privs <= {"create_doc", "auto_configure", "view_index_metadata"} or "create_doc" not in privs:
+        problems.append(f"log_shipper index privileges {sorted(privs)} are not append-only")
+    if not set(role["cluster"]) <= {"monitor", "read_ilm", "read_pipeline"}:
+        problems.append(f"log_shipper cluster privileges {role['cluster']} beyond monitor/read_ilm/read_pipeline")
+    svc = compose()["services"].get("filebeat", {})
+    if svc.get("image", "").rsplit(":", 1)[-1] != compose()["services"]["elasticsearch"]["image"].rsplit(":", 1)[-1]:
+        problems.append("filebeat image version != elasticsearch version")
+    if "ELASTIC_SHIPPER_PASSWORD" not in read("infra/elasticsearch/init.sh"):
+        problems.append("es-init does not create the log_shipper user")
+    if template["template"]["settings"].get("index.lifecycle.name") != "mindora-logs":
+        problems.append("container logs have no ILM retention policy")
+    if not any(v["title"] == pattern for v in views):
+        problems.append(f"no Kibana data view for {pattern}")
+    for v in views:
+        if v["title"].endswith("-documents-*") and v["timeFieldName"] not in read("pipelines/src/index_fulltext.rs"):
+            problems.append(f"data view {v['id']}: time field {v['timeFieldName']} not in the worker's mapping")
+    # Replay on real worker log lines.
+    mapped = mapped_fields(template["template"]["mappings"]["properties"])
+    lines = [ln for ln in read(worker_log).splitlines() if ln.startswith("{")]
+    if not lines:
+        problems.append(f"{worker_log}: no JSON log lines")
+    want = {"level": "mindora.level", "job_id": "mindora.job_id", "queue": "mindora.queue",
+            "function": "mindora.function", "error": "mindora.error"}
+    seen = {k: 0 for k in want}
+    for ln in lines:
+        raw = json.loads(ln)
+        event = replay(fb["processors"], ln)
+        flat_raw = set(leaves(raw))
+        for key, field in want.items():
+            present = key in flat_raw or f"span.{key}" in flat_raw or (key == "job_id" and "task" in flat_raw)
+            if not present:
+                continue
+            seen[key] += 1
+            if get_path(event, field) is None:
+                problems.append(f"{key} of a worker line does not reach {field}: {ln[:160]}")
+            elif field not in mapped:
+                problems.append(f"{field} is not mapped by the container-logs template")
+    for key, n in seen.items():
+        if n == 0:
+            problems.append(f"no worker log line in {worker_log} carries {key}: cannot check its mapping")
+    problems = sorted(set(problems))
+    report("logs", problems,
+           f"Filebeat -> {out['index']} as log_shipper; {len(lines)} worker JSON lines replayed, "
+           f"{', '.join(f'{k}x{n}' for k, n in seen.items())} mapped; data views {[v['title'] for v in views]}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker-log", default="infra/tests/worker-log-sample.jsonl",
+                    help="JSON log lines of a real mindora-worker (MINDORA_LOG_FORMAT=json)")
+    args = ap.parse_args()
+    for check in (check_images, check_es_worker, check_es_owners, check_names, check_memory,
+                  check_postgres, check_versions):
+        try:
+            check()
+        except Exception as e:  # noqa: BLE001 - a crashed check is a failed check
+            report(check.__name__.removeprefix("check_"), [f"{type(e).__name__}: {e}"], "")
+    try:
+        check_logs(args.worker_log)
+    except Exception as e:  # noqa: BLE001
+        report("logs", [f"{type(e).__name__}: {e}"], "")
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
