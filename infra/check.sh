@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Static validation of the whole stack (no Docker engine needed). Run from the repo root:
 #
-#   bash infra/check.sh [--worker-metrics FILE]
+#   bash infra/check.sh [--worker-metrics FILE] [--worker-log FILE]
 #
-# Installs what it needs (idempotent, quick when present): Debian packages docker-compose
+# Installs what it needs through infra/tests/setup.sh (idempotent, quick when present): Debian packages docker-compose
 # (pinned: its compose/config/compose_spec.json is the Compose schema checked against),
 # prometheus (promtool), prometheus-alertmanager (amtool), nginx, shellcheck, openssl; and
 # a Python venv with jsonschema + pyyaml under ${MINDORA_CACHE:-$HOME/.cache/mindora}.
@@ -29,8 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CACHE=${MINDORA_CACHE:-$HOME/.cache/mindora}
 VENV="$CACHE/infra-venv"
-# Debian bookworm's docker-compose; its package ships the Compose Specification schema.
-COMPOSE_DEB_VERSION=1.29.2-3
+# Debian bookworm's docker-compose (pinned in infra/tests/setup.sh) ships the Compose schema.
 SCHEMA=${MINDORA_COMPOSE_SCHEMA:-/usr/lib/python3/dist-packages/compose/config/compose_spec.json}
 WORKER_METRICS=${MINDORA_WORKER_METRICS:-}
 WORKER_LOG=${MINDORA_WORKER_LOG:-}
@@ -82,44 +81,7 @@ run() {
 
 # ------------------------------------------------------------------ tools
 install_tools() {
-    local missing=()
-    [ "$(dpkg-query -W -f='${Version}' docker-compose 2>/dev/null)" = "$COMPOSE_DEB_VERSION" ] ||
-        missing+=("docker-compose=$COMPOSE_DEB_VERSION")
-    command -v promtool >/dev/null || missing+=(prometheus)
-    command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
-    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-    command -v shellcheck >/dev/null || missing+=(shellcheck)
-    command -v openssl >/dev/null || missing+=(openssl)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        if [ "${MINDORA_CHECK_NO_INSTALL:-0}" = 1 ]; then
-            echo "missing tools (not installing): ${missing[*]}"
-        elif [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
-            echo "missing tools and not root: ${missing[*]}"
-        else
-            local sudo=()
-            [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-            echo "installing: ${missing[*]}"
-            # Don't let package scripts start nginx/prometheus daemons on this machine.
-            local policy=/usr/sbin/policy-rc.d created_policy=0
-            if [ ! -e "$policy" ]; then
-                printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-                "${sudo[@]}" chmod +x "$policy"
-                created_policy=1
-            fi
-            "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
-            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-            [ "$created_policy" = 0 ] || "${sudo[@]}" rm -f "$policy"
-        fi
-    fi
-    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
-        if [ "${MINDORA_CHECK_NO_INSTALL:-0}" = 1 ]; then
-            echo "missing venv $VENV (not installing)"
-        else
-            mkdir -p "$CACHE"
-            python3 -m venv "$VENV"
-            "$VENV/bin/pip" install -q --disable-pip-version-check 'jsonschema>=4,<5' 'pyyaml>=6,<7'
-        fi
-    fi
+    bash "$ROOT/infra/tests/setup.sh"
 }
 
 install_tools
@@ -138,7 +100,7 @@ load_example_env() {
 
 # ------------------------------------------------------------------ compose
 check_compose_schema() {
-    [ -f "$SCHEMA" ] || { echo "schema not found: $SCHEMA (install docker-compose=$COMPOSE_DEB_VERSION)"; return 1; }
+    [ -f "$SCHEMA" ] || { echo "schema not found: $SCHEMA (bash infra/tests/setup.sh installs it)"; return 1; }
     "$PY" infra/scripts/check-compose.py --compose docker-compose.yml --env .env.example --schema "$SCHEMA" --infra infra
 }
 
@@ -332,7 +294,7 @@ check_self_contained() {
     # Nothing of the checks may depend on files beside the repository.
     if grep -rn --include='*.sh' --include='*.py' -e '\.\./shared' -e 'ROOT/\.\.' infra tests/e2e; then return 1; fi
     if grep -n -e '\.\./shared' -e 'ROOT/\.\.' .ci/run; then return 1; fi
-    echo "no ../shared, no \$ROOT/.. in infra/, tests/e2e/, .ci/run"
+    echo "infra/, tests/e2e/ and .ci/run name no path beside the repository"
 }
 run "infra checks read nothing outside the repository" check_self_contained
 

@@ -11,7 +11,9 @@
 #   2. a job enqueued from Python rq (Queue('default').enqueue('mindora.echo', 1, x=2)) is
 #      finished by a worker with result {"args": [1], "kwargs": {"x": 2}}
 #   3. Prometheus has 3 worker targets up (DNS service discovery)
-#   4. Grafana serves the "mindora tasks" dashboard through nginx
+#   4. Filebeat shipped worker JSON logs to Elasticsearch with the job fields mapped, and
+#      kibana-init provisioned the Kibana data views
+#   5. Grafana serves the "mindora tasks" dashboard through nginx
 # and tears everything down (E2E_KEEP=1 keeps it running for inspection).
 set -euo pipefail
 
@@ -195,7 +197,8 @@ def get(url, headers):
     return json.load(urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30))
 auth = "Basic " + base64.b64encode(("elastic:" + os.environ["ELASTIC_PASSWORD"]).encode()).decode()
 get("http://elasticsearch:9200/_refresh", {"Authorization": auth})
-es = get("http://elasticsearch:9200/" + os.environ["APP"] + "-documents-*/_count", {"Authorization": auth})["count"]
+# through the read alias the stack advertises in Consul KV (added by the worker template)
+es = get("http://elasticsearch:9200/" + os.environ["APP"] + "-documents/_count", {"Authorization": auth})["count"]
 qd = get("http://qdrant:6333/collections/" + os.environ["APP"] + "_documents", {"api-key": os.environ["QDRANT_API_KEY"]})["result"]["points_count"]
 print("elasticsearch chunks", es, "qdrant points", qd, file=sys.stderr)
 sys.exit(0 if es >= 1 and qd >= 1 else 1)
@@ -217,6 +220,24 @@ sys.exit(0 if len(up) == int(sys.argv[1]) else 1)
 ' "$REPLICAS"
 }
 check "Prometheus has $REPLICAS worker targets up (dns_sd_configs)" retry 120 workers_up
+
+# Log aggregation: Filebeat ships the worker's JSON lines with the job fields mapped.
+ELASTIC_PASSWORD=$(env_get ELASTIC_PASSWORD)
+worker_logs_in_es() {
+    curl -fsSk --resolve "kibana.localhost:$HTTPS_PORT:127.0.0.1" -u "elastic:$ELASTIC_PASSWORD" \
+        -H 'kbn-xsrf: e2e' -H 'Content-Type: application/json' \
+        "https://kibana.localhost:$HTTPS_PORT/api/console/proxy?path=mindora-logs-containers/_count&method=POST" \
+        --data-binary '{"query":{"bool":{"filter":[{"term":{"container.labels.com_docker_compose_service":"worker"}},{"exists":{"field":"mindora.job_id"}},{"exists":{"field":"mindora.level"}}]}}}' |
+        python3 -c 'import json, sys; n = json.load(sys.stdin)["count"]; print("worker log lines with job ids:", n, file=sys.stderr); sys.exit(0 if n > 0 else 1)'
+}
+check "Filebeat shipped worker JSON logs with mindora.job_id/level mapped (data stream mindora-logs-containers)" retry 180 worker_logs_in_es
+
+kibana_data_views() {
+    curl -fsSk --resolve "kibana.localhost:$HTTPS_PORT:127.0.0.1" -u "elastic:$ELASTIC_PASSWORD" \
+        "https://kibana.localhost:$HTTPS_PORT/api/data_views" |
+        python3 -c 'import json, sys; ids = {v["id"] for v in json.load(sys.stdin)["data_view"]}; print("data views:", sorted(ids), file=sys.stderr); sys.exit(0 if {"mindora-logs", "mindora-documents"} <= ids else 1)'
+}
+check "Kibana data views mindora-logs and mindora-documents provisioned by kibana-init" retry 60 kibana_data_views
 
 GF_USER=$(env_get GRAFANA_ADMIN_USER)
 GF_PASSWORD=$(env_get GRAFANA_ADMIN_PASSWORD)
