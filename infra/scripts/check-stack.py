@@ -256,7 +256,9 @@ def check_memory():
     env = env_example()
     problems = []
     mem = size_bytes(env["MEM_WORKER"])
-    cap = int(env["WORKER_MAX_OBJECT_BYTES"])
+    if "WORKER_MAX_OBJECT_BYTES" not in env:
+        problems.append("no WORKER_MAX_OBJECT_BYTES in .env.example: the download cap is not tied to MEM_WORKER")
+    cap = int(env.get("WORKER_MAX_OBJECT_BYTES", 512 * 1024**2))
     need = 128 * 1024**2 + 3 * cap
     if mem < need:
         problems.append(f"MEM_WORKER {env['MEM_WORKER']} < 128 MiB + 3 x WORKER_MAX_OBJECT_BYTES ({need >> 20} MiB)")
@@ -300,14 +302,17 @@ def check_postgres():
     w = compose()["services"]["worker"]["environment"]
     if str(w.get("MINDORA_DATABASE_MAX_CONNECTIONS")) != "${WORKER_DB_MAX_CONNECTIONS}":
         problems.append("worker environment lacks MINDORA_DATABASE_MAX_CONNECTIONS: ${WORKER_DB_MAX_CONNECTIONS}")
-    need = int(env["WORKER_MAX_REPLICAS"]) * int(env["WORKER_DB_MAX_CONNECTIONS"]) + 20
-    if int(env["POSTGRES_MAX_CONNECTIONS"]) < need:
-        problems.append(f"POSTGRES_MAX_CONNECTIONS {env['POSTGRES_MAX_CONNECTIONS']} < {need} "
-                        "(WORKER_MAX_REPLICAS x WORKER_DB_MAX_CONNECTIONS + 20)")
+    # Defaults when unset: 10 replicas (the documented scale), the pool's 8, PostgreSQL's 100.
+    for key in ("WORKER_MAX_REPLICAS", "WORKER_DB_MAX_CONNECTIONS", "POSTGRES_MAX_CONNECTIONS"):
+        if key not in env:
+            problems.append(f"no {key} in .env.example")
+    need = int(env.get("WORKER_MAX_REPLICAS", 10)) * int(env.get("WORKER_DB_MAX_CONNECTIONS", 8)) + 20
+    have = int(env.get("POSTGRES_MAX_CONNECTIONS", 100))
+    if have < need:
+        problems.append(f"max_connections {have} < {need} (WORKER_MAX_REPLICAS x WORKER_DB_MAX_CONNECTIONS + 20)")
     if "WORKER_MAX_REPLICAS" not in read("infra/scripts/manage.sh"):
         problems.append("manage.sh scale does not enforce WORKER_MAX_REPLICAS")
-    report("postgres", problems,
-           f"TCP healthcheck, init waits, max_connections {env['POSTGRES_MAX_CONNECTIONS']} >= {need}")
+    report("postgres", problems, f"TCP healthcheck, init waits, max_connections {have} >= {need}")
 
 
 # ------------------------------------------------------------------ versions
