@@ -30,8 +30,10 @@ pub struct PipelineConfig {
     /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most self-hosted S3.
     #[arg(long, env = "MINDORA_S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub s3_force_path_style: bool,
-    /// Largest object a job will download, in bytes (default 512 MiB).
-    #[arg(long, env = "MINDORA_MAX_OBJECT_BYTES", default_value_t = 512 * 1024 * 1024)]
+    /// Largest object a job will download, and the bytes of downloaded objects one process holds
+    /// at once across all its jobs (default 100 MiB: the stack's upload limit, and what fits the
+    /// worker container's memory limit next to extraction; see `.env.example`).
+    #[arg(long, env = "MINDORA_MAX_OBJECT_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_object_bytes: u64,
 
     /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM), including `/v1`.
@@ -119,7 +121,7 @@ impl Default for PipelineConfig {
             s3_access_key: None,
             s3_secret_key: None,
             s3_force_path_style: true,
-            max_object_bytes: 512 * 1024 * 1024,
+            max_object_bytes: 100 * 1024 * 1024,
             embed_base_url: None,
             embed_api_key: None,
             embed_model: "text-embedding-3-small".into(),

@@ -1,13 +1,57 @@
 //! Fetch stage: download one object from S3/MinIO.
+//!
+//! Memory is bounded per process, not per job: every download reserves its size from one
+//! [`MemoryBudget`] of `MINDORA_MAX_OBJECT_BYTES` before the first byte arrives and keeps the
+//! reservation until the bytes are dropped after extraction. With 8 concurrent jobs, one large
+//! upload makes the others wait instead of pushing the replica past its container limit.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
-use crate::model::FetchedObject;
+use crate::model::{FetchedObject, MemoryReservation};
+
+/// Budget unit: the semaphore counts KiB so that a `u32` permit count covers objects up to 4 TiB.
+const UNIT: u64 = 1024;
+
+/// Bytes of downloaded objects one process may hold at once, shared by all of its jobs.
+#[derive(Clone, Debug)]
+pub struct MemoryBudget {
+    units: Arc<Semaphore>,
+    total_units: u32,
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes` (rounded up to whole KiB, at least one).
+    pub fn new(bytes: u64) -> Self {
+        let total_units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        MemoryBudget {
+            units: Arc::new(Semaphore::new(total_units as usize)),
+            total_units,
+        }
+    }
+
+    /// Bytes currently free (for tests and diagnostics).
+    pub fn available_bytes(&self) -> u64 {
+        self.units.available_permits() as u64 * UNIT
+    }
+
+    /// Waits until `bytes` are free and reserves them; `None` when `bytes` exceed the whole
+    /// budget (such an object can never be held).
+    pub async fn reserve(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).ok()?;
+        if units > self.total_units {
+            return None;
+        }
+        self.units.clone().acquire_many_owned(units).await.ok()
+    }
+}
 
 /// Source of document bytes. A trait so tests and other stores (local files, GCS) can stand in.
 #[async_trait]
@@ -25,6 +69,7 @@ pub trait ObjectSource: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct S3Source {
     client: aws_sdk_s3::Client,
+    budget: MemoryBudget,
 }
 
 impl S3Source {
@@ -52,12 +97,18 @@ impl S3Source {
         }
         Ok(S3Source {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
+            budget: MemoryBudget::new(config.max_object_bytes),
         })
     }
 
     /// The underlying client (tests use it to upload fixtures through the same settings).
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
+    }
+
+    /// The process-wide budget downloads reserve from.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 }
 
@@ -131,10 +182,22 @@ impl ObjectSource for S3Source {
             size,
             limit: max_bytes,
         };
-        let declared = resp.content_length().unwrap_or(0).max(0) as u64;
+        let length = resp.content_length().filter(|n| *n >= 0).map(|n| n as u64);
+        let declared = length.unwrap_or(0);
         if declared > max_bytes {
             return Err(too_large(declared));
         }
+        // Reserve before reading: the declared size, or the per-object cap when the server sent
+        // no Content-Length. An object over the whole budget is refused like one over the cap.
+        let reserved = length.unwrap_or(max_bytes);
+        let Some(permit) = self.budget.reserve(reserved).await else {
+            return Err(PipelineError::ObjectTooLarge {
+                bucket: bucket.into(),
+                key: key.into(),
+                size: reserved,
+                limit: self.budget.total_units as u64 * UNIT,
+            });
+        };
         let content_type = resp.content_type().map(str::to_string);
         let mut body = resp.body;
         let mut bytes = Vec::with_capacity(declared as usize);
@@ -145,8 +208,15 @@ impl ObjectSource for S3Source {
                 format!("s3://{bucket}/{key}: download interrupted: {e}"),
             )
         })? {
-            if (bytes.len() + part.len()) as u64 > max_bytes {
-                return Err(too_large((bytes.len() + part.len()) as u64));
+            let so_far = (bytes.len() + part.len()) as u64;
+            if so_far > max_bytes {
+                return Err(too_large(so_far));
+            }
+            if so_far > reserved {
+                return Err(PipelineError::transient(
+                    "S3",
+                    format!("s3://{bucket}/{key}: more bytes than the declared Content-Length {reserved}"),
+                ));
             }
             hasher.update(&part);
             bytes.extend_from_slice(&part);
@@ -156,6 +226,7 @@ impl ObjectSource for S3Source {
             bytes,
             sha256,
             content_type,
+            reservation: Some(MemoryReservation::new(permit)),
         })
     }
 }
@@ -168,4 +239,27 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn budget_is_shared_and_released_on_drop() {
+        let budget = MemoryBudget::new(10 * UNIT);
+        let a = budget.reserve(6 * UNIT).await.unwrap();
+        assert_eq!(budget.available_bytes(), 4 * UNIT);
+        // A second large object waits until the first is dropped.
+        let waiting = {
+            let b = budget.clone();
+            tokio::spawn(async move { b.reserve(6 * UNIT).await.map(|_| ()) })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(a);
+        assert!(waiting.await.unwrap().is_some());
+        // More than the whole budget can never be held.
+        assert!(budget.reserve(11 * UNIT).await.is_none());
+    }
 }

@@ -85,12 +85,22 @@ impl ElasticIndex {
     }
 }
 
-/// The index template of an app: CJK-aware analyzer and explicit mappings.
+/// Read alias over every monthly index of an app (`{app}-documents`, named like the template):
+/// what the stack advertises to apps in Consul KV (`es_documents_alias`).
+pub fn read_alias(app: &App) -> String {
+    app.es_template()
+}
+
+/// The index template of an app: CJK-aware analyzer, explicit mappings, and the read alias that
+/// every monthly index joins when it is created. The worker is the only owner of this template
+/// (the stack's init jobs create no documents template, alias or ILM policy), so its name,
+/// pattern and alias cannot disagree with the indices the worker writes.
 pub fn index_template(app: &App) -> Value {
     json!({
         "index_patterns": [app.es_index_pattern()],
         "priority": 200,
         "template": {
+            "aliases": {read_alias(app): {}},
             "settings": {
                 "number_of_shards": 1,
                 "analysis": {
@@ -339,5 +349,25 @@ impl FulltextIndex for ElasticIndex {
             removed: body["deleted"].as_u64().unwrap_or(0),
             target: index,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the stack advertises (infra/consul/kv-seed.txt, infra/README.md) are these;
+    /// infra/check.sh compares them with the same strings.
+    #[test]
+    fn template_alias_and_pattern_cover_the_monthly_indices() {
+        let app = App::parse("demo").unwrap();
+        let t = index_template(&app);
+        assert_eq!(t["index_patterns"], json!(["demo-documents-*"]));
+        assert_eq!(app.es_template(), "demo-documents");
+        assert!(t["template"]["aliases"]["demo-documents"].is_object());
+        let index = app.es_index(chrono::Utc::now());
+        assert!(index.starts_with("demo-documents-"), "{index}");
+        // No ILM rollover alias: the indices are monthly by name, not rolled over.
+        assert!(t["template"]["settings"].get("index.lifecycle.rollover_alias").is_none());
     }
 }

@@ -140,6 +140,24 @@ pub struct FetchedObject {
     pub sha256: String,
     /// Content-Type stored with the object, if any (a hint only; detection uses the bytes).
     pub content_type: Option<String>,
+    /// The share of the process's download budget these bytes hold; released when the object
+    /// is dropped (after extraction). `None` for objects that did not come from a budget.
+    pub reservation: Option<MemoryReservation>,
+}
+
+/// A held share of [`crate::fetch::MemoryBudget`]; cloning shares it, the last drop frees it.
+#[derive(Debug, Clone)]
+pub struct MemoryReservation {
+    _permit: std::sync::Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl MemoryReservation {
+    /// Wraps a permit taken from the budget.
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        MemoryReservation {
+            _permit: std::sync::Arc::new(permit),
+        }
+    }
 }
 
 /// Text of a document.
