@@ -368,6 +368,8 @@ mod tests {
         let index = app.es_index(chrono::Utc::now());
         assert!(index.starts_with("demo-documents-"), "{index}");
         // No ILM rollover alias: the indices are monthly by name, not rolled over.
-        assert!(t["template"]["settings"].get("index.lifecycle.rollover_alias").is_none());
+        assert!(t["template"]["settings"]
+            .get("index.lifecycle.rollover_alias")
+            .is_none());
     }
 }
