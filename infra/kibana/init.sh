@@ -22,7 +22,7 @@ done
 
 # One JSON object per line, from the pretty-printed list (no jq in the curl image).
 tr -d '\n' < "$INFRA/kibana/data-views.json" | sed 's/^ *\[ *//; s/ *\] *$//; s/} *, *{/}\n{/g' > /tmp/views
-while IFS= read -r view; do
+while IFS= read -r view || [ -n "$view" ]; do
     id=$(printf '%s' "$view" | sed 's/.*"id": *"\([^"]*\)".*/\1/')
     code=$(kb -o /dev/null -w '%{http_code}' "$KIBANA_URL/api/data_views/data_view/$id")
     if [ "$code" = 200 ]; then
