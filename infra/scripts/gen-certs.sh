@@ -4,6 +4,7 @@
 #
 #   DIR/certs/fullchain.pem, DIR/certs/privkey.pem   (SAN: DOMAIN and *.DOMAIN)
 #   DIR/htpasswd                                     (ADMIN_USER / ADMIN_PASSWORD)
+#   DIR/https-port.conf                              (NGINX_HTTPS_PORT, for HTTP -> HTTPS redirects)
 #
 # Real certificates: put them at ${DATA_ROOT}/nginx/certs/fullchain.pem and privkey.pem
 # (e.g. from certbot) and this script leaves them alone. FORCE=1 regenerates both files.
@@ -38,6 +39,18 @@ if [ "${FORCE:-0}" = 1 ] || [ ! -s "$dir/certs/fullchain.pem" ] || [ ! -s "$dir/
 else
     echo "gen-certs: certificate exists in $dir/certs, keeping it"
 fi
+
+# The published HTTPS port, for the plain-HTTP redirect (nginx only sees its container port 443).
+# Rewritten every run, like htpasswd, so a port change in .env takes effect on the next `up`.
+port=${NGINX_HTTPS_PORT:-443}
+case "$port" in
+    ''|*[!0-9]*) echo "gen-certs: NGINX_HTTPS_PORT must be a number, got '$port'" >&2; exit 1 ;;
+esac
+suffix=":$port"
+[ "$port" != 443 ] || suffix=""
+# shellcheck disable=SC2016 # $https_port_suffix is an nginx variable, written literally
+printf 'set $https_port_suffix "%s";\n' "$suffix" > "$dir/https-port.conf.tmp"
+mv "$dir/https-port.conf.tmp" "$dir/https-port.conf"
 
 if [ -n "${ADMIN_USER:-}" ] && [ -n "${ADMIN_PASSWORD:-}" ]; then
     # Rewritten every run so a password change in .env takes effect on the next `up`.

@@ -129,11 +129,12 @@ def main():
         shutil.copytree(os.path.join(ROOT, "infra/nginx"), os.path.join(tmp, "nginx"))
         conf_dir = os.path.join(tmp, "nginx")
         certs = os.path.join(tmp, "mindora")
-        env = dict(os.environ, DOMAIN=DOMAIN, ADMIN_USER=ADMIN_USER, ADMIN_PASSWORD=ADMIN_PASSWORD)
+        http_port, https_port = free_port(), free_port()
+        env = dict(os.environ, DOMAIN=DOMAIN, ADMIN_USER=ADMIN_USER, ADMIN_PASSWORD=ADMIN_PASSWORD,
+                   NGINX_HTTPS_PORT=str(https_port))
         subprocess.run(["sh", os.path.join(ROOT, "infra/scripts/gen-certs.sh"), certs], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         os.chmod(certs, 0o755)
-        http_port, https_port = free_port(), free_port()
         main_conf = open(os.path.join(conf_dir, "nginx.conf")).read()
         main_conf = main_conf.replace("/etc/nginx/conf.d/", conf_dir + "/conf.d/")
         main_conf = main_conf.replace("/var/run/nginx.pid", os.path.join(tmp, "nginx.pid"))
@@ -205,8 +206,9 @@ def main():
                      line.decode(errors="replace"))
         # --- plain HTTP
         st, h, _ = request(http_port, f"grafana.{DOMAIN}", "/d/x?y=1", tls=False)
-        report.check("plain HTTP redirects to HTTPS with the same host and path",
-                     st == 301 and h.get("Location") == f"https://grafana.{DOMAIN}/d/x?y=1", f"{st} {h.get('Location')}")
+        want = f"https://grafana.{DOMAIN}:{https_port}/d/x?y=1"
+        report.check("plain HTTP redirects to HTTPS on the published port (NGINX_HTTPS_PORT), same host and path",
+                     st == 301 and h.get("Location") == want, f"{st} {h.get('Location')}")
         st, _, body = request(http_port, "anything", "/nginx-health", tls=False)
         report.check("/nginx-health answers on plain HTTP (container healthcheck)", st == 200 and body == b"ok\n", f"{st}")
         # --- unknown hosts
