@@ -132,9 +132,20 @@ ES_API = {
 }
 
 
+# A `refresh` parameter makes Elasticsearch run indices:admin/refresh as the caller after the
+# write (delete_by_query and bulk alike: elastic/elasticsearch#88001, #91950), which only the
+# `maintenance` (or manage/all) index privilege grants.
+REFRESH_PRIVILEGE = "maintenance"
+
+
 def es_calls(src):
+    """[(api, uses_refresh)] for every request chain `client[.indices()].api(...)...send()`."""
     flat = re.sub(r"\s+", "", src)
-    return sorted(set(re.findall(r"\.client(?:\.indices\(\))?\.([a-z_]+)\(", flat)))
+    calls = []
+    for m in re.finditer(r"\.client(?:\.indices\(\))?\.([a-z_]+)\((.*?)\.send\(\)", flat):
+        refresh = re.search(r"\.refresh\((?!false\)|Refresh::False\))", m.group(2)) is not None
+        calls.append((m.group(1), refresh))
+    return sorted(set(calls))
 
 
 def check_es_worker():
@@ -142,12 +153,16 @@ def check_es_worker():
     calls = es_calls(src)
     problems = []
     cluster, index = set(), set()
-    for c in calls:
+    for c, refresh in calls:
         if c not in ES_API:
             problems.append(f"API call {c}() has no privilege entry in check-stack.py ES_API")
             continue
         cluster |= ES_API[c][0]
         index |= ES_API[c][1]
+        if refresh:
+            index.add(REFRESH_PRIVILEGE)
+    if not calls:
+        problems.append("no Elasticsearch calls found in pipelines/src/index_fulltext.rs")
     role = json.loads(read("infra/elasticsearch/role-mindora_worker.json"))
     init = read("infra/elasticsearch/init.sh")
     if "role-mindora_worker.json" not in init:
@@ -168,7 +183,7 @@ def check_es_worker():
     if names != {pattern}:
         problems.append(f"role index names {sorted(names)}, the worker writes {pattern}")
     report("es-worker", problems,
-           f"calls {calls} -> cluster {sorted(cluster)}, indices {sorted(index)} on {pattern}; role grants exactly that")
+           f"calls {[c + ('+refresh' if r else '') for c, r in calls]} -> cluster {sorted(cluster)}, indices {sorted(index)} on {pattern}; role grants exactly that")
 
 
 def check_es_owners():
