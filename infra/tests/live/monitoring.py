@@ -13,7 +13,8 @@ webhook URL -> a local receiver. The worker job's DNS discovery (one A record pe
 replica) becomes file discovery of the 3 local replicas. Jobs of services that cannot run here
 (grafana, exporters of PostgreSQL/Redis/Elasticsearch, MinIO, Qdrant, Consul) are dropped.
 
-Asserts: the 3 replicas are discovered and up; every query of every panel of the Grafana
+Asserts: the 3 replicas are discovered and up, and a 4th started at run time is discovered
+without a Prometheus reload; every query of every panel of the Grafana
 "mindora tasks" dashboard returns series through Prometheus' HTTP API; killing a replica fires
 WorkerReplicaDown in Prometheus, Alertmanager holds it, and its webhook receives it.
 """
@@ -232,9 +233,9 @@ def main():
         # --- 3 workers: rq + AMQP
         amqp_url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2f"
         redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
-        workers, targets = [], []
-        logs = []
-        for i in range(REPLICAS):
+        workers, targets, logs = [], [], []
+
+        def start_worker(i):
             mp = free_port()
             env = dict(os.environ, MINDORA_REDIS_URL=redis_url, MINDORA_QUEUES="high,default,low",
                        MINDORA_CONCURRENCY="4", MINDORA_NAME=f"monitoring-{i}", MINDORA_METRICS_ADDR=f"127.0.0.1:{mp}",
@@ -246,6 +247,10 @@ def main():
             workers.append((w, mp))
             logs.append(os.path.join(tmp, f"worker-{i}.log"))
             targets.append(f"127.0.0.1:{mp}")
+            return w, mp
+
+        for i in range(REPLICAS):
+            start_worker(i)
         for w, mp in workers:
             wait_port(mp, 60, "mindora-worker /metrics", w)
         targets_file = os.path.join(tmp, "workers.json")
@@ -265,13 +270,22 @@ def main():
         publish_amqp(amqp_url, 40, "mindora.echo")
         publish_amqp(amqp_url, 3, "mindora.fail")
 
-        def workers_up():
+        def workers_up(n):
             t = http_json(f"{api}/targets?state=active")["data"]["activeTargets"]
             up = sorted(x["labels"]["instance"] for x in t if x["labels"]["job"] == "worker" and x["health"] == "up")
-            return up if len(up) == REPLICAS else None
+            return up if len(up) == n else None
 
-        up = retry(30, workers_up)
+        up = retry(30, lambda: workers_up(REPLICAS))
         report.check(f"Prometheus discovered {REPLICAS} worker replicas, all up", bool(up), f"{up}")
+        # Scale out like `--scale worker=N`: a new replica appears without touching Prometheus.
+        w, mp = start_worker(REPLICAS)
+        wait_port(mp, 60, "mindora-worker /metrics", w)
+        with open(targets_file + ".tmp", "w") as f:
+            json.dump([{"targets": targets}], f)
+        os.replace(targets_file + ".tmp", targets_file)
+        up = retry(30, lambda: workers_up(REPLICAS + 1))
+        report.check(f"a replica added at run time is discovered ({REPLICAS + 1} up, no Prometheus reload)",
+                     bool(up), f"{up}")
         others = retry(20, lambda: [x for x in http_json(f"{api}/targets?state=active")["data"]["activeTargets"]
                                     if x["labels"]["job"] != "worker" and x["health"] == "up"] or None)
         jobs_up = sorted({x["labels"]["job"] for x in others or []})
