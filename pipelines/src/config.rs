@@ -105,6 +105,9 @@ pub struct PipelineConfig {
     /// Characters of overlap between consecutive chunks.
     #[arg(long, env = "MINDORA_CHUNK_OVERLAP", default_value_t = 200)]
     pub chunk_overlap: usize,
+    /// Wall-time limit for extracting one document, in seconds (checked between PDF pages).
+    #[arg(long, env = "MINDORA_EXTRACT_TIMEOUT_SECS", default_value_t = 300)]
+    pub extract_timeout_secs: u64,
 
     /// Apps whose schemas are migrated at start-up (comma separated).
     #[arg(long, env = "MINDORA_APPS", value_delimiter = ',')]
@@ -141,6 +144,7 @@ impl Default for PipelineConfig {
             notify_redis_url: None,
             chunk_size: 1200,
             chunk_overlap: 200,
+            extract_timeout_secs: 300,
             apps: Vec::new(),
         }
     }

@@ -13,9 +13,34 @@ pub enum ExtractProblem {
     /// Zero bytes, or a well-formed file with no text in it.
     #[error("the file is empty (no text could be found)")]
     Empty,
-    /// Password-protected content we cannot read without the password.
+    /// Password-protected content we cannot read (Office files: no password support).
     #[error("the {0} is encrypted (password-protected); upload an unencrypted copy")]
     Encrypted(&'static str),
+    /// Encrypted with a user password and the job gave none.
+    #[error("the {0} is encrypted; a password is needed: pass it as options.password, or upload an unencrypted copy")]
+    PasswordNeeded(&'static str),
+    /// The job's `options.password` does not open the file.
+    #[error("the {0} is encrypted and the password in options.password does not open it")]
+    WrongPassword(&'static str),
+    /// Pages are images only (scans): there is no text to extract without OCR.
+    #[error("the PDF has no text layer ({pages} page(s) of images only); OCR needed")]
+    NoTextLayer {
+        /// Page count.
+        pages: u32,
+    },
+    /// Extraction ran past the per-document time limit.
+    #[error("text extraction exceeded the time limit of {seconds} s after {done} of {pages} page(s) (MINDORA_EXTRACT_TIMEOUT_SECS)")]
+    TimedOut {
+        /// The limit.
+        seconds: u64,
+        /// Pages finished when the limit was hit.
+        done: u32,
+        /// Page count.
+        pages: u32,
+    },
+    /// The engine for this format is not installed/loadable on this worker.
+    #[error("the PDF engine is unavailable on this worker: {0}")]
+    EngineUnavailable(String),
     /// The bytes claim a format but do not parse as it.
     #[error("the {format} is corrupt or truncated: {detail}")]
     Corrupt {
@@ -124,7 +149,12 @@ impl PipelineError {
             PipelineError::ObjectTooLarge { .. } => "object_too_large",
             PipelineError::Extract { problem, .. } => match problem {
                 ExtractProblem::Empty => "empty_document",
-                ExtractProblem::Encrypted(_) => "encrypted_document",
+                ExtractProblem::Encrypted(_)
+                | ExtractProblem::PasswordNeeded(_)
+                | ExtractProblem::WrongPassword(_) => "encrypted_document",
+                ExtractProblem::NoTextLayer { .. } => "no_text_layer",
+                ExtractProblem::TimedOut { .. } => "extract_timeout",
+                ExtractProblem::EngineUnavailable(_) => "engine_unavailable",
                 ExtractProblem::Corrupt { .. } => "corrupt_document",
                 ExtractProblem::Unsupported(_) => "unsupported_document",
             },

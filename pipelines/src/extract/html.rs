@@ -1,175 +1,200 @@
-//! HTML to text: a small tolerant scanner (no DOM) that keeps the visible text, turns block
-//! elements into line breaks and drops scripts, styles and comments.
+//! HTML to text through a real HTML5 parser (html5ever, via scraper): entities decoded by the
+//! parser, `<script>`/`<style>`/`<template>`/... dropped, block elements as paragraphs, `<br>`
+//! and table rows as lines, cells tab-separated, `<pre>` kept as written. The encoding comes
+//! from the BOM, else `<meta charset>` / `http-equiv` in the first bytes, else UTF-8 (GB18030
+//! or Windows-1252 when the bytes are not UTF-8).
 
-const BLOCK: &[&str] = &[
-    "p",
-    "div",
-    "br",
-    "li",
-    "ul",
-    "ol",
-    "tr",
-    "table",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "section",
-    "article",
-    "header",
-    "footer",
-    "blockquote",
-    "pre",
-    "hr",
-    "dd",
-    "dt",
-    "title",
-    "main",
-    "nav",
-    "aside",
-    "figure",
-    "figcaption",
-    "form",
+use ego_tree::NodeRef;
+use scraper::{Html, Node};
+
+/// Elements whose content is never visible text.
+const SKIP: &[&str] = &[
+    "script", "style", "noscript", "template", "svg", "math", "head", "iframe", "object",
+    "canvas", "select", "button",
 ];
-const SKIP: &[&str] = &["script", "style", "noscript", "template", "svg"];
+/// Elements that start and end a paragraph.
+const BLOCK: &[&str] = &[
+    "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "dl", "li", "dd", "dt", "table",
+    "section", "article", "header", "footer", "blockquote", "pre", "main", "nav", "aside",
+    "figure", "figcaption", "form", "address", "hr", "fieldset", "details", "summary", "caption",
+    "body",
+];
 
-/// Visible text of an HTML page (the `<title>` included, as the first line).
+/// Decodes HTML bytes to a string, honouring a BOM or the page's declared charset.
+pub fn decode(bytes: &[u8]) -> String {
+    if let Some((enc, bom)) = encoding_rs::Encoding::for_bom(bytes) {
+        return enc.decode_without_bom_handling(&bytes[bom..]).0.into_owned();
+    }
+    if let Some(enc) = declared_charset(&bytes[..bytes.len().min(4096)]) {
+        // A page saying UTF-16 without a BOM is mislabelled ASCII-compatible text (WHATWG).
+        if enc != encoding_rs::UTF_16LE && enc != encoding_rs::UTF_16BE {
+            return enc.decode_without_bom_handling(bytes).0.into_owned();
+        }
+    }
+    super::detect::decode_text(bytes)
+}
+
+fn declared_charset(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let mut rest = lower.as_str();
+    while let Some(i) = rest.find("<meta") {
+        rest = &rest[i + 5..];
+        let tag = &rest[..rest.find('>').unwrap_or(rest.len())];
+        if let Some(j) = tag.find("charset") {
+            let value = tag[j + 7..]
+                .trim_start()
+                .strip_prefix('=')?
+                .trim_start()
+                .trim_start_matches(['"', '\'']);
+            let label: String = value
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+                .collect();
+            if let Some(enc) = encoding_rs::Encoding::for_label(label.as_bytes()) {
+                return Some(enc);
+            }
+        }
+    }
+    None
+}
+
+/// Visible text of an HTML page (the `<title>` first, as its own paragraph).
 pub fn to_text(html: &str) -> String {
-    let mut out = String::with_capacity(html.len() / 2);
-    let mut rest = html;
-    let mut title = String::new();
-    let mut in_title = false;
-    while let Some(lt) = rest.find('<') {
-        let text = &rest[..lt];
-        if in_title {
-            title.push_str(text);
-        } else {
-            push_text(&mut out, text);
-        }
-        rest = &rest[lt..];
-        if let Some(after) = rest.strip_prefix("<!--") {
-            rest = after.find("-->").map_or("", |i| &after[i + 3..]);
-            continue;
-        }
-        let Some(gt) = rest.find('>') else {
-            rest = "";
-            break;
-        };
-        let tag = &rest[1..gt];
-        rest = &rest[gt + 1..];
-        let closing = tag.starts_with('/');
-        let name: String = tag
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        if name == "title" {
-            in_title = !closing;
-            continue;
-        }
-        if !closing && SKIP.contains(&name.as_str()) {
-            let end = format!("</{name}");
-            let lower = rest.to_ascii_lowercase();
-            rest = lower
-                .find(&end)
-                .and_then(|i| rest[i..].find('>').map(|j| &rest[i + j + 1..]))
-                .unwrap_or("");
-            continue;
-        }
-        if name == "td" || name == "th" {
-            if closing {
-                out.push('\t');
-            }
-        } else if BLOCK.contains(&name.as_str()) {
-            out.push('\n');
-            if matches!(
-                name.as_str(),
-                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "table"
-            ) {
-                out.push('\n');
+    let doc = Html::parse_document(html);
+    let mut w = Writer::default();
+    if let Some(title) = doc
+        .tree
+        .root()
+        .descendants()
+        .find(|n| matches!(n.value(), Node::Element(e) if e.name() == "title"))
+    {
+        let mut t = String::new();
+        for d in title.descendants() {
+            if let Node::Text(text) = d.value() {
+                t.push_str(text);
             }
         }
+        w.text(&t, false);
+        w.brk(Break::Paragraph);
     }
-    push_text(&mut out, rest);
-    let title = decode_entities(title.trim());
-    if title.is_empty() {
-        out
-    } else {
-        format!("{title}\n\n{out}")
-    }
+    walk(doc.tree.root(), &mut w, false);
+    w.out
 }
 
-fn push_text(out: &mut String, raw: &str) {
-    if raw.is_empty() {
-        return;
-    }
-    let decoded = decode_entities(raw);
-    let mut last_space = out.ends_with([' ', '\n', '\t']) || out.is_empty();
-    for c in decoded.chars() {
-        if c.is_whitespace() && c != '\u{3000}' && c != '\u{a0}' {
-            if !last_space {
-                out.push(' ');
-                last_space = true;
+fn walk(node: NodeRef<'_, Node>, w: &mut Writer, pre: bool) {
+    for child in node.children() {
+        match child.value() {
+            Node::Text(t) => w.text(t, pre),
+            Node::Element(e) => {
+                let name = e.name();
+                if SKIP.contains(&name) || name == "title" {
+                    continue;
+                }
+                match name {
+                    "br" => w.brk(Break::Line),
+                    "img" => {
+                        if let Some(alt) = e.attr("alt") {
+                            w.text(alt, false);
+                        }
+                    }
+                    "tr" => {
+                        w.brk(Break::Line);
+                        walk(child, w, pre);
+                        w.brk(Break::Line);
+                    }
+                    "td" | "th" => {
+                        walk(child, w, pre);
+                        w.brk(Break::Tab);
+                    }
+                    _ if BLOCK.contains(&name) => {
+                        w.brk(Break::Paragraph);
+                        walk(child, w, pre || name == "pre");
+                        w.brk(Break::Paragraph);
+                    }
+                    _ => walk(child, w, pre),
+                }
             }
-        } else {
-            out.push(if c == '\u{a0}' { ' ' } else { c });
-            last_space = false;
+            Node::Document | Node::Fragment => walk(child, w, pre),
+            _ => {}
         }
     }
 }
 
-/// Decodes the common named entities and all numeric ones.
-fn decode_entities(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let end = rest[..rest.len().min(12)].find(';');
-        let decoded = end.and_then(|e| {
-            let ent = &rest[1..e];
-            let c = match ent {
-                "amp" => Some('&'),
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "quot" => Some('"'),
-                "apos" | "#39" => Some('\''),
-                "nbsp" => Some('\u{a0}'),
-                "mdash" => Some('—'),
-                "ndash" => Some('–'),
-                "hellip" => Some('…'),
-                "copy" => Some('©'),
-                "reg" => Some('®'),
-                "laquo" => Some('«'),
-                "raquo" => Some('»'),
-                _ => ent
-                    .strip_prefix("#x")
-                    .or_else(|| ent.strip_prefix("#X"))
-                    .and_then(|h| u32::from_str_radix(h, 16).ok())
-                    .or_else(|| ent.strip_prefix('#').and_then(|d| d.parse().ok()))
-                    .and_then(char::from_u32),
-            };
-            c.map(|c| (c, e))
-        });
-        match decoded {
-            Some((c, e)) => {
-                out.push(c);
-                rest = &rest[e + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+enum Break {
+    None,
+    Space,
+    Tab,
+    Line,
+    Paragraph,
+}
+
+/// Accumulates text, holding the strongest pending separator until the next visible text.
+struct Writer {
+    out: String,
+    pending: Break,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Writer {
+            out: String::new(),
+            pending: Break::None,
         }
     }
-    out.push_str(rest);
-    out
+}
+
+impl Writer {
+    fn brk(&mut self, b: Break) {
+        if b > self.pending {
+            self.pending = b;
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            self.out.push_str(match self.pending {
+                Break::None => "",
+                Break::Space => " ",
+                Break::Tab => "\t",
+                Break::Line => "\n",
+                Break::Paragraph => "\n\n",
+            });
+        }
+        self.pending = Break::None;
+    }
+
+    fn text(&mut self, text: &str, pre: bool) {
+        if pre {
+            if !text.is_empty() {
+                self.flush();
+                self.out.push_str(text);
+            }
+            return;
+        }
+        let mut words = text.split(is_collapsible).peekable();
+        let mut first = true;
+        while let Some(word) = words.next() {
+            if word.is_empty() {
+                if !first || words.peek().is_some() {
+                    self.brk(Break::Space);
+                }
+                first = false;
+                continue;
+            }
+            if !first {
+                self.brk(Break::Space);
+            }
+            self.flush();
+            self.out.push_str(&word.replace('\u{a0}', " "));
+            first = false;
+        }
+    }
+}
+
+/// HTML's collapsible white space (not NBSP, not the ideographic space).
+fn is_collapsible(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{c}')
 }
 
 #[cfg(test)]
@@ -185,9 +210,38 @@ mod tests {
         assert!(t.starts_with("T & C\n\n"), "{t}");
         assert!(t.contains("标题"));
         assert!(t.contains("第一段 text 中文"), "{t}");
-        assert!(t.contains("a\tb"));
+        assert!(t.contains("a\tb"), "{t}");
         assert!(!t.contains("var x"));
         assert!(!t.contains("hidden"));
         assert!(!t.contains("p{}"));
+    }
+
+    #[test]
+    fn multibyte_text_next_to_markup_and_entities() {
+        // The old byte scanner sliced inside a character here.
+        let t = to_text("<p>日本語&amp;テキスト<b>太字</b>、<i>斜体</i>&copy;&#x1F600;<br>次の行</p>");
+        assert_eq!(t, "日本語&テキスト太字、斜体©😀\n次の行");
+    }
+
+    #[test]
+    fn blocks_become_paragraphs() {
+        let t = to_text("<div>one <span>two</span></div><p>three</p>four<ul><li>a</li><li>b</li></ul>");
+        assert_eq!(t, "one two\n\nthree\n\nfour\n\na\n\nb");
+    }
+
+    #[test]
+    fn meta_charset_and_bom_are_honoured() {
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode("<p>日本語のページ</p>");
+        let mut page = b"<html><head><meta charset=\"Shift_JIS\"></head><body>".to_vec();
+        page.extend_from_slice(&sjis);
+        assert!(to_text(&decode(&page)).contains("日本語のページ"));
+        let (gbk, _, _) = encoding_rs::GBK.encode("中文网页");
+        let mut page =
+            b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=gb2312\">".to_vec();
+        page.extend_from_slice(&gbk);
+        assert!(to_text(&decode(&page)).contains("中文网页"));
+        let mut bom = vec![0xEF, 0xBB, 0xBF];
+        bom.extend_from_slice("<p>한국어</p>".as_bytes());
+        assert_eq!(to_text(&decode(&bom)), "한국어");
     }
 }

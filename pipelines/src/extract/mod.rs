@@ -2,25 +2,56 @@
 //!
 //! The type is detected from the bytes (magic numbers, ZIP members, text sniffing); the file
 //! name only breaks ties between text formats (CSV vs Markdown vs plain) and names the file in
-//! errors. Parsers run inside `catch_unwind` because some of them panic on malformed input, and
+//! errors. One module per format: `pdf` (PDFium), `docx` (docx-rs), `sheet` (calamine: XLSX,
+//! XLS, ODS; and CSV), `html` (html5ever through scraper). Parsers run inside `catch_unwind`:
 //! one bad upload must fail its job, not the worker.
 
 mod detect;
+mod docx;
 mod html;
-mod office;
-mod pdf;
+pub mod pdf;
+mod sheet;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
 
 pub use detect::{detect, Kind};
 
 use crate::error::ExtractProblem;
 use crate::model::ExtractedText;
 
+/// Per-document settings of an extraction.
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// Password for an encrypted PDF (the job's `options.password`).
+    pub password: Option<String>,
+    /// Wall-time limit for one document (checked between PDF pages).
+    pub time_limit: Duration,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            password: None,
+            time_limit: Duration::from_secs(300),
+        }
+    }
+}
+
 /// A text extractor. A trait so a stage can be swapped (e.g. an OCR service for scans).
 pub trait Extractor: Send + Sync {
     /// Extracts the text of `bytes`; `name` is the file name (a hint for text formats only).
-    fn extract(&self, name: &str, bytes: &[u8]) -> Result<ExtractedText, ExtractProblem>;
+    fn extract(&self, name: &str, bytes: &[u8]) -> Result<ExtractedText, ExtractProblem> {
+        self.extract_with(name, bytes, &ExtractOptions::default())
+    }
+
+    /// Like [`Extractor::extract`], with a password and a time limit.
+    fn extract_with(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        options: &ExtractOptions,
+    ) -> Result<ExtractedText, ExtractProblem>;
 }
 
 /// The built-in extractor for PDF, DOCX, XLSX/XLS/ODS, CSV, HTML, Markdown and plain text.
@@ -28,44 +59,65 @@ pub trait Extractor: Send + Sync {
 pub struct DefaultExtractor;
 
 impl Extractor for DefaultExtractor {
-    fn extract(&self, name: &str, bytes: &[u8]) -> Result<ExtractedText, ExtractProblem> {
+    fn extract_with(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        options: &ExtractOptions,
+    ) -> Result<ExtractedText, ExtractProblem> {
         let kind = detect(name, bytes)?;
-        let (text, pages) = match catch_unwind(AssertUnwindSafe(|| run(kind, bytes))) {
+        let mut out = match catch_unwind(AssertUnwindSafe(|| run(kind, bytes, options))) {
             Ok(r) => r?,
             Err(panic) => {
                 let detail = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "the parser crashed".into());
-                return Err(ExtractProblem::Corrupt {
-                    format: kind.label(),
-                    detail,
-                });
+                    .unwrap_or_else(|| "unknown cause".into());
+                // A parser bug, not proof the file is damaged: say so.
+                return Err(ExtractProblem::Unsupported(format!(
+                    "{} that the {} parser could not handle (it crashed: {detail})",
+                    kind.label(),
+                    kind.name()
+                )));
             }
         };
-        let text = normalize(&text);
-        if text.trim().is_empty() {
+        out.text = normalize(&out.text);
+        if out.text.trim().is_empty() {
             return Err(ExtractProblem::Empty);
         }
-        Ok(ExtractedText {
-            kind: kind.name().to_string(),
-            mime: kind.mime().to_string(),
-            pages,
-            text,
-        })
+        out.kind = kind.name().to_string();
+        out.mime = kind.mime().to_string();
+        Ok(out)
     }
 }
 
-fn run(kind: Kind, bytes: &[u8]) -> Result<(String, u32), ExtractProblem> {
-    match kind {
-        Kind::Pdf => pdf::extract(bytes),
-        Kind::Docx => office::docx(bytes),
-        Kind::Xlsx | Kind::Xls | Kind::Ods => office::spreadsheet(kind, bytes),
-        Kind::Csv => office::csv(bytes).map(|t| (t, 1)),
-        Kind::Html => Ok((html::to_text(&detect::decode_text(bytes)), 1)),
-        Kind::Markdown | Kind::Text => Ok((detect::decode_text(bytes), 1)),
-    }
+fn run(kind: Kind, bytes: &[u8], options: &ExtractOptions) -> Result<ExtractedText, ExtractProblem> {
+    let plain = |text: String, pages: u32| ExtractedText {
+        text,
+        pages,
+        ..ExtractedText::default()
+    };
+    Ok(match kind {
+        Kind::Pdf => {
+            let p = pdf::extract(bytes, options)?;
+            ExtractedText {
+                pages: p.pages,
+                text: p.text,
+                pages_with_text: Some(pdf::ranges(&p.pages_with_text)),
+                warnings: p.warnings,
+                ..ExtractedText::default()
+            }
+        }
+        Kind::Docx => plain(docx::docx(bytes)?, 1),
+        Kind::Xlsx | Kind::Xls | Kind::Ods => {
+            let (text, sheets) = sheet::spreadsheet(kind, bytes)?;
+            plain(text, sheets)
+        }
+        Kind::Csv => plain(sheet::csv(bytes)?, 1),
+        Kind::Html => plain(html::to_text(&html::decode(bytes)), 1),
+        Kind::Markdown | Kind::Text => plain(detect::decode_text(bytes), 1),
+    })
 }
 
 /// Unifies line endings, trims trailing spaces and collapses runs of blank lines, so chunking
@@ -74,8 +126,8 @@ fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut blank_run = 0usize;
     for line in text.replace("\r\n", "\n").replace('\r', "\n").split('\n') {
-        let line = line.trim_end_matches([' ', '\t', '\u{a0}', '\u{3000}', '\u{c}']);
-        let line = line.trim_start_matches('\u{c}');
+        let line = line.trim_end_matches([' ', '\t', '\u{a0}', '\u{3000}', '\u{c}', '\0']);
+        let line = line.trim_start_matches(['\u{c}', '\u{feff}']);
         if line.trim().is_empty() {
             blank_run += 1;
             continue;

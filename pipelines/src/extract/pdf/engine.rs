@@ -1,0 +1,83 @@
+//! Finding and loading PDFium, the PDF engine of Chromium (BSD/Apache-2.0).
+//!
+//! PDFium is a C++ shared library loaded at run time. The pinned build comes from the
+//! `pypdfium2` wheel on PyPI: `pipelines/tests/setup.sh` (CI, developers) and
+//! `worker/Dockerfile` (the image) unpack its `libpdfium.so`. The library is found through
+//! `MINDORA_PDFIUM_LIB` (the file or its directory), else in `$MINDORA_CACHE/pdfium/` (where
+//! setup.sh puts it), next to the running executable, or in `/usr/local/lib` and `/usr/lib`.
+//! It is bound once per process; PDFium is not thread-safe, so the `thread_safe` feature of
+//! pdfium-render serialises calls into it.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use pdfium_render::prelude::Pdfium;
+
+use crate::error::ExtractProblem;
+
+/// Environment variable naming `libpdfium.so` (or the directory holding it).
+pub const LIB_ENV: &str = "MINDORA_PDFIUM_LIB";
+
+static PDFIUM: OnceLock<Result<Pdfium, String>> = OnceLock::new();
+
+/// The process-wide PDFium binding, loaded on first use.
+pub fn pdfium() -> Result<&'static Pdfium, ExtractProblem> {
+    PDFIUM
+        .get_or_init(load)
+        .as_ref()
+        .map_err(|e| ExtractProblem::EngineUnavailable(e.clone()))
+}
+
+/// Where `libpdfium.so` is looked for, in order.
+pub fn candidates() -> Vec<PathBuf> {
+    let name = Pdfium::pdfium_platform_library_name();
+    let in_dir = |dir: &Path| dir.join(&name);
+    if let Some(value) = std::env::var_os(LIB_ENV).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(value);
+        return vec![if path.is_dir() { in_dir(&path) } else { path }];
+    }
+    let mut out = Vec::new();
+    let cache = std::env::var_os("MINDORA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mindora")));
+    if let Some(cache) = cache {
+        out.push(in_dir(&cache.join("pdfium")));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        out.push(in_dir(&dir));
+    }
+    out.push(in_dir(Path::new("/usr/local/lib")));
+    out.push(in_dir(Path::new("/usr/lib")));
+    out
+}
+
+fn load() -> Result<Pdfium, String> {
+    let tried = candidates();
+    let mut errors = Vec::new();
+    for path in &tried {
+        if !path.is_file() {
+            continue;
+        }
+        match Pdfium::bind_to_library(path) {
+            Ok(bindings) => {
+                tracing::info!(library = %path.display(), "PDFium loaded");
+                return Ok(Pdfium::new(bindings));
+            }
+            Err(e) => errors.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(if errors.is_empty() {
+        format!(
+            "the PDFium library (libpdfium.so) was not found; set {LIB_ENV} to its path \
+             (pipelines/tests/setup.sh installs the pinned build from the pypdfium2 wheel); \
+             looked in: {}",
+            tried.join(", ")
+        )
+    } else {
+        format!("the PDFium library could not be loaded: {}", errors.join("; "))
+    })
+}
