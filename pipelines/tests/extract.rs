@@ -3,7 +3,7 @@
 mod common;
 
 use common::fixtures;
-use mindora_pipelines::extract::{DefaultExtractor, Extractor};
+use mindora_pipelines::extract::{DefaultExtractor, ExtractOptions, Extractor};
 use mindora_pipelines::ExtractProblem;
 
 fn ok(name: &str, bytes: &[u8]) -> mindora_pipelines::model::ExtractedText {
@@ -20,6 +20,8 @@ fn pdf_pages_and_text() {
     assert_eq!(t.pages, 2);
     assert!(t.text.contains("Page 1 line 0"), "{}", t.text);
     assert!(t.text.contains("Page 2 line 4"));
+    assert_eq!(t.pages_with_text.as_deref(), Some("1-2"));
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
     // Detected from bytes even with a misleading name.
     assert_eq!(ok("upload.bin", &bytes).kind, "pdf");
 }
@@ -124,11 +126,59 @@ fn corrupt_pdf_is_a_clear_error() {
 #[test]
 fn encrypted_pdf_is_a_clear_error() {
     // Made by pypdf with a user password (tests/fixtures/README.md).
+    let bytes = fixtures::kept("encrypted.pdf");
+    let e = DefaultExtractor.extract("secret.pdf", &bytes).unwrap_err();
+    assert_eq!(e, ExtractProblem::PasswordNeeded("PDF"));
+    assert!(e.to_string().contains("a password is needed"), "{e}");
+    let with = |pw: &str| ExtractOptions {
+        password: Some(pw.into()),
+        ..ExtractOptions::default()
+    };
     let e = DefaultExtractor
-        .extract("secret.pdf", &fixtures::kept("encrypted.pdf"))
+        .extract_with("secret.pdf", &bytes, &with("nope"))
         .unwrap_err();
-    assert_eq!(e, ExtractProblem::Encrypted("PDF"));
-    assert!(e.to_string().contains("encrypted"));
+    assert_eq!(e, ExtractProblem::WrongPassword("PDF"));
+    // The right password opens it: its one page is blank, so "empty", not "encrypted".
+    let e = DefaultExtractor
+        .extract_with("secret.pdf", &bytes, &with("secret"))
+        .unwrap_err();
+    assert_eq!(e, ExtractProblem::Empty);
+}
+
+#[test]
+fn damaged_xref_is_rebuilt_with_a_warning() {
+    let bytes = fixtures::pdf(&[fixtures::prose_page(1, 5), fixtures::prose_page(2, 5)]);
+    // A comment after the header shifts every object: all xref offsets are now wrong.
+    let mut shifted = b"%PDF-1.5\n%extra bytes that break every offset\n".to_vec();
+    shifted.extend_from_slice(&bytes[b"%PDF-1.5\n".len()..]);
+    let t = ok("shifted.pdf", &shifted);
+    assert!(t.text.contains("Page 2 line 4"), "{}", t.text);
+    assert_eq!(t.pages_with_text.as_deref(), Some("1-2"));
+    assert!(
+        t.warnings.iter().any(|w| w.contains("cross-reference table is damaged")),
+        "{:?}",
+        t.warnings
+    );
+    // A sound file has no warning.
+    assert!(ok("sound.pdf", &bytes).warnings.is_empty());
+}
+
+#[test]
+fn time_limit_is_enforced_between_pages() {
+    let pages: Vec<Vec<String>> = (1..=30).map(|p| fixtures::prose_page(p, 20)).collect();
+    let bytes = fixtures::pdf(&pages);
+    let options = ExtractOptions {
+        time_limit: std::time::Duration::ZERO,
+        ..ExtractOptions::default()
+    };
+    let e = DefaultExtractor
+        .extract_with("long.pdf", &bytes, &options)
+        .unwrap_err();
+    assert!(
+        matches!(e, ExtractProblem::TimedOut { pages: 30, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("time limit"), "{e}");
 }
 
 #[test]

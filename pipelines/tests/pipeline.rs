@@ -415,8 +415,23 @@ async fn failures_are_recorded_and_notified() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "secret.pdf: the PDF is encrypted (password-protected); upload an unencrypted copy"
+        "secret.pdf: the PDF is encrypted; a password is needed: pass it as options.password, or upload an unencrypted copy"
     );
+    // The job's options.password reaches the PDF engine.
+    let err = e
+        .run(
+            &p,
+            "pipelines.process_document",
+            "secret.pdf",
+            json!({"options": {"password": "guess"}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "secret.pdf: the PDF is encrypted and the password in options.password does not open it"
+    );
+    assert_eq!(err.kind(), "encrypted_document");
     let err = e
         .run(&p, "pipelines.process_document", "empty.txt", json!({}))
         .await
