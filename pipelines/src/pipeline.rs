@@ -90,7 +90,10 @@ fn parse_args(args: &[Value], kwargs: &Map<String, Value>) -> Result<Args, Pipel
             )));
         }
     }
-    if !matches!(options.get("password"), None | Some(Value::Null | Value::String(_))) {
+    if !matches!(
+        options.get("password"),
+        None | Some(Value::Null | Value::String(_))
+    ) {
         return Err(PipelineError::InvalidArgument(
             "options.password must be a string".into(),
         ));
@@ -389,15 +392,15 @@ impl Inner {
         let text = tokio::task::spawn_blocking(move || {
             extractor.extract_with(&name, &obj.bytes, &options)
         })
-            .await
-            .map_err(|e| PipelineError::Extract {
-                file: file.clone(),
-                problem: crate::ExtractProblem::Corrupt {
-                    format: "document",
-                    detail: format!("extractor crashed: {e}"),
-                },
-            })?
-            .map_err(|problem| PipelineError::Extract { file, problem })?;
+        .await
+        .map_err(|e| PipelineError::Extract {
+            file: file.clone(),
+            problem: crate::ExtractProblem::Corrupt {
+                format: "document",
+                detail: format!("extractor crashed: {e}"),
+            },
+        })?
+        .map_err(|problem| PipelineError::Extract { file, problem })?;
         log.fields.kind = Some((text.kind.clone(), text.mime.clone()));
         log.fields.pages = Some(text.pages as i32);
         log.done(

@@ -26,9 +26,11 @@ fn corpus_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("MINDORA_CORPUS_DIR") {
         return PathBuf::from(d);
     }
-    let cache = std::env::var_os("MINDORA_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mindora")
-    });
+    let cache = std::env::var_os("MINDORA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mindora")
+        });
     cache.join("corpus/v1")
 }
 
@@ -86,7 +88,10 @@ fn tokens(text: &str) -> HashMap<String, usize> {
 /// (recall, precision) of `ours` against `reference`.
 fn score(ours: &str, reference: &str) -> (f64, f64) {
     let (a, b) = (tokens(ours), tokens(reference));
-    let common: usize = b.iter().map(|(t, n)| (*n).min(*a.get(t).unwrap_or(&0))).sum();
+    let common: usize = b
+        .iter()
+        .map(|(t, n)| (*n).min(*a.get(t).unwrap_or(&0)))
+        .sum();
     let total = |m: &HashMap<String, usize>| m.values().sum::<usize>().max(1) as f64;
     (common as f64 / total(&b), common as f64 / total(&a))
 }
@@ -102,16 +107,22 @@ fn run_format(ext: &str, bar: Bar) {
     let dir = corpus_dir();
     let docs: Vec<Doc> = manifest()
         .into_iter()
-        .filter(|d| d.ext == ext && (d.expect != "no_text" && (d.expect != "locked" || d.password.is_some())))
+        .filter(|d| {
+            d.ext == ext
+                && (d.expect != "no_text" && (d.expect != "locked" || d.password.is_some()))
+        })
         .collect();
     assert!(!docs.is_empty(), "no {ext} documents in the manifest");
     let mut failures = Vec::new();
     let (mut sum_r, mut sum_p, mut bytes, mut secs) = (0.0, 0.0, 0usize, 0.0);
-    eprintln!("{:<30} {:>9} {:>7} {:>9} {:>8}", "document", "bytes", "recall", "precision", "ms");
+    eprintln!(
+        "{:<30} {:>9} {:>7} {:>9} {:>8}",
+        "document", "bytes", "recall", "precision", "ms"
+    );
     for d in &docs {
         let data = std::fs::read(dir.join("docs").join(format!("{}.{}", d.id, d.ext))).unwrap();
-        let reference = std::fs::read_to_string(dir.join("ref").join(format!("{}.txt", d.id)))
-            .unwrap();
+        let reference =
+            std::fs::read_to_string(dir.join("ref").join(format!("{}.txt", d.id))).unwrap();
         let options = ExtractOptions {
             password: d.password.clone(),
             ..ExtractOptions::default()
@@ -259,7 +270,9 @@ fn corpus_pdf_failures_say_why() {
                 password: Some(format!("{pw}-wrong")),
                 ..ExtractOptions::default()
             };
-            let e = DefaultExtractor.extract_with(&name, &data, &wrong).unwrap_err();
+            let e = DefaultExtractor
+                .extract_with(&name, &data, &wrong)
+                .unwrap_err();
             assert_eq!(e, ExtractProblem::WrongPassword("PDF"), "{name}");
         }
     }

@@ -155,7 +155,9 @@ fn damaged_xref_is_rebuilt_with_a_warning() {
     assert!(t.text.contains("Page 2 line 4"), "{}", t.text);
     assert_eq!(t.pages_with_text.as_deref(), Some("1-2"));
     assert!(
-        t.warnings.iter().any(|w| w.contains("cross-reference table is damaged")),
+        t.warnings
+            .iter()
+            .any(|w| w.contains("cross-reference table is damaged")),
         "{:?}",
         t.warnings
     );

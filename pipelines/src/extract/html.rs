@@ -9,21 +9,54 @@ use scraper::{Html, Node};
 
 /// Elements whose content is never visible text.
 const SKIP: &[&str] = &[
-    "script", "style", "noscript", "template", "svg", "math", "head", "iframe", "object",
-    "canvas", "select", "button",
+    "script", "style", "noscript", "template", "svg", "math", "head", "iframe", "object", "canvas",
+    "select", "button",
 ];
 /// Elements that start and end a paragraph.
 const BLOCK: &[&str] = &[
-    "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "dl", "li", "dd", "dt", "table",
-    "section", "article", "header", "footer", "blockquote", "pre", "main", "nav", "aside",
-    "figure", "figcaption", "form", "address", "hr", "fieldset", "details", "summary", "caption",
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "ul",
+    "ol",
+    "dl",
+    "li",
+    "dd",
+    "dt",
+    "table",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "blockquote",
+    "pre",
+    "main",
+    "nav",
+    "aside",
+    "figure",
+    "figcaption",
+    "form",
+    "address",
+    "hr",
+    "fieldset",
+    "details",
+    "summary",
+    "caption",
     "body",
 ];
 
 /// Decodes HTML bytes to a string, honouring a BOM or the page's declared charset.
 pub fn decode(bytes: &[u8]) -> String {
     if let Some((enc, bom)) = encoding_rs::Encoding::for_bom(bytes) {
-        return enc.decode_without_bom_handling(&bytes[bom..]).0.into_owned();
+        return enc
+            .decode_without_bom_handling(&bytes[bom..])
+            .0
+            .into_owned();
     }
     if let Some(enc) = declared_charset(&bytes[..bytes.len().min(4096)]) {
         // A page saying UTF-16 without a BOM is mislabelled ASCII-compatible text (WHATWG).
@@ -219,13 +252,15 @@ mod tests {
     #[test]
     fn multibyte_text_next_to_markup_and_entities() {
         // The old byte scanner sliced inside a character here.
-        let t = to_text("<p>日本語&amp;テキスト<b>太字</b>、<i>斜体</i>&copy;&#x1F600;<br>次の行</p>");
+        let t =
+            to_text("<p>日本語&amp;テキスト<b>太字</b>、<i>斜体</i>&copy;&#x1F600;<br>次の行</p>");
         assert_eq!(t, "日本語&テキスト太字、斜体©😀\n次の行");
     }
 
     #[test]
     fn blocks_become_paragraphs() {
-        let t = to_text("<div>one <span>two</span></div><p>three</p>four<ul><li>a</li><li>b</li></ul>");
+        let t =
+            to_text("<div>one <span>two</span></div><p>three</p>four<ul><li>a</li><li>b</li></ul>");
         assert_eq!(t, "one two\n\nthree\n\nfour\n\na\n\nb");
     }
 

@@ -92,7 +92,11 @@ impl Extractor for DefaultExtractor {
     }
 }
 
-fn run(kind: Kind, bytes: &[u8], options: &ExtractOptions) -> Result<ExtractedText, ExtractProblem> {
+fn run(
+    kind: Kind,
+    bytes: &[u8],
+    options: &ExtractOptions,
+) -> Result<ExtractedText, ExtractProblem> {
     let plain = |text: String, pages: u32| ExtractedText {
         text,
         pages,

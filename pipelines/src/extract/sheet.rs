@@ -26,12 +26,12 @@ fn corrupt(detail: impl std::fmt::Display) -> ExtractProblem {
 pub fn spreadsheet(kind: Kind, bytes: &[u8]) -> Result<(String, u32), ExtractProblem> {
     let cursor = Cursor::new(bytes);
     let sheets: Vec<(String, calamine::Range<Data>)> = match kind {
-        Kind::Xls => read_all(
-            calamine::open_workbook_from_rs::<Xls<_>, _>(cursor).map_err(corrupt)?,
-        ),
-        Kind::Ods => read_all(
-            calamine::open_workbook_from_rs::<Ods<_>, _>(cursor).map_err(corrupt)?,
-        ),
+        Kind::Xls => {
+            read_all(calamine::open_workbook_from_rs::<Xls<_>, _>(cursor).map_err(corrupt)?)
+        }
+        Kind::Ods => {
+            read_all(calamine::open_workbook_from_rs::<Ods<_>, _>(cursor).map_err(corrupt)?)
+        }
         _ => read_all(calamine::open_workbook_from_rs::<Xlsx<_>, _>(cursor).map_err(corrupt)?),
     }?;
     let mut out = String::new();
@@ -201,20 +201,35 @@ mod tests {
     #[test]
     fn dates_and_times_read_as_iso() {
         let dt = |v, t| Data::DateTime(ExcelDateTime::new(v, t, false));
-        assert_eq!(cell_text(&dt(34197.0, ExcelDateTimeType::DateTime)), "1993-08-16");
         assert_eq!(
-            cell_text(&dt(40801.640277777776, ExcelDateTimeType::DateTime)),
+            cell_text(&dt(34197.0, ExcelDateTimeType::DateTime)),
+            "1993-08-16"
+        );
+        assert_eq!(
+            cell_text(&dt(40_801.640_277_777_78, ExcelDateTimeType::DateTime)),
             "2011-09-15 15:22:00"
         );
         assert_eq!(cell_text(&dt(0.5, ExcelDateTimeType::DateTime)), "12:00:00");
-        assert_eq!(cell_text(&dt(1.5, ExcelDateTimeType::TimeDelta)), "36:00:00");
-        assert_eq!(cell_text(&Data::DateTimeIso("2014-11-11T00:00:00".into())), "2014-11-11");
+        assert_eq!(
+            cell_text(&dt(1.5, ExcelDateTimeType::TimeDelta)),
+            "36:00:00"
+        );
+        assert_eq!(
+            cell_text(&Data::DateTimeIso("2014-11-11T00:00:00".into())),
+            "2014-11-11"
+        );
         assert_eq!(
             cell_text(&Data::DateTimeIso("2014-11-11T10:20:30".into())),
             "2014-11-11 10:20:30"
         );
-        assert_eq!(cell_text(&Data::DurationIso("PT288H00M00S".into())), "288:00:00");
-        assert_eq!(cell_text(&Data::DurationIso("PT11H12M12S".into())), "11:12:12");
+        assert_eq!(
+            cell_text(&Data::DurationIso("PT288H00M00S".into())),
+            "288:00:00"
+        );
+        assert_eq!(
+            cell_text(&Data::DurationIso("PT11H12M12S".into())),
+            "11:12:12"
+        );
         assert_eq!(cell_text(&Data::Bool(true)), "TRUE");
     }
 }

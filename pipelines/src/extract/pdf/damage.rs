@@ -73,7 +73,9 @@ fn xref_problem(bytes: &[u8]) -> Option<String> {
     // A cross-reference stream starts with an object header "N G obj".
     match object_header(bytes, at) {
         true => None,
-        false => Some(format!("startxref offset {offset} points at neither a table nor a stream")),
+        false => Some(format!(
+            "startxref offset {offset} points at neither a table nor a stream"
+        )),
     }
 }
 

@@ -78,6 +78,9 @@ fn load() -> Result<Pdfium, String> {
             tried.join(", ")
         )
     } else {
-        format!("the PDFium library could not be loaded: {}", errors.join("; "))
+        format!(
+            "the PDFium library could not be loaded: {}",
+            errors.join("; ")
+        )
     })
 }

@@ -107,10 +107,7 @@ pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, Extrac
         ));
     }
     if !unreadable.is_empty() {
-        warnings.push(format!(
-            "page(s) {} could not be read",
-            ranges(&unreadable)
-        ));
+        warnings.push(format!("page(s) {} could not be read", ranges(&unreadable)));
     }
     out.warnings = warnings;
     Ok(out)

@@ -1,11 +1,12 @@
-//! Extraction benchmark (Rust vs Python on the same generated corpus, same run) and a
-//! full-pipeline throughput run against a local S3 server, PostgreSQL and a local
-//! OpenAI-compatible embedding server.
+//! Extraction benchmark: real corpus PDFs against pdftotext and PyMuPDF (`pdf_peers`), Rust vs
+//! Python on a generated corpus (same run), and a full-pipeline throughput run against a local
+//! S3 server, PostgreSQL and a local OpenAI-compatible embedding server.
 //!
-//! `cargo run --release -p mindora-pipelines --example extract_bench -- [--docs N] [--big-pdf-mb M]`
+//! `cargo run --release -p mindora-pipelines --example extract_bench -- [--docs N] [--big-pdf-mb M] [--real-pdfs-only]`
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
+mod pdf_peers;
 
 use std::path::Path;
 use std::process::Command;
@@ -122,6 +123,10 @@ fn python_bench(dir: &Path) -> Option<Value> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    pdf_peers::run();
+    if std::env::args().any(|a| a == "--real-pdfs-only") {
+        return;
+    }
     let docs = arg("--docs", 10);
     let big_mb = arg("--big-pdf-mb", 0);
     let dir = tempfile::tempdir().unwrap();
