@@ -2,7 +2,7 @@
 //! Python on a generated corpus (same run), and a full-pipeline throughput run against a local
 //! S3 server, PostgreSQL and a local OpenAI-compatible embedding server.
 //!
-//! `cargo run --release -p mindora-pipelines --example extract_bench -- [--docs N] [--big-pdf-mb M] [--real-pdfs-only]`
+//! `cargo run --release -p mindora-pipelines --example extract_bench -- [--docs N] [--big-pdf-mb M] [--big-pdf-pages N] [--real-pdfs-only]`
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -67,6 +67,28 @@ fn corpus(dir: &Path, docs: usize) {
     }
 }
 
+/// One generated PDF of `pages` pages through the extractor alone: time and peak-RSS growth
+/// (the file itself is counted in the RSS before extraction starts).
+fn big_pdf_extract(pages: usize) {
+    let bytes = fixtures::pdf(
+        &(1..=pages)
+            .map(|p| fixtures::prose_page(p, 60))
+            .collect::<Vec<_>>(),
+    );
+    // Reset the peak (VmHWM) so it measures extraction, not the fixture generation.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak_rss_mb();
+    let start = Instant::now();
+    let text = DefaultExtractor.extract("big.pdf", &bytes).unwrap();
+    println!(
+        "== one {:.0} MB PDF, {pages} pages, extract only: {:.1} s, {:.0} MB of text, peak RSS {before:.0} MB before -> {:.0} MB after",
+        bytes.len() as f64 / 1e6,
+        start.elapsed().as_secs_f64(),
+        text.text.len() as f64 / 1e6,
+        peak_rss_mb()
+    );
+}
+
 fn rust_bench(dir: &Path) -> Value {
     let mut out = serde_json::Map::new();
     for kind in ["pdf", "docx", "xlsx"] {
@@ -124,6 +146,10 @@ fn python_bench(dir: &Path) -> Option<Value> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     pdf_peers::run();
+    let big_pages = arg("--big-pdf-pages", 0);
+    if big_pages > 0 {
+        big_pdf_extract(big_pages);
+    }
     if std::env::args().any(|a| a == "--real-pdfs-only") {
         return;
     }
