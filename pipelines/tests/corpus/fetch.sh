@@ -23,7 +23,7 @@ manifest="$here/manifest.tsv"
 
 if [ -f "$corpus/manifest.tsv" ] && cmp -s "$manifest" "$corpus/manifest.tsv" \
     && [ -f "$corpus/.complete" ] && cmp -s "$here/reference.py" "$corpus/reference.py"; then
-    echo "corpus: cached at $corpus ($(ls "$corpus/docs" | wc -l) documents)"
+    echo "corpus: cached at $corpus ($(find "$corpus/docs" -type f | wc -l) documents)"
     exit 0
 fi
 
@@ -67,7 +67,8 @@ fetch_source() { # source -> prints the unpacked directory
             local top
             top="$(find "$dir" -mindepth 1 -maxdepth 1 -type d | head -n 1)"
             if [ -n "$top" ] && [ "$(find "$dir" -mindepth 1 -maxdepth 1 | wc -l)" = 1 ]; then
-                mv "$top"/* "$dir"/ && rmdir "$top" 2>/dev/null || true
+                mv "$top"/* "$dir"/
+                rmdir "$top" 2>/dev/null || true
             fi
             rm -rf "$tmp"
             touch "$dir/.done"
