@@ -2,9 +2,9 @@
 //!
 //! `redis`'s `ConnectionManager` reconnects to the address it was built with. After a
 //! failover that address is a replica (or gone), so under Sentinel we keep one manager per
-//! master address: a watcher asks the Sentinels every `follow_every` whether the master
-//! moved, and any connection-level error or `READONLY` reply triggers the same check at
-//! once. When the master moved, a manager to the new one replaces the old; the failed
+//! master address: a watcher asks a Sentinel every `follow_every` where the master is (one
+//! command on a kept connection), and a change, or any connection-level error or
+//! `READONLY` reply, triggers a full lookup (Sentinels, then the master's role) at once. When the master moved, a manager to the new one replaces the old; the failed
 //! command's error still reaches the caller, who retries as after any Redis outage.
 
 use std::sync::{Arc, Mutex, Weak};
@@ -147,8 +147,12 @@ impl Following {
                 tokio::time::sleep(every).await;
                 // Ends when the last clone of the connection is dropped.
                 let Some(me) = weak.upgrade() else { return };
-                let generation = me.current().1;
-                me.follow(generation).await;
+                let (_, generation, addr) = me.current();
+                match me.connector.master_address().await {
+                    Ok(Some(now)) if now == addr => {}
+                    // Moved, or the Sentinel we asked is gone: a full lookup decides.
+                    _ => me.follow(generation).await,
+                }
             }
         });
         Ok(me)

@@ -91,7 +91,16 @@ impl ManagerOptions {
 
 enum Target {
     Direct(redis::Client),
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Sentinel(SentinelTarget),
+}
+
+struct SentinelTarget {
+    /// Full lookups: asks the Sentinels, then checks the master's role.
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The master's name.
+    master: String,
+    /// A kept connection to one Sentinel for the cheap "where is the master" poll.
+    probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
 /// Opens connections to one Redis deployment (direct or through Sentinel); cheap to clone.
@@ -135,11 +144,16 @@ impl RedisConnector {
             if password.is_some() {
                 parsed.password = password;
             }
-            Target::Sentinel(tokio::sync::Mutex::new(sentinel_client(
-                parsed,
-                &settings.sentinel,
-                certs,
-            )?))
+            let master = parsed.master.clone();
+            Target::Sentinel(SentinelTarget {
+                client: tokio::sync::Mutex::new(sentinel_client(
+                    parsed,
+                    &settings.sentinel,
+                    certs,
+                )?),
+                master,
+                probe: tokio::sync::Mutex::new(None),
+            })
         } else {
             let info = url
                 .into_connection_info()
@@ -192,7 +206,37 @@ impl RedisConnector {
     pub async fn client(&self) -> RedisResult<redis::Client> {
         match &*self.target {
             Target::Direct(c) => Ok(c.clone()),
-            Target::Sentinel(s) => s.lock().await.async_get_client().await,
+            Target::Sentinel(s) => s.client.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Under Sentinel, where the Sentinels say the master is now (`host:port`), asked on a
+    /// kept connection (one command, no new connection per call); `None` for a direct
+    /// target.
+    pub async fn master_address(&self) -> RedisResult<Option<String>> {
+        let Target::Sentinel(s) = &*self.target else {
+            return Ok(None);
+        };
+        let mut probe = s.probe.lock().await;
+        if probe.is_none() {
+            let sentinel = s.client.lock().await.async_get_sentinel_client().await?;
+            *probe = Some(sentinel.get_multiplexed_async_connection().await?);
+        }
+        let Some(conn) = probe.as_mut() else {
+            return Ok(None);
+        };
+        let answer: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&s.master)
+            .query_async(conn)
+            .await;
+        match answer {
+            Ok(addr) => Ok(addr.map(|(host, port)| format!("{host}:{port}"))),
+            Err(e) => {
+                // Ask another Sentinel next time.
+                *probe = None;
+                Err(e)
+            }
         }
     }
 
