@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use mindora_sdk::connect::amqp::AmqpConnector;
+use mindora_sdk::connect::{RedisConnector, RedisSettings, TlsFiles};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -38,23 +40,35 @@ pub struct BrokerNotifier {
     amqp_url: Option<String>,
     queue: String,
     amqp: Mutex<Option<(Connection, Channel)>>,
-    redis: Option<redis::Client>,
+    amqp_connector: Option<AmqpConnector>,
+    redis: Option<RedisConnector>,
     redis_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl BrokerNotifier {
     /// Connections are opened on first use and re-opened after a failure.
     pub fn from_config(config: &PipelineConfig) -> Result<Self, PipelineError> {
+        // TLS, ACL and Sentinel settings come from MINDORA_NOTIFY_REDIS_* and
+        // MINDORA_AMQP_{CA_FILE,CLIENT_CERT,CLIENT_KEY}, as for the worker's own connections.
         let redis = match &config.notify_redis_url {
-            Some(url) => Some(redis::Client::open(url.as_str()).map_err(|e| {
-                PipelineError::Config(format!("MINDORA_NOTIFY_REDIS_URL {url:?}: {e}"))
-            })?),
+            Some(url) => Some(
+                RedisConnector::new(&RedisSettings::from_url(url).with_env("MINDORA_NOTIFY_REDIS"))
+                    .map_err(|e| PipelineError::Config(format!("MINDORA_NOTIFY_REDIS_URL: {e}")))?,
+            ),
+            None => None,
+        };
+        let amqp_connector = match &config.amqp_url {
+            Some(url) => Some(
+                AmqpConnector::new(url, &TlsFiles::from_env("MINDORA_AMQP"))
+                    .map_err(|e| PipelineError::Config(format!("MINDORA_AMQP_URL: {e}")))?,
+            ),
             None => None,
         };
         Ok(BrokerNotifier {
             amqp_url: config.amqp_url.clone(),
             queue: config.notify_queue.clone(),
             amqp: Mutex::new(None),
+            amqp_connector,
             redis,
             redis_conn: Mutex::new(None),
         })
@@ -65,7 +79,11 @@ impl BrokerNotifier {
         self.amqp_url.is_some() || self.redis.is_some()
     }
 
-    async fn publish_amqp(&self, url: &str, payload: &[u8]) -> Result<(), PipelineError> {
+    async fn publish_amqp(
+        &self,
+        connector: &AmqpConnector,
+        payload: &[u8],
+    ) -> Result<(), PipelineError> {
         let err = |what: &str, e: lapin::Error| {
             PipelineError::transient("RabbitMQ", format!("{what} ({}): {e}", self.queue))
         };
@@ -74,7 +92,8 @@ impl BrokerNotifier {
             .as_ref()
             .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
         if !usable {
-            let conn = Connection::connect(url, ConnectionProperties::default())
+            let conn = connector
+                .connect(ConnectionProperties::default())
                 .await
                 .map_err(|e| err("connect", e))?;
             let channel = conn
@@ -131,7 +150,7 @@ impl BrokerNotifier {
 
     async fn publish_redis(
         &self,
-        client: &redis::Client,
+        client: &RedisConnector,
         channel: &str,
         payload: &str,
     ) -> Result<i64, PipelineError> {
@@ -140,12 +159,7 @@ impl BrokerNotifier {
         };
         let mut guard = self.redis_conn.lock().await;
         if guard.is_none() {
-            *guard = Some(
-                client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(err)?,
-            );
+            *guard = Some(client.multiplexed().await.map_err(err)?);
         }
         let Some(conn) = guard.as_mut() else {
             return Err(PipelineError::transient("Redis", "no connection"));
@@ -176,8 +190,8 @@ impl Notifier for BrokerNotifier {
         }
         let payload = message.to_string();
         let mut report = NotifyReport::default();
-        if let Some(url) = &self.amqp_url {
-            self.publish_amqp(url, payload.as_bytes()).await?;
+        if let Some(connector) = &self.amqp_connector {
+            self.publish_amqp(connector, payload.as_bytes()).await?;
             report.amqp_queue = Some(self.queue.clone());
         }
         if let Some(client) = &self.redis {

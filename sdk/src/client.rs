@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use serde_json::{Map, Value};
 
+use crate::backlog::{read_backlog, QueueBacklog, DEFAULT_HORIZON_SECS};
+use crate::connect::{ManagerOptions, RedisConn, RedisConnector};
 use crate::error::SdkError;
 use crate::wire::job::NewJob;
 use crate::wire::result::{parse_entry, ResultEntry};
@@ -57,21 +59,36 @@ pub struct EnqueuedJob {
 /// An rq client over one Redis database.
 #[derive(Clone)]
 pub struct Client {
-    conn: ConnectionManager,
+    conn: RedisConn,
 }
 
 impl Client {
-    /// Connects (with automatic reconnection) to `redis_url`, e.g. `redis://127.0.0.1/0`.
+    /// Connects (with automatic reconnection) to `redis_url`: `redis://127.0.0.1/0`,
+    /// `rediss://user:pass@host:6380/0` (TLS, system roots), or
+    /// `redis+sentinel://host:26379/<master>/0`. CA files, client certificates and
+    /// passwords from files go through [`Client::connect_with`].
     pub async fn connect(redis_url: &str) -> Result<Self, SdkError> {
-        let client = redis::Client::open(redis_url)?;
+        Self::connect_with(&RedisConnector::from_url(redis_url)?).await
+    }
+
+    /// Connects with full settings (TLS files, ACL user, Sentinel); under Sentinel the
+    /// client follows the master through failovers.
+    pub async fn connect_with(connector: &RedisConnector) -> Result<Self, SdkError> {
         Ok(Client {
-            conn: ConnectionManager::new(client).await?,
+            conn: connector.manager(&ManagerOptions::default()).await?,
         })
     }
 
     /// Wraps an existing connection manager.
     pub fn from_connection(conn: ConnectionManager) -> Self {
-        Client { conn }
+        Client { conn: conn.into() }
+    }
+
+    /// The true backlog of each queue (queued, scheduled soon, started, deferred), read in
+    /// one round trip; see [`crate::backlog`].
+    pub async fn backlog(&self, queues: &[String]) -> Result<Vec<QueueBacklog>, SdkError> {
+        let mut conn = self.conn.clone();
+        Ok(read_backlog(&mut conn, queues, DEFAULT_HORIZON_SECS).await?)
     }
 
     /// Enqueues `function(*args, **kwargs)` on `queue` (the queue name is the priority lane:

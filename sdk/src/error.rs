@@ -9,6 +9,9 @@ pub enum SdkError {
     /// Redis refused or dropped the command.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The connection settings cannot work (bad URL, unreadable certificate, ...).
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     /// A value could not be encoded or a stored payload could not be decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -18,10 +18,13 @@
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod backlog;
 pub mod client;
+pub mod connect;
 pub mod error;
 pub mod wire;
 
 pub use client::{Client, EnqueueOptions, EnqueuedJob};
+pub use connect::{RedisConn, RedisConnector, RedisSettings};
 pub use error::SdkError;
 pub use wire::{JobStatus, RetryPolicy, Serializer};

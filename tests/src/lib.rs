@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use redis::Commands;
 
+/// Private TLS / Sentinel / stunnel servers and a test CA.
+pub mod servers;
+
 /// The rq versions every interop test runs against (wire-compatible with each other).
 pub const RQ_VERSIONS: &[&str] = &["2.12", "3.0"];
 

@@ -86,12 +86,17 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
     // Queue gauges refresh every 5 s; the first pass may predate the jobs' completion.
     let body = wait_for(
         Duration::from_secs(20),
-        "the default lane's depth gauge to read 0",
+        "the default lane's depth and backlog gauges to read 0",
         || {
             let text = get(port, "/metrics")?;
-            Ok(text
-                .contains(r#"mindora_queue_depth{source="redis",queue="default"} 0"#)
-                .then_some(text))
+            // The true backlog of "low" is its one running job (queued + started + due);
+            // "default" reaches 0 only once its jobs have ended, not just left the list.
+            Ok(
+                (text.contains(r#"mindora_queue_depth{source="redis",queue="default"} 0"#)
+                    && text.contains(r#"mindora_queue_backlog{queue="default"} 0"#)
+                    && text.contains(r#"mindora_queue_backlog{queue="low"} 1"#))
+                .then_some(text),
+            )
         },
     )?;
     let l = r#"source="redis",queue="default",function="mindora.echo""#;
@@ -107,6 +112,8 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
         r#"mindora_queue_oldest_job_age_seconds{source="redis",queue="low"}"#.to_string(),
         r#"mindora_worker_info{name="w-metrics","#.to_string(),
         "mindora_worker_concurrency 16".to_string(),
+        r#"mindora_queue_backlog_jobs{queue="low",state="started"} 1"#.to_string(),
+        r#"mindora_queue_backlog_jobs{queue="low",state="queued"} 0"#.to_string(),
     ] {
         assert!(body.contains(&needle), "missing {needle:?} in:\n{body}");
     }

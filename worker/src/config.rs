@@ -54,6 +54,9 @@ pub struct WorkerArgs {
         default_value = "redis://127.0.0.1:6379/0"
     )]
     pub redis_url: String,
+    /// TLS, ACL and Sentinel settings of that Redis.
+    #[command(flatten)]
+    pub redis: crate::connect_args::RedisConnectArgs,
     /// Queues in strict priority order: a job on an earlier queue always runs first.
     #[arg(
         long,

@@ -14,14 +14,17 @@
 //! - [`builtins`]: `mindora.echo`, `mindora.sleep`, `mindora.fail`, `mindora.noop`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 //! - [`pipelines`]: the `pipelines.*` document handlers.
-//! - [`config`]: command line and environment.
+//! - [`config`]: command line and environment; [`connect_args`]: TLS / ACL / Sentinel flags.
+//! - [`backlog`]: the `mindora_queue_backlog` gauge autoscalers read.
 
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod backlog;
 pub mod backoff;
 pub mod builtins;
 pub mod config;
+pub mod connect_args;
 pub mod core;
 pub mod handler;
 pub mod http;

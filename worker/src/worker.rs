@@ -214,9 +214,12 @@ impl Worker {
         let budget = self.handle.budget.clone();
         metrics::gauge!(m::WORKER_CONCURRENCY).set(budget.size() as f64);
         metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => crate::rq::SOURCE).set(0.0);
-        let conn = connect::connect_with_retry(&args.redis_url, Duration::from_secs(10)).await?;
-        let blocking =
-            connect::connect_with_retry(&args.redis_url, Duration::from_secs(10)).await?;
+        let redis = args
+            .redis
+            .connector(&args.redis_url)
+            .map_err(|e| WorkerError::Config(format!("Redis settings: {e}")))?;
+        let conn = connect::connect_with_retry(&redis, Duration::from_secs(10)).await?;
+        let blocking = connect::connect_with_retry(&redis, Duration::from_secs(10)).await?;
         tracing::info!(functions = ?self.registry.names(), "handlers registered");
         let core = Core::new(Arc::new(self.registry), budget, health);
 
@@ -245,7 +248,7 @@ impl Worker {
             self.handle.lanes.clone(),
             core.clone(),
             RqStore::new(conn, blocking, name),
-            args.redis_url.clone(),
+            redis,
             shutdown.clone(),
             self.version,
         );

@@ -51,3 +51,6 @@ pub static ENQUEUE: LazyLock<Script> =
     LazyLock::new(|| with_common(include_str!("lua/enqueue.lua")));
 /// Cancel a job that has not started.
 pub static CANCEL: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/cancel.lua")));
+/// Count each queue's true backlog (queued, scheduled soon, started, deferred); read-only.
+pub static BACKLOG: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/backlog.lua")));

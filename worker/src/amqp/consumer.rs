@@ -21,14 +21,14 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, ConnectionProperties};
 use mindora_sdk::amqp::dlq_name;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::envelope::Defaults;
-use super::topology::{self, Topology};
+use super::topology::Topology;
 use super::{AmqpArgs, AmqpError};
 use crate::backoff::{self, Pacer};
 use crate::core::Core;
@@ -60,7 +60,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AmqpError> {
     let topology = Topology::from_args(&args)?;
-    let url = topology::url(&args)?.to_string();
+    let connector = super::connector(&args)?;
     let shared = Arc::new(Shared {
         topology,
         defaults: Defaults {
@@ -79,7 +79,7 @@ pub(super) async fn run(
             break;
         }
         let started = Instant::now();
-        let end = session(&url, &args, &core, &shared, &active, &shutdown).await;
+        let end = session(&connector, &args, &core, &shared, &active, &shutdown).await;
         core.health().set_amqp_up(false);
         let reason = match end {
             Ok(SessionEnd::Shutdown) => break,
@@ -106,18 +106,19 @@ pub(super) async fn run(
 }
 
 async fn session(
-    url: &str,
+    connector: &mindora_sdk::connect::amqp::AmqpConnector,
     args: &AmqpArgs,
     core: &Arc<Core>,
     shared: &Arc<Shared>,
     active: &watch::Sender<usize>,
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, AmqpError> {
-    let conn = Connection::connect(
-        url,
-        ConnectionProperties::default().with_connection_name(args.connection_name.clone().into()),
-    )
-    .await?;
+    let conn = connector
+        .connect(
+            ConnectionProperties::default()
+                .with_connection_name(args.connection_name.clone().into()),
+        )
+        .await?;
     let setup = conn.create_channel().await?;
     shared.topology.declare(&setup).await?;
 

@@ -109,6 +109,9 @@ pub struct AmqpArgs {
         default_value_t = 5
     )]
     pub depth_every_secs: u64,
+    /// TLS files for `amqps://` brokers.
+    #[command(flatten)]
+    pub tls: crate::connect_args::AmqpTlsArgs,
 }
 
 impl AmqpArgs {
@@ -125,6 +128,7 @@ impl AmqpArgs {
             connection_name: "mindora-worker".into(),
             declare_shared: true,
             depth_every_secs: 5,
+            tls: Default::default(),
         }
     }
 }
@@ -147,18 +151,27 @@ pub enum AmqpError {
 /// deploy scripts); safe to run any number of times against a live broker.
 pub async fn declare_topology(args: &AmqpArgs) -> Result<(), AmqpError> {
     let topology = Topology::from_args(args)?;
-    let url = topology::url(args)?;
-    let conn = lapin::Connection::connect(
-        url,
-        lapin::ConnectionProperties::default()
-            .with_connection_name(format!("{} topology", args.connection_name).into()),
-    )
-    .await?;
+    let conn = connector(args)?
+        .connect(
+            lapin::ConnectionProperties::default()
+                .with_connection_name(format!("{} topology", args.connection_name).into()),
+        )
+        .await?;
     let channel = conn.create_channel().await?;
     topology.declare(&channel).await?;
     let _ = channel.close(200, "declared".into()).await;
     let _ = conn.close(200, "declared".into()).await;
     Ok(())
+}
+
+/// The brokers of `--amqp-url` (several, comma-separated, are tried in turn) with the TLS
+/// files of `--amqp-ca-file` / `--amqp-client-cert` / `--amqp-client-key`.
+pub(crate) fn connector(
+    args: &AmqpArgs,
+) -> Result<mindora_sdk::connect::amqp::AmqpConnector, AmqpError> {
+    args.tls
+        .connector(topology::url(args)?)
+        .map_err(|e| AmqpError::Config(e.to_string()))
 }
 
 /// Consumes the configured queues within `core`'s budget until `shutdown` is cancelled,

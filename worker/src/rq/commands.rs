@@ -9,7 +9,6 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::connect;
 use super::RqSource;
 use crate::backoff::{self, Pacer};
 
@@ -20,8 +19,7 @@ impl RqSource {
         let mut pacer = Pacer::new(backoff::reconnect());
         loop {
             let session = async {
-                let client = connect::client(&self.redis_url)?;
-                let mut pubsub = client.get_async_pubsub().await?;
+                let mut pubsub = self.redis.pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 pacer.reset();
                 let mut messages = pubsub.on_message();

@@ -41,6 +41,7 @@ impl RqSource {
             }
             if last_stats.elapsed() >= Duration::from_secs(5) {
                 last_stats = Instant::now();
+                crate::backlog::refresh(self.store.connection(), &lanes).await;
                 if let Ok(stats) = self.store.queue_stats(&lanes).await {
                     for (q, depth, age) in stats {
                         metrics::gauge!(m::QUEUE_DEPTH, "source" => SOURCE, "queue" => q.clone())

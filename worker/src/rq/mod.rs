@@ -121,7 +121,7 @@ pub struct RqSource {
     lanes: Arc<Lanes>,
     core: Arc<Core>,
     store: RqStore,
-    redis_url: String,
+    redis: mindora_sdk::RedisConnector,
     running: Mutex<HashMap<String, Running>>,
     /// Units of work of this source not yet settled.
     active: watch::Sender<usize>,
@@ -136,7 +136,7 @@ impl RqSource {
         lanes: Arc<Lanes>,
         core: Arc<Core>,
         store: RqStore,
-        redis_url: String,
+        redis: mindora_sdk::RedisConnector,
         shutdown: CancellationToken,
         version: String,
     ) -> Arc<Self> {
@@ -145,7 +145,7 @@ impl RqSource {
             lanes,
             core,
             store,
-            redis_url,
+            redis,
             running: Mutex::new(HashMap::new()),
             active: watch::Sender::new(0),
             shutdown,

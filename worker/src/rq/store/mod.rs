@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use mindora_sdk::wire::time::{epoch_float, epoch_secs, utcformat};
 use mindora_sdk::wire::{keys, scripts, JobHash};
-use redis::aio::ConnectionManager;
+use mindora_sdk::RedisConn;
 
 pub use outcome::{FailMode, FinishError};
 pub use registration::hostname;
@@ -54,18 +54,14 @@ pub struct Beat {
 /// connection).
 #[derive(Clone)]
 pub struct RqStore {
-    conn: ConnectionManager,
-    blocking: ConnectionManager,
+    conn: RedisConn,
+    blocking: RedisConn,
     worker: String,
 }
 
 impl RqStore {
     /// The store of the worker named `worker`.
-    pub fn new(
-        conn: ConnectionManager,
-        blocking: ConnectionManager,
-        worker: impl Into<String>,
-    ) -> Self {
+    pub fn new(conn: RedisConn, blocking: RedisConn, worker: impl Into<String>) -> Self {
         RqStore {
             conn,
             blocking,
@@ -78,7 +74,12 @@ impl RqStore {
         &self.worker
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// The command connection, for self-contained readers such as [`crate::backlog`].
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 

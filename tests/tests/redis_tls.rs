@@ -1,0 +1,215 @@
+//! `rediss://` with server verification, mutual TLS and an ACL user, against a private
+//! `redis-server` (own ports, test CA generated here; the default user is off). The same
+//! server also listens in plain TCP, so the run prints the worker's throughput over TLS
+//! against plain, measured back to back.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mindora_sdk::connect::{RedisConnector, RedisSettings, TlsFiles};
+use mindora_sdk::{Client, EnqueueOptions};
+use mindora_tests::servers::{free_port, secs, spawn_worker, start_redis, TestPki};
+
+const USER: &str = "mindora";
+const PASSWORD: &str = "s3cret-pass";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    _server: mindora_tests::servers::Daemon,
+    pki: TestPki,
+    plain_port: u16,
+    tls_port: u16,
+    password_file: std::path::PathBuf,
+}
+
+fn setup() -> Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    let pki = TestPki::generate(dir.path())?;
+    let (plain_port, tls_port) = (free_port()?, free_port()?);
+    let config = format!(
+        "port {plain_port}\ntls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
+         tls-ca-cert-file {}\ntls-auth-clients yes\n\
+         user default off\nuser {USER} on >{PASSWORD} ~* &* +@all\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display()
+    );
+    let server = start_redis(dir.path(), "tls-redis", &config, plain_port)?;
+    let password_file = dir.path().join("redis-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
+    Ok(Setup {
+        _dir: dir,
+        _server: server,
+        pki,
+        plain_port,
+        tls_port,
+        password_file,
+    })
+}
+
+impl Setup {
+    fn tls_settings(&self, db: u32) -> RedisSettings {
+        RedisSettings {
+            username: Some(USER.into()),
+            password_file: Some(self.password_file.clone()),
+            tls: TlsFiles {
+                ca_file: Some(self.pki.ca.clone()),
+                client_cert: Some(self.pki.client_cert.clone()),
+                client_key: Some(self.pki.client_key.clone()),
+            },
+            ..RedisSettings::from_url(format!("rediss://localhost:{}/{db}", self.tls_port))
+        }
+    }
+}
+
+async fn enqueue_noops(client: &Client, n: usize) -> Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let job = client
+            .enqueue(
+                "default",
+                "mindora.noop",
+                vec![],
+                Default::default(),
+                EnqueueOptions::default(),
+            )
+            .await?;
+        ids.push(job.id);
+    }
+    Ok(ids)
+}
+
+/// Runs a burst worker over `worker_args` until the queue is drained; returns jobs/s.
+async fn drain(
+    client: &Client,
+    url: &str,
+    name: &str,
+    worker_args: &[&str],
+    n: usize,
+) -> Result<f64> {
+    let ids = enqueue_noops(client, n).await?;
+    let started = Instant::now();
+    let mut args = vec!["--burst", "--concurrency", "32"];
+    args.extend_from_slice(worker_args);
+    let mut worker = spawn_worker(url, name, &args)?;
+    let status = worker.wait_exit(Duration::from_secs(120))?;
+    let elapsed = secs(started);
+    anyhow::ensure!(status.success(), "worker {name} exited with {status}");
+    for id in ids.iter().step_by(97).chain(ids.last()) {
+        let s = client.status(id).await?;
+        anyhow::ensure!(
+            s.to_string() == "finished",
+            "job {id} is {s} after the {name} run"
+        );
+    }
+    Ok(n as f64 / elapsed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_and_sdk_over_tls_with_an_acl_user() -> Result<()> {
+    let s = setup()?;
+    let password_file = s.password_file.to_string_lossy().to_string();
+    let (ca, cert, key) = (
+        s.pki.ca.to_string_lossy().to_string(),
+        s.pki.client_cert.to_string_lossy().to_string(),
+        s.pki.client_key.to_string_lossy().to_string(),
+    );
+
+    // The SDK over TLS (CA file, client certificate, password from a file).
+    let tls_client = Client::connect_with(&RedisConnector::new(&s.tls_settings(1))?).await?;
+    // Plain TCP on the same server, ACL credentials in the URL.
+    let plain_url = format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}/2", s.plain_port);
+    let plain_client = Client::connect(&plain_url).await?;
+
+    let tls_url = format!("rediss://localhost:{}/1", s.tls_port);
+    let tls_args: [&str; 10] = [
+        "--redis-username",
+        USER,
+        "--redis-password-file",
+        password_file.as_str(),
+        "--redis-ca-file",
+        ca.as_str(),
+        "--redis-client-cert",
+        cert.as_str(),
+        "--redis-client-key",
+        key.as_str(),
+    ];
+    let n = 3000;
+    // Warm-up of both paths (page cache, first TLS handshake), then the measured runs.
+    drain(&plain_client, &plain_url, "w-plain-warm", &[], 200).await?;
+    let plain = drain(&plain_client, &plain_url, "w-plain", &[], n).await?;
+    let tls = drain(&tls_client, &tls_url, "w-tls", &tls_args, n).await?;
+    eprintln!(
+        "FIGURES redis-tls: {n} no-op jobs, --concurrency 32, same redis-server: \
+         plain {plain:.0} jobs/s, TLS {tls:.0} jobs/s, TLS/plain {:.2}",
+        tls / plain
+    );
+
+    // The job really round-trips over TLS: a value enqueued and read back.
+    let job = tls_client
+        .enqueue(
+            "default",
+            "mindora.echo",
+            vec![7.into()],
+            Default::default(),
+            EnqueueOptions::default(),
+        )
+        .await?;
+    let mut worker = spawn_worker(
+        &tls_url,
+        "w-tls-echo",
+        &[&["--burst"][..], &tls_args[..]].concat(),
+    )?;
+    let value = tls_client.wait(&job, Duration::from_secs(30)).await?;
+    assert_eq!(value["args"][0], 7);
+    worker.wait_exit(Duration::from_secs(30))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_and_acl_failures_are_clear_errors() -> Result<()> {
+    let s = setup()?;
+    let quick = |settings: RedisSettings| async move {
+        let connector = RedisConnector::new(&settings)?;
+        let r = tokio::time::timeout(Duration::from_secs(20), Client::connect_with(&connector))
+            .await
+            .context("connect hung")?;
+        Ok::<_, anyhow::Error>(r.err().map(|e| e.to_string()))
+    };
+    // A CA that did not sign the server's certificate.
+    let mut wrong_ca = s.tls_settings(0);
+    wrong_ca.tls.ca_file = Some(s.pki.other_ca.clone());
+    let err = quick(wrong_ca)
+        .await?
+        .context("a foreign CA must be refused")?;
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // No client certificate where the server requires one.
+    let mut no_cert = s.tls_settings(0);
+    no_cert.tls.client_cert = None;
+    no_cert.tls.client_key = None;
+    assert!(
+        quick(no_cert).await?.is_some(),
+        "mutual TLS must be enforced"
+    );
+    // A wrong password for the ACL user.
+    let mut wrong_pass = s.tls_settings(0);
+    wrong_pass.password = Some("nope".into());
+    let err = quick(wrong_pass)
+        .await?
+        .context("a wrong password must be refused")?;
+    assert!(
+        err.contains("WRONGPASS") || err.to_lowercase().contains("auth"),
+        "{err}"
+    );
+    // Settings that cannot work fail before connecting.
+    let mut cert_without_tls = s.tls_settings(0);
+    cert_without_tls.url = format!("redis://127.0.0.1:{}/0", s.plain_port);
+    assert!(RedisConnector::new(&cert_without_tls).is_err());
+    let mut missing = s.tls_settings(0);
+    missing.tls.ca_file = Some("/nonexistent/ca.pem".into());
+    let err = RedisConnector::new(&missing)
+        .err()
+        .context("missing CA file")?;
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    Ok(())
+}
