@@ -160,14 +160,16 @@ class Runner:
             with compat.current_job(job):
                 result = await job.func(*job.args, **job.kwargs)
         except asyncio.CancelledError:
-            reason = self.cancel_reasons.pop(tag, "stopped")
+            reason = self.cancel_reasons.pop(tag, "abandoned")
             if reason == "timeout":
                 try:
                     raise JobTimeoutException(f"Task exceeded maximum timeout value ({timeout} seconds)")
                 except JobTimeoutException:
                     self._failed(tag, job, sys.exc_info())
-            else:
+            elif reason == "stopped":
                 self._stopped(tag, job)
+            else:  # the worker gave up on it (shutdown): no callback, rq requeues it
+                self.writer.send({"t": "err", "tag": tag, "exc_type": "Abandoned", "rss": rss_bytes()}, b"abandoned")
             return
         except BaseException:  # noqa: BLE001
             self._failed(tag, job, sys.exc_info())

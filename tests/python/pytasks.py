@@ -85,3 +85,17 @@ def on_failure(job, connection, typ, value, tb):
 
 def on_stopped(job, connection):
     connection.set(f"cb:stopped:{job.id}", "stopped")
+
+
+_arrived = 0
+
+
+async def rendezvous(n):
+    """Finishes only when `n` of these run at once in this process (or fails after 10 s)."""
+    global _arrived
+    _arrived += 1
+    for _ in range(1000):
+        if _arrived >= n:
+            return os.getpid()
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"only {_arrived} of {n} ran at once")

@@ -14,6 +14,7 @@
 //! - [`builtins`]: `mindora.echo`, `mindora.sleep`, `mindora.fail`, `mindora.noop`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 //! - [`pipelines`]: the `pipelines.*` document handlers.
+//! - [`python`]: the `--python` pool running rq jobs written in Python.
 //! - [`config`]: command line and environment; [`connect_args`]: TLS / ACL / Sentinel flags.
 //! - [`backlog`]: the `mindora_queue_backlog` gauge autoscalers read.
 
@@ -30,6 +31,7 @@ pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod pipelines;
+pub mod python;
 pub mod rq;
 pub mod worker;
 

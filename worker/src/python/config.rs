@@ -1,0 +1,147 @@
+//! `--python` and its settings (each also a `MINDORA_PYTHON*` variable).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Command-line settings of the Python pool.
+#[derive(Debug, Clone, Args)]
+pub struct PythonArgs {
+    /// Run rq jobs whose function is not built in with a pool of Python processes. This
+    /// trusts whoever can write to Redis, exactly as `rq worker` does (pickle is executed).
+    #[arg(long = "python", env = "MINDORA_PYTHON", default_value_t = false)]
+    pub enabled: bool,
+    /// Python interpreter (needs `rq` and `mindora_runner` importable).
+    #[arg(
+        long = "python-interpreter",
+        env = "MINDORA_PYTHON_INTERPRETER",
+        default_value = "python3"
+    )]
+    pub interpreter: PathBuf,
+    /// A virtualenv to take the interpreter from (`<venv>/bin/python`); wins over
+    /// --python-interpreter.
+    #[arg(long = "python-venv", env = "MINDORA_PYTHON_VENV")]
+    pub venv: Option<PathBuf>,
+    /// Directories prepended to PYTHONPATH (the app's code), separated by `:`.
+    #[arg(
+        long = "python-path",
+        env = "MINDORA_PYTHON_PATH",
+        value_delimiter = ':'
+    )]
+    pub path: Vec<PathBuf>,
+    /// Python processes, started ahead of time.
+    #[arg(
+        long = "python-processes",
+        env = "MINDORA_PYTHON_PROCESSES",
+        default_value_t = 2
+    )]
+    pub processes: usize,
+    /// `async def` jobs one process runs at once.
+    #[arg(
+        long = "python-async-slots",
+        env = "MINDORA_PYTHON_ASYNC_SLOTS",
+        default_value_t = 8
+    )]
+    pub async_slots: usize,
+    /// Recycle a process after this many jobs (0: never).
+    #[arg(
+        long = "python-max-jobs",
+        env = "MINDORA_PYTHON_MAX_JOBS",
+        default_value_t = 0
+    )]
+    pub max_jobs: u64,
+    /// Recycle a process whose resident memory exceeds this many MiB after a job (0: never).
+    #[arg(
+        long = "python-max-rss-mb",
+        env = "MINDORA_PYTHON_MAX_RSS_MB",
+        default_value_t = 0
+    )]
+    pub max_rss_mb: u64,
+    /// Seconds a new process may take to import and say hello.
+    #[arg(
+        long = "python-start-timeout-secs",
+        env = "MINDORA_PYTHON_START_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub start_timeout_secs: u64,
+    /// Dotted path of a custom rq serializer for every job (default: pickle or JSON, told
+    /// from each job's bytes).
+    #[arg(long = "python-serializer", env = "MINDORA_PYTHON_SERIALIZER")]
+    pub serializer: Option<String>,
+    /// Modules each process imports before taking jobs, comma-separated.
+    #[arg(
+        long = "python-preload",
+        env = "MINDORA_PYTHON_PRELOAD",
+        value_delimiter = ','
+    )]
+    pub preload: Vec<String>,
+}
+
+/// Settings of a [`super::PythonPool`].
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Interpreter to run `-m mindora_runner` with.
+    pub interpreter: PathBuf,
+    /// Prepended to PYTHONPATH.
+    pub python_path: Vec<PathBuf>,
+    /// Redis the jobs live in (the runner loads the job and saves `meta` there).
+    pub redis_url: String,
+    /// Processes kept running.
+    pub processes: usize,
+    /// `async def` jobs per process at once.
+    pub async_slots: usize,
+    /// Recycle after this many jobs (0: never).
+    pub max_jobs: u64,
+    /// Recycle above this RSS in bytes (0: never).
+    pub max_rss_bytes: u64,
+    /// Handshake deadline.
+    pub start_timeout: Duration,
+    /// Custom serializer path.
+    pub serializer: Option<String>,
+    /// Modules to import at start.
+    pub preload: Vec<String>,
+}
+
+impl PoolConfig {
+    /// Sensible defaults for `interpreter` against `redis_url`.
+    pub fn new(interpreter: impl Into<PathBuf>, redis_url: impl Into<String>) -> Self {
+        PoolConfig {
+            interpreter: interpreter.into(),
+            python_path: Vec::new(),
+            redis_url: redis_url.into(),
+            processes: 2,
+            async_slots: 8,
+            max_jobs: 0,
+            max_rss_bytes: 0,
+            start_timeout: Duration::from_secs(30),
+            serializer: None,
+            preload: Vec::new(),
+        }
+    }
+
+    /// From the command line.
+    pub fn from_args(args: &PythonArgs, redis_url: &str) -> Self {
+        let interpreter = match &args.venv {
+            Some(venv) => venv.join("bin/python"),
+            None => args.interpreter.clone(),
+        };
+        PoolConfig {
+            interpreter,
+            python_path: args.path.clone(),
+            redis_url: redis_url.to_string(),
+            processes: args.processes.max(1),
+            async_slots: args.async_slots.max(1),
+            max_jobs: args.max_jobs,
+            max_rss_bytes: args.max_rss_mb.saturating_mul(1024 * 1024),
+            start_timeout: Duration::from_secs(args.start_timeout_secs.max(1)),
+            serializer: args.serializer.clone().filter(|s| !s.trim().is_empty()),
+            preload: args
+                .preload
+                .iter()
+                .filter(|m| !m.trim().is_empty())
+                .cloned()
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Python tasks: a supervised pool of Python processes that runs unmodified rq jobs whose
+//! function is not built into the worker.
+//!
+//! The Rust side keeps everything rq's worker does around a job (claiming, heartbeats,
+//! retries, timeouts, recovery, metrics, result bookkeeping); a runner process
+//! (`python -m mindora_runner`, shipped in `python/`) only imports the function by its dotted
+//! name, decodes the arguments with the job's serializer, calls it and sends back the
+//! serialized return value or rq's `exc_string`. Pickle is executed only in those processes.
+//!
+//! - [`protocol`]: the framed, versioned wire between the two.
+//! - [`process`]: one runner process: start, handshake, frames, exit.
+//! - [`pool`]: choosing a process, timeouts (kill and replace), recycling.
+//! - [`config`]: the `--python*` flags.
+//! - [`peek`]: the function name of a job whose arguments only Python can decode.
+
+pub mod config;
+pub mod peek;
+pub mod pool;
+pub mod process;
+pub mod protocol;
+
+pub use config::{PoolConfig, PythonArgs};
+pub use pool::{PoolStats, PythonPool};
+
+use std::time::Duration;
+
+/// One rq job for the pool: the runner reads the job hash itself.
+#[derive(Debug, Clone)]
+pub struct PyJob {
+    /// rq job id.
+    pub id: String,
+    /// Queue it came from.
+    pub origin: String,
+    /// rq's `job_timeout` (None: no limit).
+    pub timeout: Option<Duration>,
+}
+
+/// Why a Python job did not return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The function (or its success callback) raised.
+    Raised,
+    /// It ran past its timeout; its process was killed (or its task cancelled).
+    Timeout,
+    /// Its process died under it (segfault, OOM kill, `os._exit`, ...).
+    ProcessDied,
+    /// Stopped on request.
+    Stopped,
+    /// No Python process could be started.
+    Unavailable,
+}
+
+/// A failed Python job, with the text rq stores as `exc_string`.
+#[derive(Debug, Clone)]
+pub struct PyFailure {
+    /// What happened.
+    pub kind: FailureKind,
+    /// Exception class name (`ValueError`, `JobTimeoutException`, ...).
+    pub exc_type: String,
+    /// rq's `exc_string`: the full traceback for raised exceptions, else the reason.
+    pub exc_string: String,
+}
+
+impl PyFailure {
+    /// Whether rq's retry policy applies (everything but a stop, as in rq).
+    pub fn retryable(&self) -> bool {
+        self.kind != FailureKind::Stopped
+    }
+}
+
+/// What became of a Python job.
+#[derive(Debug, Clone)]
+pub enum PyOutcome {
+    /// Returned: `serializer.dumps(return_value)`, made by the job's own serializer.
+    Returned(Vec<u8>),
+    /// Raised, timed out, or its process died.
+    Failed(PyFailure),
+}
+
+impl PyOutcome {
+    fn failed(kind: FailureKind, exc_type: &str, exc_string: String) -> Self {
+        PyOutcome::Failed(PyFailure {
+            kind,
+            exc_type: exc_type.to_string(),
+            exc_string,
+        })
+    }
+}
+
+/// The pool could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The interpreter could not be started.
+    #[error("cannot start {interpreter}: {source}")]
+    Spawn {
+        /// Interpreter path.
+        interpreter: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runner did not say hello in time, or said something else.
+    #[error("Python runner did not start: {0}")]
+    Handshake(String),
+}
