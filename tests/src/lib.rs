@@ -324,3 +324,19 @@ pub fn assert_each_ran_once(db: &RedisDb, ids: &[String], workers: &[WorkerProce
     }
     Ok(())
 }
+
+/// `mindora-worker` flags that turn on the `--python` pool with rq `version`'s venv, the
+/// runner from `python/` and the test tasks from `tests/python` on its path.
+pub fn python_pool_args(version: &str, processes: usize) -> Result<Vec<String>> {
+    let path =
+        std::env::join_paths([repo_root().join("python"), repo_root().join("tests/python")])?;
+    Ok(vec![
+        "--python".into(),
+        "--python-interpreter".into(),
+        python(version)?.display().to_string(),
+        "--python-path".into(),
+        path.to_string_lossy().into_owned(),
+        "--python-processes".into(),
+        processes.to_string(),
+    ])
+}

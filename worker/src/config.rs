@@ -107,6 +107,9 @@ pub struct WorkerArgs {
     /// Document pipelines (each stage off until its service is configured).
     #[command(flatten)]
     pub pipelines: mindora_pipelines::PipelineConfig,
+    /// Python tasks (`--python`): a process pool for rq jobs not built in.
+    #[command(flatten)]
+    pub python: crate::python::PythonArgs,
 }
 
 /// A malformed setting.

@@ -33,7 +33,20 @@ async fn run(args: WorkerArgs) -> Result<()> {
         .context("configuring the document pipelines")?;
     migrate_apps(&pipelines, &worker.args().pipelines.apps, false).await?;
     mindora_worker::pipelines::register(worker.registry_mut(), pipelines);
-    worker.run().await.context("worker")
+    // --python: jobs naming no built-in function run on a pool of Python processes.
+    let python = mindora_worker::python::start_pool(&worker.args().python, &worker.args().redis_url)
+        .await
+        .context("starting the --python pool")?;
+    if let Some(pool) = &python {
+        worker
+            .registry_mut()
+            .set_fallback(mindora_worker::python::PythonHandler::new(pool.clone()));
+    }
+    let result = worker.run().await.context("worker");
+    if let Some(pool) = python {
+        pool.shutdown().await;
+    }
+    result
 }
 
 #[tokio::main]

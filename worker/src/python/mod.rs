@@ -10,16 +10,19 @@
 //! - [`protocol`]: the framed, versioned wire between the two.
 //! - [`process`]: one runner process: start, handshake, frames, exit.
 //! - [`pool`]: choosing a process, timeouts (kill and replace), recycling.
+//! - [`handler`]: the pool as the registry's fallback handler (how the worker uses it).
 //! - [`config`]: the `--python*` flags.
 //! - [`peek`]: the function name of a job whose arguments only Python can decode.
 
 pub mod config;
+pub mod handler;
 pub mod peek;
 pub mod pool;
 pub mod process;
 pub mod protocol;
 
 pub use config::{PoolConfig, PythonArgs};
+pub use handler::PythonHandler;
 pub use pool::{PoolStats, PythonPool};
 
 use std::time::Duration;
@@ -101,4 +104,22 @@ pub enum PoolError {
     /// The runner did not say hello in time, or said something else.
     #[error("Python runner did not start: {0}")]
     Handshake(String),
+}
+
+/// Starts the pool when `--python` is on (None when off); a pool that cannot start is a
+/// start-up error with the reason.
+pub async fn start_pool(
+    args: &PythonArgs,
+    redis_url: &str,
+) -> Result<Option<PythonPool>, PoolError> {
+    if !args.enabled {
+        return Ok(None);
+    }
+    let cfg = PoolConfig::from_args(args, redis_url);
+    tracing::info!(
+        interpreter = %cfg.interpreter.display(),
+        processes = cfg.processes,
+        "starting the Python pool (--python: jobs from Redis run as Python code, pickle included)"
+    );
+    PythonPool::start(cfg).await.map(Some)
 }

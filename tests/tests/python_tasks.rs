@@ -1,0 +1,180 @@
+//! Python enqueues functions written in Python → `mindora-worker --python` runs them in its
+//! process pool → Python reads results, `exc_string`s and `meta` back with rq itself.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use mindora_tests::{
+    python_pool_args, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
+};
+
+const T: Duration = Duration::from_secs(60);
+
+fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn start(
+    db: &RedisDb,
+    version: &str,
+    name: &str,
+    processes: usize,
+    extra: &[&str],
+) -> Result<WorkerProcess> {
+    let mut args = python_pool_args(version, processes)?;
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    WorkerProcess::start(db, name, &args)
+}
+
+#[test]
+fn python_functions_run_with_rq_results_tracebacks_meta_and_callbacks() -> Result<()> {
+    for version in RQ_VERSIONS {
+        let db = RedisDb::lease()?;
+        run_python(
+            version,
+            &db,
+            r#"
+from rq import Callback
+from rq.serializers import JSONSerializer
+import pytasks
+q = Queue("default", connection=r)
+q.enqueue(pytasks.move, pytasks.Point(1, 2), dy=3, job_id="obj", on_success=Callback(pytasks.on_success))
+Queue("default", connection=r, serializer=JSONSerializer).enqueue("pytasks.add", 1, y=2, job_id="json")
+q.enqueue("pytasks.boom", "no good", job_id="boom", on_failure=Callback(pytasks.on_failure))
+q.enqueue("pytasks.progress", 2, job_id="meta", meta={"who": "py"})
+for i in range(3):
+    q.enqueue(pytasks.rendezvous, 3, job_id=f"async{i}")
+q.enqueue("mindora.echo", "built in", job_id="native")
+"#,
+        )?;
+        let _w = start(&db, version, "w-py", 1, &["--concurrency", "8"])?;
+        wait_statuses(
+            &db,
+            &ids(&[
+                "obj", "json", "meta", "async0", "async1", "async2", "native",
+            ]),
+            &["finished"],
+            T,
+        )?;
+        wait_statuses(&db, &ids(&["boom"]), &["failed"], T)?;
+        let out = run_python(
+            version,
+            &db,
+            r#"
+import pytasks
+from rq.job import Job
+from rq.serializers import JSONSerializer
+j = Job.fetch("obj", connection=r)
+assert j.return_value() == pytasks.Point(1, 5), j.return_value()
+assert r.get("cb:success:obj") == b"Point(x=1, y=5)"
+assert Job.fetch("json", connection=r, serializer=JSONSerializer).return_value() == {"sum": 3}
+exc = Job.fetch("boom", connection=r).latest_result().exc_string
+assert exc.startswith("Traceback (most recent call last):") and "pytasks.py" in exc and "ValueError: no good" in exc, exc
+assert r.get("cb:failure:boom") == b"ValueError: no good"
+m = Job.fetch("meta", connection=r)
+assert m.get_meta() == {"who": "py", "step": 2}, m.get_meta()
+assert m.return_value() == {"id": "meta", "origin": "default"}, m.return_value()
+assert len({Job.fetch(f"async{i}", connection=r).return_value() for i in range(3)}) == 1
+assert Job.fetch("native", connection=r).return_value() == {"args": ["built in"], "kwargs": {}}
+print("ok")
+"#,
+        )?;
+        assert_eq!(out.trim(), "ok", "rq {version}");
+    }
+    Ok(())
+}
+
+#[test]
+fn timeouts_segfaults_and_memory_recycling_leave_the_worker_running() -> Result<()> {
+    let version = "3.0";
+    let db = RedisDb::lease()?;
+    run_python(
+        version,
+        &db,
+        r#"
+from rq import Callback
+import pytasks
+q = Queue("default", connection=r)
+q.enqueue("pytasks.stuck", job_id="stuck", job_timeout=1, on_failure=Callback(pytasks.on_failure))
+q.enqueue("pytasks.segfault", job_id="segv")
+q.enqueue("pytasks.grow", 200, job_id="grow")
+"#,
+    )?;
+    let mut w = start(
+        &db,
+        version,
+        "w-py-crash",
+        1,
+        &["--concurrency", "1", "--python-max-rss-mb", "150"],
+    )?;
+    wait_statuses(&db, &ids(&["stuck", "segv"]), &["failed"], T)?;
+    wait_statuses(&db, &ids(&["grow"]), &["finished"], T)?;
+    run_python(
+        version,
+        &db,
+        "Queue('default', connection=r).enqueue('pytasks.pid', job_id='after')",
+    )?;
+    wait_statuses(&db, &ids(&["after"]), &["finished"], T)?;
+    assert!(
+        w.alive(),
+        "the worker survives timeouts, segfaults and recycling"
+    );
+    let out = run_python(
+        version,
+        &db,
+        r#"
+from rq.job import Job
+exc = Job.fetch("stuck", connection=r).latest_result().exc_string
+assert "JobTimeoutException" in exc and "(1 seconds)" in exc, exc
+exc = Job.fetch("segv", connection=r).latest_result().exc_string
+assert "SIGSEGV" in exc, exc
+assert Job.fetch("grow", connection=r).return_value() != Job.fetch("after", connection=r).return_value(), "recycled"
+for _ in range(100):
+    if r.get("cb:failure:stuck"):
+        break
+    time.sleep(0.1)
+assert r.get("cb:failure:stuck").startswith(b"JobTimeoutException"), r.get("cb:failure:stuck")
+print("ok")
+"#,
+    )?;
+    assert_eq!(out.trim(), "ok");
+    Ok(())
+}
+
+#[test]
+fn kill_9_with_python_jobs_in_flight_recovers_them() -> Result<()> {
+    let version = "2.12";
+    let db = RedisDb::lease()?;
+    run_python(
+        version,
+        &db,
+        r#"
+from rq import Retry
+q = Queue("default", connection=r)
+for i in range(2):
+    q.enqueue("pytasks.nap", 3, job_id=f"r{i}", retry=Retry(max=1), job_timeout=30)
+"#,
+    )?;
+    let fast = [
+        "--abandon-grace-secs",
+        "2",
+        "--heartbeat-secs",
+        "1",
+        "--recover-every-secs",
+        "1",
+        "--concurrency",
+        "4",
+    ];
+    let mut victim = start(&db, version, "w-py-victim", 1, &fast)?;
+    let mut conn = db.conn()?;
+    wait_for(Duration::from_secs(30), "two Python jobs running", || {
+        let running: i64 = redis::cmd("ZCARD").arg("rq:wip:default").query(&mut conn)?;
+        Ok((running == 2).then_some(()))
+    })?;
+    victim.signal("KILL")?;
+    victim.wait_exit(Duration::from_secs(5))?;
+    let _survivor = start(&db, version, "w-py-survivor", 1, &fast)?;
+    wait_statuses(&db, &ids(&["r0", "r1"]), &["finished"], T)?;
+    Ok(())
+}
