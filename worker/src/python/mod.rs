@@ -69,6 +69,15 @@ impl PyFailure {
     pub fn retryable(&self) -> bool {
         self.kind != FailureKind::Stopped
     }
+
+    /// The last line of the traceback (`ValueError: bad input`), for logs.
+    pub fn summary(&self) -> &str {
+        self.exc_string
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or(&self.exc_type)
+    }
 }
 
 /// What became of a Python job.
