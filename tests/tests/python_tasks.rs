@@ -172,9 +172,53 @@ for i in range(2):
         let running: i64 = redis::cmd("ZCARD").arg("rq:wip:default").query(&mut conn)?;
         Ok((running == 2).then_some(()))
     })?;
+    let runners = children(victim.child.id());
+    assert!(
+        !runners.is_empty(),
+        "the worker runs its Python processes as children"
+    );
     victim.signal("KILL")?;
     victim.wait_exit(Duration::from_secs(5))?;
+    // Their pipe closed: the orphaned Python processes exit at once, jobs unfinished.
+    wait_for(
+        Duration::from_secs(10),
+        "orphaned Python processes to exit",
+        || {
+            Ok(runners
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p))
+                .then_some(()))
+        },
+    )?;
     let _survivor = start(&db, version, "w-py-survivor", 1, &fast)?;
     wait_statuses(&db, &ids(&["r0", "r1"]), &["finished"], T)?;
     Ok(())
+}
+
+/// Pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.split_whitespace().nth(1) == Some(&pid.to_string()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
