@@ -153,7 +153,7 @@ fn kill_9_with_python_jobs_in_flight_recovers_them() -> Result<()> {
 from rq import Retry
 q = Queue("default", connection=r)
 for i in range(2):
-    q.enqueue("pytasks.nap", 3, job_id=f"r{i}", retry=Retry(max=1), job_timeout=30)
+    q.enqueue("pytasks.nap", 3, job_id=f"r{i}", retry=Retry(max=1), job_timeout=6)
 "#,
     )?;
     let fast = [
