@@ -34,9 +34,10 @@ async fn run(args: WorkerArgs) -> Result<()> {
     migrate_apps(&pipelines, &worker.args().pipelines.apps, false).await?;
     mindora_worker::pipelines::register(worker.registry_mut(), pipelines);
     // --python: jobs naming no built-in function run on a pool of Python processes.
-    let python = mindora_worker::python::start_pool(&worker.args().python, &worker.args().redis_url)
-        .await
-        .context("starting the --python pool")?;
+    let python =
+        mindora_worker::python::start_pool(&worker.args().python, &worker.args().redis_url)
+            .await
+            .context("starting the --python pool")?;
     if let Some(pool) = &python {
         worker
             .registry_mut()

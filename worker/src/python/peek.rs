@@ -6,8 +6,11 @@
 //! is the first string of the tuple, so reading the opcodes up to it is enough: `PROTO`,
 //! an optional `FRAME`, an optional `MARK`, then one of the string opcodes.
 
+use mindora_sdk::wire::job::field;
 use mindora_sdk::wire::serializer::decompress_or_raw;
-use mindora_sdk::wire::Serializer;
+use mindora_sdk::wire::{JobCall, JobHash, Serializer};
+
+use crate::handler::Registry;
 
 const PROTO: u8 = 0x80;
 const FRAME: u8 = 0x95;
@@ -29,6 +32,25 @@ pub fn function_name(data: &[u8]) -> Option<(Serializer, String)> {
             Some((Serializer::Json, name))
         }
     }
+}
+
+/// For a job whose arguments Rust cannot decode (pickled objects): the call to hand to the
+/// registry's fallback (the Python pool, which decodes it), when the function is not built
+/// in and a fallback is set. Arguments stay in `data` for Python; none are decoded here.
+pub fn fallback_call(registry: &Registry, hash: &JobHash) -> Option<(Serializer, JobCall)> {
+    let (serializer, function) = function_name(hash.raw(field::DATA)?)?;
+    let built_in = registry.names().contains(&function.as_str());
+    if built_in || registry.get(&function).is_none() {
+        return None;
+    }
+    Some((
+        serializer,
+        JobCall {
+            function,
+            args: Vec::new(),
+            kwargs: serde_json::Map::new(),
+        },
+    ))
 }
 
 fn pickle_first_string(b: &[u8]) -> Option<String> {

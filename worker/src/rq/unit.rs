@@ -17,7 +17,10 @@ use crate::handler::{HandlerError, JobContext, ProgressFn, RawJob};
 impl RqSource {
     /// Runs one claimed job and records its outcome.
     pub(super) async fn run_unit(self: Arc<Self>, job: Claimed) {
-        let (serializer, call) = match job.hash.call() {
+        let decoded = job.hash.call().or_else(|e| {
+            crate::python::peek::fallback_call(self.core.registry(), &job.hash).ok_or(e)
+        });
+        let (serializer, call) = match decoded {
             Ok(decoded) => decoded,
             Err(e) => {
                 let labels = Labels::new(SOURCE, job.queue.clone(), "<undecodable>");
@@ -37,7 +40,13 @@ impl RqSource {
             field::FAILURE_CALLBACK_NAME,
             field::STOPPED_CALLBACK_NAME,
         ] {
-            if let Some(name) = job.hash.text(callback) {
+            // Functions no built-in serves go to the fallback (the Python pool runs them).
+            let built_in = self
+                .core
+                .registry()
+                .names()
+                .contains(&call.function.as_str());
+            if let Some(name) = job.hash.text(callback).filter(|_| built_in) {
                 warn!(
                     callback,
                     name, "rq callbacks name Python functions; mindora-worker does not run them"
