@@ -230,6 +230,15 @@ class Runner:
         try:
             job = self._load(header["id"], header.get("serializer"))
             if header["kind"] == "stopped":
+                # The worker dropped the job: a stop command (rq records "stopped") or a
+                # shutdown (it goes back to its queue). Only the former gets the callback.
+                want = header.get("if_status")
+                deadline = time.time() + 10
+                while want and job.get_status(refresh=True) != want:
+                    if job.get_status() != "started" or time.time() > deadline:
+                        self.writer.send({"t": "ok", "tag": tag, "rss": rss_bytes()})
+                        return
+                    time.sleep(0.05)
                 compat.run_callback("stopped", job)
             else:
                 exc_class = JobTimeoutException if header.get("exc_type") == "JobTimeoutException" else ProcessDied

@@ -86,7 +86,7 @@ print("ok")
 }
 
 #[test]
-fn timeouts_segfaults_and_memory_recycling_leave_the_worker_running() -> Result<()> {
+fn timeouts_segfaults_stops_and_memory_recycling_leave_the_worker_running() -> Result<()> {
     let version = "3.0";
     let db = RedisDb::lease()?;
     run_python(
@@ -99,6 +99,7 @@ q = Queue("default", connection=r)
 q.enqueue("pytasks.stuck", job_id="stuck", job_timeout=1, on_failure=Callback(pytasks.on_failure))
 q.enqueue("pytasks.segfault", job_id="segv")
 q.enqueue("pytasks.grow", 200, job_id="grow")
+q.enqueue("pytasks.stuck", job_id="stopme", job_timeout=600, on_stopped=Callback(pytasks.on_stopped))
 "#,
     )?;
     let mut w = start(
@@ -110,6 +111,15 @@ q.enqueue("pytasks.grow", 200, job_id="grow")
     )?;
     wait_statuses(&db, &ids(&["stuck", "segv"]), &["failed"], T)?;
     wait_statuses(&db, &ids(&["grow"]), &["finished"], T)?;
+    // rq's stop command: the job is recorded as stopped, its process killed, and its
+    // on_stopped callback runs in another process.
+    wait_statuses(&db, &ids(&["stopme"]), &["started"], T)?;
+    run_python(
+        version,
+        &db,
+        "from rq.command import send_stop_job_command\nsend_stop_job_command(r, 'stopme')",
+    )?;
+    wait_statuses(&db, &ids(&["stopme"]), &["stopped"], T)?;
     run_python(
         version,
         &db,
@@ -135,6 +145,11 @@ for _ in range(100):
         break
     time.sleep(0.1)
 assert r.get("cb:failure:stuck").startswith(b"JobTimeoutException"), r.get("cb:failure:stuck")
+for _ in range(100):
+    if r.get("cb:stopped:stopme"):
+        break
+    time.sleep(0.1)
+assert r.get("cb:stopped:stopme") == b"stopped", r.get("cb:stopped:stopme")
 print("ok")
 "#,
     )?;

@@ -229,6 +229,31 @@ impl PythonPool {
     }
 
     fn spawn_late_callback(&self, job_id: &str, exc_type: &'static str, message: String) {
+        self.spawn_callback(job_id, "failure", exc_type, message, None);
+    }
+
+    /// A job dropped before its deadline was stopped (or requeued at shutdown): its
+    /// `on_stopped` callback runs in another process once rq's status reads `stopped`.
+    fn spawn_stopped_callback(&self, job_id: &str) {
+        if !self.inner.shutdown.is_cancelled() {
+            self.spawn_callback(
+                job_id,
+                "stopped",
+                "StopRequested",
+                String::new(),
+                Some("stopped"),
+            );
+        }
+    }
+
+    fn spawn_callback(
+        &self,
+        job_id: &str,
+        kind: &'static str,
+        exc_type: &'static str,
+        message: String,
+        if_status: Option<&'static str>,
+    ) {
         let this = self.clone();
         let id = job_id.to_string();
         tokio::spawn(async move {
@@ -236,18 +261,19 @@ impl PythonPool {
             let msg = |tag| ToRunner::Callback {
                 tag,
                 id: id.clone(),
-                kind: "failure",
+                kind,
                 exc_type,
                 message: message.clone(),
                 serializer: serializer.clone(),
+                if_status,
             };
             match this.dispatch(&id, msg, Some(Duration::from_secs(60))).await {
                 Ok(PyOutcome::Failed(f)) => {
-                    warn!(job_id = %id, error = %f.exc_string, "failure callback failed")
+                    warn!(job_id = %id, kind, error = %f.exc_string, "callback failed")
                 }
                 Ok(PyOutcome::Returned(_)) => {}
                 Err(Timeout { proc_id, tag }) => {
-                    warn!(job_id = %id, "failure callback ran past its timeout");
+                    warn!(job_id = %id, kind, "callback ran past its timeout");
                     this.inner.abandon(proc_id, tag, "abandoned");
                 }
             }
@@ -351,12 +377,15 @@ impl Drop for Abandon {
         } else {
             "abandoned"
         };
-        if self.pool.inner.abandon(self.proc_id, self.tag, reason) && timed_out && self.is_job {
+        let killed = self.pool.inner.abandon(self.proc_id, self.tag, reason);
+        if self.is_job && timed_out && killed {
             self.pool.spawn_late_callback(
                 &self.job_id,
                 "JobTimeoutException",
                 "Task exceeded maximum timeout value".into(),
             );
+        } else if self.is_job && !timed_out {
+            self.pool.spawn_stopped_callback(&self.job_id);
         }
     }
 }

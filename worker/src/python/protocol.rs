@@ -48,6 +48,10 @@ pub enum ToRunner {
         /// Custom serializer path, as for jobs.
         #[serde(skip_serializing_if = "Option::is_none")]
         serializer: Option<String>,
+        /// Run it only once the job's status reads this (`stopped`: the worker recorded a
+        /// stop command, not a shutdown requeue).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        if_status: Option<&'static str>,
     },
     /// Cancel an `async def` job (timeout or stop); the runner runs its callback and answers.
     Cancel {
