@@ -16,6 +16,8 @@
 //! - [`pipelines`]: the `pipelines.*` document handlers.
 //! - [`config`]: command line and environment; [`connect_args`]: TLS / ACL / Sentinel flags.
 //! - [`backlog`]: the `mindora_queue_backlog` gauge autoscalers read.
+//! - [`consul`]: Consul registration, KV settings and live reload.
+//! - [`logging`]: the log subscriber with a reloadable filter.
 
 #![warn(missing_docs)]
 
@@ -25,9 +27,11 @@ pub mod backoff;
 pub mod builtins;
 pub mod config;
 pub mod connect_args;
+pub mod consul;
 pub mod core;
 pub mod handler;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod pipelines;
 pub mod rq;
