@@ -66,6 +66,7 @@ impl ConsulWorker {
         let dir = TempDir(dir);
         let log = dir.0.join("worker.log");
         let port = free_port()?;
+        let file = std::fs::File::create(&log)?;
         let mut cmd = Command::new(worker_binary()?);
         cmd.arg("--redis-url")
             .arg(db.url())
@@ -81,8 +82,9 @@ impl ConsulWorker {
             .env("MINDORA_CONSUL_RESYNC_SECS", "1")
             .env("MINDORA_CONSUL_CHECK_INTERVAL_SECS", "1")
             .env("MINDORA_CONSUL_WAIT_SECS", "2")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log)?));
+            // tracing writes to stdout; panics go to stderr: both land in the log file.
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file));
         for (k, v) in env {
             cmd.env(k, v);
         }
