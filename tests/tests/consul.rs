@@ -232,7 +232,8 @@ fn kv_settings_apply_at_start_and_reload_live() -> Result<()> {
     w.wait_log(T, "config change needs a restart to take effect", |l| {
         l["key"] == "shutdown_grace_secs"
     })?;
-    assert!(reloads(&w, "applied") >= 4.0);
+    // Counted while running: retry, log level, features (start-time values are logged only).
+    assert!(reloads(&w, "applied") >= 3.0);
     assert!(w.ready());
     no_violations(&consul);
     Ok(())
@@ -286,6 +287,81 @@ fn consul_away_at_start_then_restarting() -> Result<()> {
     })?;
     w.wait_log(T, "config change applied", |l| {
         l["setting"] == "log_level" && l["new"] == "info"
+    })?;
+    no_violations(&consul);
+    Ok(())
+}
+
+#[test]
+fn concurrency_and_queues_reload_while_jobs_run() -> Result<()> {
+    let db = RedisDb::lease()?;
+    let consul = FakeConsul::start(None)?;
+    consul.put("mindora/dev/worker/concurrency", "8");
+    consul.put("mindora/dev/worker/queues", "cq1");
+    run_python(
+        "3.0",
+        &db,
+        "q = Queue('cq1', connection=r)\nfor i in range(60):\n    q.enqueue('mindora.sleep', 2, job_id=f's{i}')",
+    )?;
+    let w = ConsulWorker::start(&db, "w-consul-live", &consul.addr(), &[], &[])?;
+    let in_flight = "mindora_jobs_in_flight{source=\"redis\"}";
+    w.wait_metric(T, in_flight, |v| v == 8.0)?;
+
+    // 8 -> 2 while jobs run: no job is interrupted, the running ones drain to 2.
+    consul.put("mindora/dev/worker/concurrency", "2");
+    w.wait_log(T, "config change applied", |l| {
+        l["setting"] == "concurrency" && l["old"] == "8" && l["new"] == "2"
+    })?;
+    w.wait_metric(T, in_flight, |v| v <= 2.0)?;
+    for _ in 0..10 {
+        let n = w.metric(in_flight)?.unwrap_or(0.0);
+        assert!(n <= 2.0, "{n} jobs in flight after the budget went to 2");
+        let started = run_python(
+            "3.0",
+            &db,
+            "from rq.registry import StartedJobRegistry\nprint(StartedJobRegistry('cq1', connection=r).count)",
+        )?;
+        let started: usize = started.trim().parse()?;
+        assert!(started <= 2, "rq sees {started} started jobs");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(w.metric("mindora_worker_concurrency")?, Some(2.0));
+    wait_for(T, "the registration meta to follow", || {
+        Ok(consul
+            .services()
+            .values()
+            .any(|s| s["Meta"]["concurrency"] == "2")
+            .then_some(()))
+    })?;
+
+    // Queue list replaced: a new first lane is served before the backlog of cq1.
+    consul.put("mindora/dev/worker/queues", "[\"cq2\",\"cq1\"]");
+    w.wait_log(T, "config change applied", |l| {
+        l["setting"] == "queues" && l["new"] == "cq2,cq1"
+    })?;
+    run_python(
+        "3.0",
+        &db,
+        "Queue('cq2', connection=r).enqueue('mindora.echo', 1, job_id='pri')",
+    )?;
+    wait_statuses(&db, &["pri".into()], &["finished"], T)?;
+    let backlog: usize = run_python("3.0", &db, "print(len(Queue('cq1', connection=r)))")?
+        .trim()
+        .parse()?;
+    assert!(
+        backlog > 0,
+        "cq2 was served while cq1 still had {backlog} jobs waiting"
+    );
+    wait_for(T, "the registration tags to follow", || {
+        Ok(consul
+            .services()
+            .values()
+            .any(|s| {
+                s["Tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "queue:cq2"))
+            })
+            .then_some(()))
     })?;
     no_violations(&consul);
     Ok(())
