@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod app_options;
 pub mod chunk;
 pub mod config;
 pub mod error;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use app_options::AppOptions;
 pub use config::PipelineConfig;
 pub use error::{ExtractProblem, PipelineError};
 
@@ -157,7 +159,11 @@ impl Pipelines {
     /// Pipelines over caller-provided stages (tests, custom stores or models).
     pub fn with_stages(config: PipelineConfig, stages: Stages) -> Self {
         Pipelines {
-            inner: Arc::new(pipeline::Inner { config, stages }),
+            inner: Arc::new(pipeline::Inner {
+                config,
+                stages,
+                app_options: Default::default(),
+            }),
         }
     }
 
@@ -189,6 +195,21 @@ impl Pipelines {
             });
         };
         records.migrate(&app).await
+    }
+
+    /// Replaces `app`'s defaults (chunking, which stages run) for the jobs that start from now
+    /// on; the job's own `options` still win. All clones see the change.
+    pub fn set_app_options(&self, app: &str, options: AppOptions) {
+        self.inner.app_options.set(app, options);
+    }
+
+    /// `app`'s current defaults.
+    pub fn app_options(&self, app: &str) -> AppOptions {
+        self.inner
+            .app_options
+            .get(app)
+            .map(|o| (*o).clone())
+            .unwrap_or_default()
     }
 
     /// The configuration in use.

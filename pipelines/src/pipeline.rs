@@ -17,6 +17,7 @@ use crate::{JobInfo, PipelineConfig, ProgressSink, Stages};
 pub(crate) struct Inner {
     pub config: PipelineConfig,
     pub stages: Stages,
+    pub app_options: crate::app_options::AppOptionsTable,
 }
 
 /// Parsed job arguments common to every function.
@@ -24,6 +25,8 @@ struct Args {
     app: App,
     doc: DocumentRef,
     options: Map<String, Value>,
+    /// The app's defaults when the job started (set by the worker, e.g. from Consul).
+    defaults: Option<std::sync::Arc<crate::AppOptions>>,
 }
 
 const POSITIONAL: &[&str] = &["app", "bucket", "key", "document_id", "user_id", "options"];
@@ -98,7 +101,12 @@ fn parse_args(args: &[Value], kwargs: &Map<String, Value>) -> Result<Args, Pipel
             "options.password must be a string".into(),
         ));
     }
-    Ok(Args { app, doc, options })
+    Ok(Args {
+        app,
+        doc,
+        options,
+        defaults: None,
+    })
 }
 
 /// Accumulates the job's meta and pushes it to the sink at each change.
@@ -216,7 +224,11 @@ impl Inner {
         if !crate::FUNCTIONS.contains(&format!("pipelines.{name}").as_str()) {
             return Err(PipelineError::UnknownFunction(function.to_string()));
         }
-        let a = parse_args(args, kwargs)?;
+        let mut a = parse_args(args, kwargs)?;
+        a.defaults = self.app_options.get(a.app.as_str());
+        if let Some(d) = &a.defaults {
+            d.fill(&mut a.options);
+        }
         let progress = Progress::new(progress, function, &a.doc);
         let mut log = RunLog::new();
         let result = match name {
@@ -424,7 +436,22 @@ impl Inner {
     fn chunk(&self, a: &Args, text: &str, progress: &Progress<'_>, log: &mut RunLog) -> Vec<Chunk> {
         progress.stage("chunk");
         let t = Instant::now();
-        let chunks = self.stages.chunker.chunk(a.doc.document_id, text);
+        let custom = a
+            .defaults
+            .as_ref()
+            .filter(|d| d.chunk_size.is_some() || d.chunk_overlap.is_some());
+        let chunks = match custom {
+            // The app's own chunk budget replaces the worker-wide chunker for this job.
+            Some(d) => crate::chunk::Chunker::chunk(
+                &crate::chunk::TextChunker::new(
+                    d.chunk_size.unwrap_or(self.config.chunk_size),
+                    d.chunk_overlap.unwrap_or(self.config.chunk_overlap),
+                ),
+                a.doc.document_id,
+                text,
+            ),
+            None => self.stages.chunker.chunk(a.doc.document_id, text),
+        };
         log.fields.chunks = Some(chunks.len() as i32);
         log.done("chunk", "chunked", t, json!({"chunks": chunks.len()}));
         progress.set(&[("chunks", json!(chunks.len()))]);

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mindora_sdk::RetryPolicy;
@@ -110,6 +111,9 @@ pub struct WorkerArgs {
     /// Python tasks (`--python`): a process pool for rq jobs not built in.
     #[command(flatten)]
     pub python: crate::python::PythonArgs,
+    /// Consul registration and KV settings (off unless --consul-addr / CONSUL_HTTP_ADDR).
+    #[command(flatten)]
+    pub consul: crate::consul::ConsulArgs,
 }
 
 /// A malformed setting.
@@ -158,9 +162,15 @@ pub fn parse_policy(spec: &str) -> Result<RetryPolicy, PolicyError> {
     })
 }
 
-/// Default retry policies by queue.
+/// Default retry policies by queue. Clones share one table, so a change made at run time
+/// (Consul KV) reaches the loops that hold a clone.
 #[derive(Debug, Clone, Default)]
 pub struct RetryDefaults {
+    table: Arc<RwLock<RetryTable>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RetryTable {
     all: Option<RetryPolicy>,
     by_queue: HashMap<String, RetryPolicy>,
 }
@@ -168,9 +178,14 @@ pub struct RetryDefaults {
 impl RetryDefaults {
     /// Builds the table from the two settings.
     pub fn from_args(args: &WorkerArgs) -> Result<Self, PolicyError> {
-        let all = args.retry.as_deref().map(parse_policy).transpose()?;
+        Self::from_specs(args.retry.as_deref(), args.queue_retry.as_deref())
+    }
+
+    /// Builds the table from `--retry` and `--queue-retry` texts.
+    pub fn from_specs(retry: Option<&str>, queue_retry: Option<&str>) -> Result<Self, PolicyError> {
+        let all = retry.map(parse_policy).transpose()?;
         let mut by_queue = HashMap::new();
-        if let Some(spec) = &args.queue_retry {
+        if let Some(spec) = queue_retry {
             for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 let (q, p) = item.split_once('=').ok_or_else(|| PolicyError {
                     spec: item.to_string(),
@@ -179,12 +194,25 @@ impl RetryDefaults {
                 by_queue.insert(q.trim().to_string(), parse_policy(p)?);
             }
         }
-        Ok(RetryDefaults { all, by_queue })
+        Ok(RetryDefaults {
+            table: Arc::new(RwLock::new(RetryTable { all, by_queue })),
+        })
     }
 
     /// The policy for jobs on `queue` that carry none.
-    pub fn for_queue(&self, queue: &str) -> Option<&RetryPolicy> {
-        self.by_queue.get(queue).or(self.all.as_ref())
+    pub fn for_queue(&self, queue: &str) -> Option<RetryPolicy> {
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        t.by_queue.get(queue).or(t.all.as_ref()).cloned()
+    }
+
+    /// Makes every clone of `self` use `other`'s policies from now on.
+    pub fn replace_with(&self, other: &RetryDefaults) {
+        let new = other
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = new;
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`python`]: the `--python` pool running rq jobs written in Python.
 //! - [`config`]: command line and environment; [`connect_args`]: TLS / ACL / Sentinel flags.
 //! - [`backlog`]: the `mindora_queue_backlog` gauge autoscalers read.
+//! - [`consul`]: Consul registration, KV settings and live reload.
+//! - [`logging`]: the log subscriber with a reloadable filter.
 
 #![warn(missing_docs)]
 
@@ -26,9 +28,11 @@ pub mod backoff;
 pub mod builtins;
 pub mod config;
 pub mod connect_args;
+pub mod consul;
 pub mod core;
 pub mod handler;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod pipelines;
 pub mod python;

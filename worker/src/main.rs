@@ -1,10 +1,19 @@
 //! `mindora-worker` binary: the embeddable [`Worker`] with the document pipelines, plus
 //! the `healthcheck`, `topology` and `migrate` subcommands.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
-use clap::Parser;
-use mindora_worker::config::{Cli, Command, WorkerArgs};
-use mindora_worker::{init_logging, Worker};
+use clap::{CommandFactory, FromArgMatches};
+use mindora_worker::config::{Cli, Command, LogFormat, WorkerArgs};
+use mindora_worker::consul::{self, Announced, LiveTarget, Pinned};
+use mindora_worker::logging::{self, LogLevelHandle};
+use mindora_worker::Worker;
+
+fn init_logging(format: LogFormat) -> LogLevelHandle {
+    logging::init(format)
+}
 
 /// Applies migrations per app. At start-up (`strict == false`) an unconfigured or unreachable
 /// database is logged, not fatal: the pipeline jobs that need it fail with the reason.
@@ -26,13 +35,24 @@ async fn migrate_apps(
     Ok(())
 }
 
-async fn run(args: WorkerArgs) -> Result<()> {
+async fn run(mut args: WorkerArgs, pinned: Pinned, log: LogLevelHandle) -> Result<()> {
+    // Consul KV fills what the command line and environment leave unset.
+    let consul = consul::Session::open(&args, pinned, &logging::initial_filter())
+        .await
+        .context("Consul settings")?;
+    if let Some(c) = &consul {
+        c.apply_at_start(&mut args);
+    }
+    let name = args
+        .name
+        .get_or_insert_with(mindora_worker::worker::default_name)
+        .clone();
     let mut worker = Worker::from_args(args).context("worker settings")?;
     let pipelines = mindora_pipelines::Pipelines::new(worker.args().pipelines.clone())
         .await
         .context("configuring the document pipelines")?;
     migrate_apps(&pipelines, &worker.args().pipelines.apps, false).await?;
-    mindora_worker::pipelines::register(worker.registry_mut(), pipelines);
+    mindora_worker::pipelines::register(worker.registry_mut(), pipelines.clone());
     // --python: jobs naming no built-in function run on a pool of Python processes.
     let python =
         mindora_worker::python::start_pool(&worker.args().python, &worker.args().redis_url)
@@ -43,7 +63,27 @@ async fn run(args: WorkerArgs) -> Result<()> {
             .registry_mut()
             .set_fallback(mindora_worker::python::PythonHandler::new(pool.clone()));
     }
+    let handle = worker.handle();
+    let consul_task = consul.map(|c| {
+        let identity = c.identity(worker.args(), &name);
+        let live = Announced {
+            queues: handle.lanes(),
+            concurrency: handle.concurrency(),
+        };
+        let target = LiveTarget {
+            log: Some(log),
+            retry: handle.retry_defaults(),
+            pipelines: Some(pipelines),
+            worker: Some(Arc::new(handle.clone())),
+        };
+        c.spawn(identity, live, target, handle.shutdown_token())
+    });
     let result = worker.run().await.context("worker");
+    handle.shutdown();
+    if let Some(task) = consul_task {
+        // Deregistration is bounded by the client's timeouts; never hold the exit longer.
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     if let Some(pool) = python {
         pool.shutdown().await;
     }
@@ -52,7 +92,9 @@ async fn run(args: WorkerArgs) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let pinned = Pinned::from_matches(&matches, logging::env_pinned());
     match cli.command {
         Some(Command::Healthcheck) => {
             let addr = cli
@@ -66,13 +108,13 @@ async fn main() -> Result<()> {
             }
         }
         Some(Command::Topology) => {
-            init_logging(cli.worker.log_format);
+            let _ = init_logging(cli.worker.log_format);
             mindora_worker::amqp::declare_topology(&cli.worker.amqp)
                 .await
                 .context("declaring the RabbitMQ topology")
         }
         Some(Command::Migrate { apps }) => {
-            init_logging(cli.worker.log_format);
+            let _ = init_logging(cli.worker.log_format);
             let apps = if apps.is_empty() {
                 cli.worker.pipelines.apps.clone()
             } else {
@@ -87,8 +129,8 @@ async fn main() -> Result<()> {
             migrate_apps(&pipelines, &apps, true).await
         }
         Some(Command::Run) | None => {
-            init_logging(cli.worker.log_format);
-            run(cli.worker).await
+            let log = init_logging(cli.worker.log_format);
+            run(cli.worker, pinned, log).await
         }
     }
 }

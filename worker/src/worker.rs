@@ -63,6 +63,7 @@ struct EnvArgs {
 pub struct WorkerHandle {
     budget: Budget,
     lanes: Arc<Lanes>,
+    retry: RetryDefaults,
     shutdown: CancellationToken,
 }
 
@@ -89,9 +90,20 @@ impl WorkerHandle {
         self.lanes.set(lanes)
     }
 
+    /// The default retry policies of the Redis source; every clone shares one table, so
+    /// `replace_with` on it changes them while the worker runs.
+    pub fn retry_defaults(&self) -> RetryDefaults {
+        self.retry.clone()
+    }
+
     /// Starts a graceful shutdown (as SIGTERM does).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Cancelled when a graceful shutdown starts (signal, rq command, [`Self::shutdown`]).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 }
 
@@ -139,11 +151,14 @@ impl Worker {
                 "--queues needs at least one non-empty queue name".into(),
             ));
         }
+        let retry =
+            RetryDefaults::from_args(&args).map_err(|e| WorkerError::Config(e.to_string()))?;
         let mut registry = Registry::new();
         crate::builtins::register(&mut registry);
         let handle = WorkerHandle {
             budget: Budget::new(args.concurrency),
             lanes: Lanes::new(args.queues.clone()),
+            retry,
             shutdown: CancellationToken::new(),
         };
         Ok(Worker {
@@ -200,8 +215,7 @@ impl Worker {
     pub async fn run(self) -> Result<(), WorkerError> {
         let args = self.args;
         let name = args.name.clone().unwrap_or_else(default_name);
-        let retry_defaults =
-            RetryDefaults::from_args(&args).map_err(|e| WorkerError::Config(e.to_string()))?;
+        let retry_defaults = self.handle.retry.clone();
         if args.amqp.url.is_some() {
             // Bad AMQP settings fail start-up, not silently after the Redis loop ends.
             crate::amqp::Topology::from_args(&args.amqp)?;
@@ -269,7 +283,7 @@ impl Worker {
 }
 
 /// A default worker name, unique per replica: `host.pid.random`.
-fn default_name() -> String {
+pub fn default_name() -> String {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     format!("{}.{}.{suffix}", hostname(), std::process::id())
 }

@@ -132,7 +132,7 @@ impl RqSource {
             Some(_) => FailMode::Failed,
             None => match self.cfg.retry_defaults.for_queue(&job.queue) {
                 Some(policy) if policy.retries() > 0 => {
-                    match self.store.adopt_retry_policy(&job.job_id, policy).await {
+                    match self.store.adopt_retry_policy(&job.job_id, &policy).await {
                         Ok(()) => FailMode::Retry {
                             delay_secs: policy.delay_secs(i64::from(policy.retries())).ceil()
                                 as i64,
