@@ -2,6 +2,8 @@
 //! tests run in parallel and twice in a row), runs real Python `rq` from pinned venvs, and
 //! starts real `mindora-worker` processes.
 
+pub mod hook_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -15,6 +15,9 @@
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 //! - [`pipelines`]: the `pipelines.*` document handlers.
 //! - [`config`]: command line and environment.
+//! - [`webhooks`]: rq's `Webhook`s, sent after an outcome is persisted.
+//! - [`ratelimit`]: maintenance of rq 3.0's `RateLimit` slots.
+//! - [`cron`]: periodic jobs, each tick enqueued once across replicas.
 
 #![warn(missing_docs)]
 
@@ -23,11 +26,14 @@ pub mod backoff;
 pub mod builtins;
 pub mod config;
 pub mod core;
+pub mod cron;
 pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod pipelines;
+pub mod ratelimit;
 pub mod rq;
+pub mod webhooks;
 pub mod worker;
 
 pub use worker::{init_logging, Worker, WorkerError, WorkerHandle};

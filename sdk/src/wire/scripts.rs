@@ -20,6 +20,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("heartbeat.lua", include_str!("lua/heartbeat.lua")),
     ("enqueue.lua", include_str!("lua/enqueue.lua")),
     ("cancel.lua", include_str!("lua/cancel.lua")),
+    ("ratelimit_cleanup.lua", include_str!("lua/ratelimit_cleanup.lua")),
+    ("cron_enqueue.lua", include_str!("lua/cron_enqueue.lua")),
 ];
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -51,3 +53,9 @@ pub static ENQUEUE: LazyLock<Script> =
     LazyLock::new(|| with_common(include_str!("lua/enqueue.lua")));
 /// Cancel a job that has not started.
 pub static CANCEL: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/cancel.lua")));
+/// rq 3.0 rate limits: free leaked slots and promote waiting jobs (maintenance).
+pub static RATELIMIT_CLEANUP: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/ratelimit_cleanup.lua")));
+/// Enqueue one cron tick, exactly once across every scheduler (claim and enqueue in one step).
+pub static CRON_ENQUEUE: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/cron_enqueue.lua")));

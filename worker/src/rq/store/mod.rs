@@ -78,7 +78,7 @@ impl RqStore {
         &self.worker
     }
 
-    fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
