@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use mindora_tests::{
-    python_command, repo_root, run_python, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
+    python_command, repo_root, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess,
+    RQ_VERSIONS,
 };
 use redis::Commands;
 
@@ -59,13 +60,22 @@ for i in range({n}):
         ),
     )?;
     let _py = [py_worker(&db, "py-1", "rl")?, py_worker(&db, "py-2", "rl")?];
+    let mut conn = db.conn()?;
+    // Both kinds of worker compete from the start.
+    wait_for(
+        Duration::from_secs(60),
+        "the Python workers to register",
+        || {
+            let n: usize = conn.scard("rq:workers")?;
+            Ok((n >= 2).then_some(()))
+        },
+    )?;
     // Ours could run 8 at once each: only the limit keeps them to 2.
     let ours = [
         WorkerProcess::start(&db, "rs-1", &["--queues", "rl", "--concurrency", "8"])?,
         WorkerProcess::start(&db, "rs-2", &["--queues", "rl", "--concurrency", "8"])?,
     ];
     let ids: Vec<String> = (0..n).map(|i| format!("rl-{i}")).collect();
-    let mut conn = db.conn()?;
     let (mut samples, mut max_running, mut max_allowed) = (0u64, 0usize, 0usize);
     let started = Instant::now();
     loop {
@@ -156,11 +166,22 @@ fn cron_on_three_replicas_enqueues_every_tick_exactly_once() -> Result<()> {
         "--cron",
         f.as_str(),
     ];
+    let spawned = epoch();
     let mut replicas = vec![
         WorkerProcess::start(&db, "cron-a", &args)?,
         WorkerProcess::start(&db, "cron-b", &args)?,
         WorkerProcess::start(&db, "cron-c", &args)?,
     ];
+    let mut conn = db.conn()?;
+    // A replica registers in rq's registry as its schedule starts.
+    wait_for(
+        Duration::from_secs(60),
+        "three schedulers to register",
+        || {
+            let n: usize = conn.zcard("rq:cron_schedulers")?;
+            Ok((n >= 3).then_some(()))
+        },
+    )?;
     let first = epoch();
     std::thread::sleep(Duration::from_secs(secs / 2));
     replicas[1].signal("KILL")?;
@@ -185,13 +206,14 @@ print(",".join(names))
         );
     }
     let last = epoch();
+    // Ticks up to `last` must all be in; the replicas get two more seconds for them.
+    std::thread::sleep(Duration::from_secs(2));
     for r in &replicas {
         r.signal("TERM")?;
     }
     for r in &mut replicas {
         r.wait_exit(Duration::from_secs(30))?;
     }
-    let mut conn = db.conn()?;
     let keys: Vec<String> = conn.keys("mindora:cron:beat:*")?;
     let mut ticks = BTreeSet::new();
     let mut jobs = HashSet::new();
@@ -210,12 +232,12 @@ print(",".join(names))
     let history: Vec<String> = conn.zrange("rq:cron_job:beat:jobs", 0, -1)?;
     assert_eq!(history.len(), ticks.len(), "one job per tick");
     assert_eq!(history.iter().cloned().collect::<HashSet<_>>(), jobs);
-    let expected: BTreeSet<i64> = (first + 1..last).filter(|t| t % tick == 0).collect();
+    let expected: BTreeSet<i64> = (first + 1..=last).filter(|t| t % tick == 0).collect();
     let missing: Vec<&i64> = expected.difference(&ticks).collect();
     assert!(missing.is_empty(), "ticks never enqueued: {missing:?}");
     assert!(ticks
         .iter()
-        .all(|t| t % tick == 0 && *t >= first - 1 && *t <= last + 1));
+        .all(|t| t % tick == 0 && *t >= spawned && *t <= last + 10));
     eprintln!(
         "cron: {} ticks of {tick}s over {}s on 3 replicas (one killed and restarted), each enqueued once",
         ticks.len(),
