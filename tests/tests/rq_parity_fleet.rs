@@ -124,6 +124,15 @@ for i in range({n}):
     Ok(())
 }
 
+fn scrape(port: u16) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
 fn env_secs(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -167,8 +176,14 @@ fn cron_on_three_replicas_enqueues_every_tick_exactly_once() -> Result<()> {
         f.as_str(),
     ];
     let spawned = epoch();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut with_metrics = args.to_vec();
+    with_metrics.extend(["--metrics-addr", metrics_addr.as_str()]);
     let mut replicas = vec![
-        WorkerProcess::start(&db, "cron-a", &args)?,
+        WorkerProcess::start(&db, "cron-a", &with_metrics)?,
         WorkerProcess::start(&db, "cron-b", &args)?,
         WorkerProcess::start(&db, "cron-c", &args)?,
     ];
@@ -204,6 +219,15 @@ print(",".join(names))
             out.contains("cron-a") && out.contains("cron-b2") && out.contains("cron-c"),
             "rq {version}: {out}"
         );
+    }
+    let metrics = scrape(port)?;
+    for name in [
+        "enqueued_total",
+        "next_run_timestamp_seconds",
+        "last_run_timestamp_seconds",
+    ] {
+        let series = format!("mindora_cron_{name}{{entry=\"beat\"}}");
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
     }
     let last = epoch();
     // Ticks up to `last` must all be in; the replicas get two more seconds for them.
@@ -256,5 +280,60 @@ print(",".join(names))
         assert!(ok, "{id}: {st:?}, {runs} runs");
     }
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// rq 3.0 releases a slot on final failure and on a retry through the scheduled registry
+/// (not on an immediate retry); waiting jobs show `rate_limited` to Python. With one slot,
+/// a release that never came would strand every later job.
+#[test]
+fn rq30_rate_limit_slot_is_released_on_failure_and_delayed_retry() -> Result<()> {
+    let db = RedisDb::lease()?;
+    let out = run_python(
+        "3.0",
+        &db,
+        r#"
+from rq import RateLimit, Retry
+from rq.job import Job
+q = Queue("rl1", connection=r)
+one = RateLimit("one-slot", 1)
+q.enqueue("mindora.fail", "retried later", job_id="retry-later", retry=Retry(max=1, interval=2), rate_limit=one)
+q.enqueue("mindora.echo", 1, job_id="ok-1", rate_limit=one)
+q.enqueue("mindora.fail", "final", job_id="fails", rate_limit=one)
+q.enqueue("mindora.fail", "again", job_id="retry-now", retry=Retry(max=1), rate_limit=one)
+q.enqueue("mindora.echo", 2, job_id="ok-2", rate_limit=one)
+print(",".join(Job.fetch(j, connection=r).get_status() for j in ("retry-later", "ok-1", "ok-2")))
+"#,
+    )?;
+    assert_eq!(out.trim(), "queued,rate_limited,rate_limited");
+    // No maintenance pass after start-up: it would free a leaked slot and hide a missing release.
+    let args = [
+        "--queues",
+        "rl1",
+        "--concurrency",
+        "4",
+        "--recover-every-secs",
+        "3600",
+    ];
+    let _w = WorkerProcess::start(&db, "rs-rl1", &args)?;
+    let t = Duration::from_secs(30);
+    wait_statuses(
+        &db,
+        &[String::from("ok-1"), String::from("ok-2")],
+        &["finished"],
+        t,
+    )?;
+    let failed = ["retry-later", "fails", "retry-now"].map(String::from);
+    wait_statuses(&db, &failed, &["failed"], t)?;
+    let out = run_python(
+        "3.0",
+        &db,
+        r#"
+from rq.rate_limit import RateLimitRegistry
+reg = RateLimitRegistry("one-slot", connection=r)
+print(reg.get_allowed_job_count(), reg.get_rate_limited_job_count())
+"#,
+    )?;
+    assert_eq!(out.trim(), "0 0", "slots or waiting jobs left over");
     Ok(())
 }
