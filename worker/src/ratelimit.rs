@@ -5,8 +5,8 @@
 //! jobs, so no job stays `rate_limited` forever.
 
 use chrono::Utc;
-use mindora_sdk::wire::scripts;
 use mindora_sdk::wire::time::{epoch_float, utcformat};
+use mindora_sdk::wire::{keys, scripts};
 use redis::aio::ConnectionManager;
 
 /// Runs one cleanup over every rate-limit key, if no other worker did in the last
@@ -18,7 +18,7 @@ pub async fn cleanup(
 ) -> redis::RedisResult<i64> {
     let mut conn = conn.clone();
     let taken: Option<String> = redis::cmd("SET")
-        .arg("mindora:rl-cleanup-lock")
+        .arg(keys::RATE_LIMIT_CLEANUP_LOCK)
         .arg(worker)
         .arg("NX")
         .arg("EX")

@@ -130,6 +130,14 @@ pub const CRON_SCHEDULERS: &str = "rq:cron_schedulers";
 pub fn cron_scheduler(name: &str) -> String {
     format!("rq:cron_scheduler:{name}")
 }
+/// rq's history of the jobs one cron entry enqueued (`rq.cron.get_cron_job_ids`).
+pub fn cron_job_history(name: &str) -> String {
+    format!("rq:cron_job:{name}:jobs")
+}
+/// rq 3.0's registry of cron entry names, scored by last enqueue.
+pub const CRON_JOBS: &str = "rq:cron_jobs";
+/// mindora's fleet-wide lock that lets one worker per period run the rate-limit cleanup.
+pub const RATE_LIMIT_CLEANUP_LOCK: &str = "mindora:rl-cleanup-lock";
 /// The claim of one tick of a cron entry (mindora's exactly-once key; not an rq key).
 pub fn cron_tick(entry: &str, tick_epoch: i64) -> String {
     format!("mindora:cron:{entry}:{tick_epoch}")
@@ -189,6 +197,9 @@ mod tests {
             rate_limit_waiting(P),
             CRON_SCHEDULERS.to_string(),
             cron_scheduler(P),
+            RATE_LIMIT_CLEANUP_LOCK.to_string(),
+            cron_job_history(P),
+            CRON_JOBS.to_string(),
         ];
         let mut checked = 0;
         for (file, source) in crate::wire::scripts::SOURCES {
