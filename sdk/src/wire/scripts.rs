@@ -20,7 +20,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("heartbeat.lua", include_str!("lua/heartbeat.lua")),
     ("enqueue.lua", include_str!("lua/enqueue.lua")),
     ("cancel.lua", include_str!("lua/cancel.lua")),
-    ("ratelimit_cleanup.lua", include_str!("lua/ratelimit_cleanup.lua")),
+    (
+        "ratelimit_cleanup.lua",
+        include_str!("lua/ratelimit_cleanup.lua"),
+    ),
     ("cron_enqueue.lua", include_str!("lua/cron_enqueue.lua")),
 ];
 
