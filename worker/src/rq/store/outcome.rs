@@ -76,8 +76,11 @@ impl RqStore {
         inv.arg(result_ttl).arg(working_secs(job.started_at, ended));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
-        let (_status, moved): (String, Vec<String>) = inv.invoke_async(&mut conn).await?;
-        crate::webhooks::dispatch(&job.hash, crate::webhooks::Terminal::Finished, ended, None);
+        let (status, moved): (String, Vec<String>) = inv.invoke_async(&mut conn).await?;
+        if status != "gone" {
+            let hooks = crate::webhooks::Terminal::Finished;
+            crate::webhooks::dispatch(&job.hash, hooks, ended, None);
+        }
         Ok(moved)
     }
 
