@@ -234,10 +234,12 @@ impl Client {
     /// Cancels a job that has not started (rq's `job.cancel()`); returns the status it had.
     pub async fn cancel(&self, job_id: &str) -> Result<Option<JobStatus>, SdkError> {
         let mut conn = self.conn.clone();
+        let now = Utc::now();
         let previous: String = scripts::CANCEL
             .prepare_invoke()
             .arg(job_id)
-            .arg(epoch_secs(Utc::now()))
+            .arg(epoch_secs(now))
+            .arg(utcformat(now))
             .invoke_async(&mut conn)
             .await?;
         Ok(previous.parse().ok())

@@ -3,6 +3,7 @@
 //! starts real `mindora-worker` processes.
 
 pub mod consul;
+pub mod hook_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -19,6 +19,9 @@
 //! - [`backlog`]: the `mindora_queue_backlog` gauge autoscalers read.
 //! - [`consul`]: Consul registration, KV settings and live reload.
 //! - [`logging`]: the log subscriber with a reloadable filter.
+//! - [`webhooks`]: rq's `Webhook`s, sent after an outcome is persisted.
+//! - [`ratelimit`]: maintenance of rq 3.0's `RateLimit` slots.
+//! - [`cron`]: periodic jobs, each tick enqueued once across replicas.
 
 #![warn(missing_docs)]
 
@@ -30,13 +33,16 @@ pub mod config;
 pub mod connect_args;
 pub mod consul;
 pub mod core;
+pub mod cron;
 pub mod handler;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod pipelines;
 pub mod python;
+pub mod ratelimit;
 pub mod rq;
+pub mod webhooks;
 pub mod worker;
 
 pub use worker::{init_logging, Worker, WorkerError, WorkerHandle};

@@ -250,6 +250,15 @@ impl Worker {
                 shutdown.clone(),
             ))
         });
+        let cron = match &args.cron {
+            Some(path) => {
+                let file = crate::cron::CronFile::load(path)
+                    .map_err(|e| WorkerError::Config(format!("cron schedule: {e}")))?;
+                let run = crate::cron::run(conn.clone(), file, name.clone(), shutdown.clone());
+                Some(tokio::spawn(run))
+            }
+            None => None,
+        };
         let rq = RqSource::new(
             RqConfig {
                 burst: args.burst,
@@ -269,6 +278,9 @@ impl Worker {
         rq.run().await;
         // The Redis side is done (burst, shutdown command or signal): stop the AMQP side too.
         shutdown.cancel();
+        if let Some(cron) = cron {
+            let _ = cron.await;
+        }
         let mut result = Ok(());
         if let Some(amqp) = amqp {
             match amqp.await {

@@ -43,6 +43,18 @@ pub mod field {
     /// mindora's own field (rq ignores unknown fields): the exponential retry policy with
     /// jitter; `retries_left`/`retry_intervals` still carry an rq-readable equivalent.
     pub const MINDORA_RETRY: &str = "mindora_retry";
+    /// rq >= 2.3 `Repeat`: runs still to come after the current one.
+    pub const REPEATS_LEFT: &str = "repeats_left";
+    /// rq >= 2.3 `Repeat`: JSON list of the intervals still to use.
+    pub const REPEAT_INTERVALS: &str = "repeat_intervals";
+    /// rq >= 2.10 `Webhook`s: JSON list of `{url, job_status, method, headers, timeout}`.
+    pub const WEBHOOKS: &str = "webhooks";
+    /// rq 3.0 `RateLimit.key`.
+    pub const RATE_LIMIT_KEY: &str = "rate_limit_key";
+    /// rq 3.0 `RateLimit.concurrency`.
+    pub const RATE_LIMIT_CONCURRENCY: &str = "rate_limit_concurrency";
+    /// mindora's own field: which Python callbacks of the job were not run, and why.
+    pub const MINDORA_CALLBACKS_NOT_RUN: &str = "mindora_callbacks_not_run";
 }
 
 /// A job hash as read with `HGETALL`.

@@ -110,6 +110,38 @@ pub fn recover_lock(queue_name: &str) -> String {
 pub fn intermediate_seen(queue_name: &str, job_id: &str) -> String {
     format!("mindora:intermediate-seen:{queue_name}:{job_id}")
 }
+/// rq 3.0's set of every rate-limit key in use (`RateLimitRegistry.all`).
+pub const RATE_LIMIT_KEYS: &str = "rq:rl-keys";
+/// rq 3.0's config hash of one rate-limit key (`concurrency`).
+pub fn rate_limit(key: &str) -> String {
+    format!("rq:rl:{key}")
+}
+/// rq 3.0: jobs holding a slot of a rate-limit key (queued or running).
+pub fn rate_limit_allowed(key: &str) -> String {
+    format!("rq:rl:{key}:allowed")
+}
+/// rq 3.0: jobs waiting for a slot (status `rate_limited`).
+pub fn rate_limit_waiting(key: &str) -> String {
+    format!("rq:rl:{key}:rate_limited")
+}
+/// rq's registry of cron schedulers (`CronScheduler.all()`), scored by last heartbeat.
+pub const CRON_SCHEDULERS: &str = "rq:cron_schedulers";
+/// One cron scheduler's hash (`CronScheduler.fetch`).
+pub fn cron_scheduler(name: &str) -> String {
+    format!("rq:cron_scheduler:{name}")
+}
+/// rq's history of the jobs one cron entry enqueued (`rq.cron.get_cron_job_ids`).
+pub fn cron_job_history(name: &str) -> String {
+    format!("rq:cron_job:{name}:jobs")
+}
+/// rq 3.0's registry of cron entry names, scored by last enqueue.
+pub const CRON_JOBS: &str = "rq:cron_jobs";
+/// mindora's fleet-wide lock that lets one worker per period run the rate-limit cleanup.
+pub const RATE_LIMIT_CLEANUP_LOCK: &str = "mindora:rl-cleanup-lock";
+/// The claim of one tick of a cron entry (mindora's exactly-once key; not an rq key).
+pub fn cron_tick(entry: &str, tick_epoch: i64) -> String {
+    format!("mindora:cron:{entry}:{tick_epoch}")
+}
 
 #[cfg(test)]
 mod tests {
@@ -159,6 +191,15 @@ mod tests {
             worker_pubsub(P),
             recover_lock(P),
             intermediate_seen(P, P),
+            RATE_LIMIT_KEYS.to_string(),
+            rate_limit(P),
+            rate_limit_allowed(P),
+            rate_limit_waiting(P),
+            CRON_SCHEDULERS.to_string(),
+            cron_scheduler(P),
+            RATE_LIMIT_CLEANUP_LOCK.to_string(),
+            cron_job_history(P),
+            CRON_JOBS.to_string(),
         ];
         let mut checked = 0;
         for (file, source) in crate::wire::scripts::SOURCES {

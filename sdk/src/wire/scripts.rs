@@ -20,6 +20,11 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("heartbeat.lua", include_str!("lua/heartbeat.lua")),
     ("enqueue.lua", include_str!("lua/enqueue.lua")),
     ("cancel.lua", include_str!("lua/cancel.lua")),
+    (
+        "ratelimit_cleanup.lua",
+        include_str!("lua/ratelimit_cleanup.lua"),
+    ),
+    ("cron_enqueue.lua", include_str!("lua/cron_enqueue.lua")),
 ];
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -54,3 +59,9 @@ pub static CANCEL: LazyLock<Script> = LazyLock::new(|| with_common(include_str!(
 /// Count each queue's true backlog (queued, scheduled soon, started, deferred); read-only.
 pub static BACKLOG: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/backlog.lua")));
+/// rq 3.0 rate limits: free leaked slots and promote waiting jobs (maintenance).
+pub static RATELIMIT_CLEANUP: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/ratelimit_cleanup.lua")));
+/// Enqueue one cron tick, exactly once across every scheduler (claim and enqueue in one step).
+pub static CRON_ENQUEUE: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/cron_enqueue.lua")));

@@ -24,6 +24,10 @@ pub enum JobStatus {
     Stopped,
     /// Canceled before it ran.
     Canceled,
+    /// rq 3.0: waiting for a slot of its `RateLimit` (`rq:rl:<key>:rate_limited`).
+    RateLimited,
+    /// rq 3.0: dependencies met, about to be queued (`rq:ready:<queue>`).
+    ReadyToEnqueue,
 }
 
 impl JobStatus {
@@ -39,6 +43,8 @@ impl JobStatus {
             JobStatus::Scheduled => "scheduled",
             JobStatus::Stopped => "stopped",
             JobStatus::Canceled => "canceled",
+            JobStatus::RateLimited => "rate_limited",
+            JobStatus::ReadyToEnqueue => "ready_to_enqueue",
         }
     }
 
@@ -75,6 +81,8 @@ impl FromStr for JobStatus {
             "scheduled" => JobStatus::Scheduled,
             "stopped" => JobStatus::Stopped,
             "canceled" => JobStatus::Canceled,
+            "rate_limited" => JobStatus::RateLimited,
+            "ready_to_enqueue" => JobStatus::ReadyToEnqueue,
             other => return Err(UnknownStatus(other.to_string())),
         })
     }

@@ -8,3 +8,11 @@ def noop(*args, **kwargs):
 
 def echo(*args, **kwargs):
     return {"args": list(args), "kwargs": kwargs}
+
+
+def sleep(seconds):
+    """Twin of `mindora.sleep` (the rate-limit fleet test runs it on both kinds of worker)."""
+    import time
+
+    time.sleep(float(seconds))
+    return float(seconds)

@@ -59,6 +59,12 @@ impl RqSource {
     }
 
     async fn recover(&self, lanes: &[String]) {
+        let every = self.cfg.recover_every.as_secs().max(1);
+        if let Err(e) =
+            crate::ratelimit::cleanup(&self.store.conn(), self.store.worker(), every).await
+        {
+            debug!(error = %e, "rate-limit cleanup failed");
+        }
         for q in lanes {
             match self
                 .store

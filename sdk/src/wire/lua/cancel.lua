@@ -1,5 +1,5 @@
 -- rq's Job.cancel: a job that has not started leaves its queue or registry and is
--- recorded as canceled. ARGV: job_id, now_int. Returns the previous status or 'gone'.
+-- recorded as canceled. ARGV: job_id, now_int, now_iso. Returns the previous status or 'gone'.
 local job_id, now_i = ARGV[1], tonumber(ARGV[2])
 local jkey = 'rq:job:' .. job_id
 local status = hget(jkey, 'status')
@@ -13,4 +13,10 @@ redis.call('LREM', 'rq:queue:' .. queue, 1, job_id)
 redis.call('ZREM', 'rq:scheduled:' .. queue, job_id)
 redis.call('ZREM', 'rq:deferred:' .. queue, job_id)
 redis.call('ZADD', 'rq:canceled:' .. queue, now_i, job_id)
+-- rq 3.0's RateLimitRegistry.cancel: out of the waiting set, and a held slot is freed.
+local rl = rl_of(job_id)
+if rl then
+  redis.call('ZREM', 'rq:rl:' .. rl.key .. ':rate_limited', job_id)
+  rl_release(rl, job_id, 'canceled', ARGV[3])
+end
 return status

@@ -73,6 +73,94 @@ local function end_execution(job_id, queue, exec_id, worker)
   end
 end
 
+-- The server's clock as a float (rq's current_timestamp()), for sorted-set scores.
+local function now_float()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- rq 3.0 rate limits (rq/rate_limit.py). A job enqueued with RateLimit(key, concurrency)
+-- carries `rate_limit_key` / `rate_limit_concurrency`; `rq:rl:<key>` holds the config,
+-- `rq:rl:<key>:allowed` the jobs holding a slot (queued or running), and
+-- `rq:rl:<key>:rate_limited` the jobs waiting for one (status `rate_limited`).
+local function rl_of(job_id)
+  local f = redis.call('HMGET', 'rq:job:' .. job_id, 'rate_limit_key', 'rate_limit_concurrency')
+  if f[1] and f[1] ~= '' and tonumber(f[2] or '') and tonumber(f[2]) > 0 then
+    return {key = f[1], concurrency = tonumber(f[2])}
+  end
+  return nil
+end
+
+-- rq's ACQUIRE_AND_ENQUEUE_SCRIPT: fill free slots with waiting jobs, oldest first.
+local function rl_acquire(key, concurrency, now_iso)
+  local allowed, limited = 'rq:rl:' .. key .. ':allowed', 'rq:rl:' .. key .. ':rate_limited'
+  local ts = now_float()
+  local promoted = {}
+  while redis.call('ZCARD', allowed) < concurrency do
+    local popped = redis.call('ZPOPMIN', limited)
+    if #popped == 0 then break end
+    local id = popped[1]
+    local jkey = 'rq:job:' .. id
+    local f = redis.call('HMGET', jkey, 'origin', 'status', 'enqueue_at_front')
+    if f[1] and f[2] == 'rate_limited' then
+      redis.call('ZADD', allowed, ts, id)
+      if f[3] == '1' then
+        redis.call('LPUSH', 'rq:queue:' .. f[1], id)
+      else
+        redis.call('RPUSH', 'rq:queue:' .. f[1], id)
+      end
+      redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_iso)
+      table.insert(promoted, id)
+    end
+  end
+  return promoted
+end
+
+-- rq's release_slot after an outcome is persisted: a job whose new status is neither
+-- queued nor started gives its slot back, and waiting jobs are promoted (concurrency as
+-- stored in the key's config hash, as RateLimitRegistry.concurrency reads it).
+local function rl_release(rl, job_id, new_status, now_iso)
+  if rl == nil or new_status == 'queued' or new_status == 'started' then return {} end
+  redis.call('ZREM', 'rq:rl:' .. rl.key .. ':allowed', job_id)
+  local c = tonumber(hget('rq:rl:' .. rl.key, 'concurrency') or '0') or 0
+  return rl_acquire(rl.key, c, now_iso)
+end
+
+-- rq's Queue._enqueue_rate_limited_job for a job that is about to be queued (scheduled,
+-- ready dependent, retried from the scheduled registry): it waits as `rate_limited` and is
+-- promoted at once when a slot is free.
+local function rl_enqueue(rl, job_id, queue, now_iso, at_front)
+  local jkey = 'rq:job:' .. job_id
+  redis.call('SADD', 'rq:rl-keys', rl.key)
+  redis.call('HSET', 'rq:rl:' .. rl.key, 'concurrency', rl.concurrency)
+  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+  redis.call('HSET', jkey, 'status', 'rate_limited')
+  if at_front then redis.call('HSET', jkey, 'enqueue_at_front', '1') end
+  redis.call('ZADD', 'rq:rl:' .. rl.key .. ':rate_limited', now_float(), job_id)
+  rl_acquire(rl.key, rl.concurrency, now_iso)
+end
+
+-- Queue a job the way rq 3.0 does from the scheduler and the ready registry: through its
+-- rate limit when it has one, else straight onto the queue.
+local function enqueue_maybe_limited(job_id, queue, now_iso, at_front)
+  local rl = rl_of(job_id)
+  if rl then
+    rl_enqueue(rl, job_id, queue, now_iso, at_front)
+  else
+    push_queued(job_id, queue, now_iso, at_front)
+  end
+end
+
+-- Python callbacks (on_success / on_failure / on_stopped) are not run by this worker: the
+-- job's own record says so, next to the outcome.
+local function note_callback_not_run(job_id, field, hook)
+  local name = hget('rq:job:' .. job_id, field)
+  if name and name ~= '' then
+    redis.call('HSET', 'rq:job:' .. job_id, 'mindora_callbacks_not_run',
+      hook .. ' callback ' .. name .. ' was not run: mindora-worker runs no Python callbacks (without --python)')
+  end
+end
+
 -- rq's enqueue_dependents: a deferred dependent whose every dependency is finished (or,
 -- with allow_dependency_failures, ended in any way) leaves the deferred registry and is
 -- queued. ZREM decides who moves it, so it is moved exactly once.
@@ -95,7 +183,7 @@ local function enqueue_dependents(parent_id, now_iso)
       if ready then
         local origin = hget(dkey, 'origin') or 'default'
         if redis.call('ZREM', 'rq:deferred:' .. origin, dep) == 1 then
-          push_queued(dep, origin, now_iso, hget(dkey, 'enqueue_at_front') == '1')
+          enqueue_maybe_limited(dep, origin, now_iso, hget(dkey, 'enqueue_at_front') == '1')
           table.insert(moved, dep)
         end
       end
@@ -147,3 +235,4 @@ local function rq_retry_interval(job_id)
   if idx > #intervals - 1 then idx = #intervals - 1 end
   return math.floor(tonumber(intervals[idx + 1]) or 0)
 end
+

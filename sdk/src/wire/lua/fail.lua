@@ -1,4 +1,5 @@
--- A job raised, timed out or was stopped: rq's handle_job_failure in one atomic step.
+-- A job raised, timed out or was stopped: rq's handle_job_failure in one atomic step,
+-- with rq 3.0's release of the job's rate-limit slot unless it is queued again.
 -- ARGV: job_id, queue, exec_id, worker, now_iso, now_int, mode, delay_secs, failure_ttl,
 --       working_secs, result fields (name, value, ...)
 -- mode: 'retry' (retries_left is decremented, the job is scheduled after delay_secs or
@@ -8,6 +9,7 @@ local job_id, queue, exec_id, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_iso, now_i, mode = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local delay, failure_ttl, working = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local jkey = 'rq:job:' .. job_id
+local rl = rl_of(job_id)
 end_execution(job_id, queue, exec_id, worker)
 if worker ~= '' then
   redis.call('HINCRBY', 'rq:worker:' .. worker, 'failed_job_count', 1)
@@ -16,10 +18,18 @@ end
 if redis.call('EXISTS', jkey) == 0 then return 'gone' end
 redis.call('HSET', jkey, 'ended_at', now_iso, 'last_heartbeat', now_iso)
 if mode == 'retry' then
-  return retry_job(job_id, queue, now_iso, now_i, delay)
+  local status = retry_job(job_id, queue, now_iso, now_i, delay)
+  rl_release(rl, job_id, status, now_iso)
+  return status
 end
 local fields = {}
 for i = 11, #ARGV do table.insert(fields, ARGV[i]) end
 record_failure(job_id, queue, mode, now_iso, now_i, failure_ttl, fields)
+if mode == 'stopped' then
+  note_callback_not_run(job_id, 'stopped_callback_name', 'on_stopped')
+else
+  note_callback_not_run(job_id, 'failure_callback_name', 'on_failure')
+end
 enqueue_dependents(job_id, now_iso)
+rl_release(rl, job_id, mode, now_iso)
 return mode

@@ -74,7 +74,7 @@ impl RqStore {
         &self.worker
     }
 
-    fn conn(&self) -> RedisConn {
+    pub(crate) fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 

@@ -76,7 +76,12 @@ impl RqStore {
         inv.arg(result_ttl).arg(working_secs(job.started_at, ended));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
-        Ok(inv.invoke_async(&mut conn).await?)
+        let (status, moved): (String, Vec<String>) = inv.invoke_async(&mut conn).await?;
+        if status != "gone" {
+            let hooks = crate::webhooks::Terminal::Finished;
+            crate::webhooks::dispatch(&job.hash, hooks, ended, None);
+        }
+        Ok(moved)
     }
 
     /// Records a failed execution; returns the job's new status.
@@ -111,7 +116,12 @@ impl RqStore {
             .arg(working_secs(job.started_at, ended));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
-        Ok(inv.invoke_async(&mut conn).await?)
+        let status: String = inv.invoke_async(&mut conn).await?;
+        if status == "failed" {
+            let hooks = crate::webhooks::Terminal::Failed;
+            crate::webhooks::dispatch(&job.hash, hooks, ended, Some(exc_string));
+        }
+        Ok(status)
     }
 
     /// Gives a job a retry policy it did not carry (the queue's default policy), so that
