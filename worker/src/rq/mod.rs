@@ -55,6 +55,10 @@ pub struct RqConfig {
     pub burst: bool,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Liveness lease of this worker (zero: none, jobs wait for rq's TTL rule). Renewed at
+    /// least three times per lease; surviving workers recover the jobs of a worker whose
+    /// lease lapsed.
+    pub lease: Duration,
     /// Abandoned-job recovery period.
     pub recover_every: Duration,
     /// Grace past the heartbeat window before a running job counts as abandoned.

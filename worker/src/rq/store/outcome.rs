@@ -76,7 +76,9 @@ impl RqStore {
         inv.arg(result_ttl).arg(working_secs(job.started_at, ended));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
-        Ok(inv.invoke_async(&mut conn).await?)
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(FinishError::from_redis)
     }
 
     /// Records a failed execution; returns the job's new status.
@@ -111,7 +113,9 @@ impl RqStore {
             .arg(working_secs(job.started_at, ended));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
-        Ok(inv.invoke_async(&mut conn).await?)
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(FinishError::from_redis)
     }
 
     /// Gives a job a retry policy it did not carry (the queue's default policy), so that
@@ -149,8 +153,9 @@ impl RqStore {
     }
 
     /// Gives a started job back to the head of its queue without spending an attempt
-    /// (shutdown grace ran out). Returns false when the job hash is gone.
-    pub async fn requeue(&self, job: &Claimed) -> StoreResult<bool> {
+    /// (shutdown grace ran out). Returns false when the job hash is gone; fails with
+    /// [`FinishError::Stale`] when the execution was already recovered.
+    pub async fn requeue(&self, job: &Claimed) -> Result<bool, FinishError> {
         let mut conn = self.conn();
         scripts::REQUEUE
             .prepare_invoke()
@@ -162,6 +167,7 @@ impl RqStore {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|n| n == 1)
+            .map_err(FinishError::from_redis)
     }
 }
 
@@ -174,6 +180,26 @@ pub enum FinishError {
     /// The result could not be encoded in the job's serializer.
     #[error(transparent)]
     Codec(#[from] wire::serializer::CodecError),
+    /// Fencing: the execution was recovered (its worker's lease lapsed, or rq's TTL rule)
+    /// and the job belongs to a newer execution; this late outcome was dropped.
+    #[error("stale execution: {0}")]
+    Stale(String),
+}
+
+impl FinishError {
+    /// Sorts a script error: the outcome scripts refuse a recovered execution with `STALE`.
+    fn from_redis(e: redis::RedisError) -> Self {
+        if e.code() == Some("STALE") {
+            FinishError::Stale(e.detail().unwrap_or_default().to_string())
+        } else {
+            FinishError::Redis(e)
+        }
+    }
+
+    /// Whether writing again may succeed (Redis unreachable), as opposed to a refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FinishError::Redis(_))
+    }
 }
 
 /// Appends result-stream fields (name, value pairs) as the scripts' trailing arguments.

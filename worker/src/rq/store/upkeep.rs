@@ -100,6 +100,37 @@ impl RqStore {
         Ok(out)
     }
 
+    /// Recovers, at once, the running executions of every mindora worker whose liveness
+    /// lease lapsed (at most one worker of the fleet looks per second). Returns (job id,
+    /// queue, new status) triples.
+    pub async fn recover_lapsed(&self) -> StoreResult<Vec<(String, String, String)>> {
+        let mut conn = self.conn();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(keys::LEASE_CHECK_LOCK)
+            .arg(&self.worker)
+            .arg("NX")
+            .arg("PX")
+            .arg(900)
+            .query_async(&mut conn)
+            .await?;
+        if taken.is_none() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let message = format!(
+            "Moved to FailedJobRegistry, due to AbandonedJobError, at {} (worker lease lapsed)",
+            now.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
+        );
+        let exc = encode_exc_string(&message).unwrap_or_default();
+        scripts::RECOVER_LAPSED
+            .prepare_invoke()
+            .arg(epoch_secs(now))
+            .arg(utcformat(now))
+            .arg(exc)
+            .invoke_async(&mut conn)
+            .await
+    }
+
     /// Jobs left in a queue's intermediate list by a worker that died between its blocking
     /// pop and its claim go back to the head of the queue once seen stale twice.
     async fn recover_intermediate(&self, queue: &str) -> StoreResult<()> {
