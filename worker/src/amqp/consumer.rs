@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::acks::Acks;
 use super::envelope::Defaults;
 use super::topology::{self, Topology};
 use super::{AmqpArgs, AmqpError};
@@ -131,6 +132,7 @@ async fn session(
     consuming
         .basic_qos(prefetch, BasicQosOptions { global: true })
         .await?;
+    let acks = Acks::start(consuming.clone());
     let mut streams = SelectAll::new();
     let mut tags = Vec::new();
     for q in shared.topology.consumed() {
@@ -162,6 +164,8 @@ async fn session(
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
             next = streams.next() => match next {
                 Some((queue, Ok(delivery))) => {
+                    // Registered first: if it never starts it stays unacked (redelivered).
+                    acks.delivered(delivery.delivery_tag);
                     let slot = tokio::select! {
                         s = budget.acquire() => match s {
                             Some(s) => s,
@@ -177,6 +181,7 @@ async fn session(
                         queue.clone(),
                         delivery,
                         publisher.clone(),
+                        acks.clone(),
                     );
                     active.send_modify(|n| *n += 1);
                     let active = active.clone();
@@ -211,6 +216,7 @@ async fn session(
         info!(running, "waiting for running AMQP tasks to settle");
     }
     let _ = active.subscribe().wait_for(|n| *n == 0).await;
+    acks.flush().await;
     let _ = consuming.close(200, "shutdown".into()).await;
     let _ = publisher.close(200, "shutdown".into()).await;
     let _ = conn.close(200, "shutdown".into()).await;
