@@ -169,3 +169,29 @@ fn a_python_rq_workers_long_job_is_never_taken_early() -> Result<()> {
     assert_eq!(runs, 1);
     Ok(())
 }
+
+#[test]
+fn a_worker_restarted_under_its_name_takes_its_jobs_back_at_once() -> Result<()> {
+    let db = RedisDb::lease()?;
+    run_python(
+        "3.0",
+        &db,
+        r#"
+from rq import Retry
+q = Queue("default", connection=r)
+for i in range(5):
+    q.enqueue("mindora.sleep", 2, job_id=f"s{i}", retry=Retry(max=1), job_timeout=60)
+"#,
+    )?;
+    let ids: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+    // A lease far longer than the wait below: only the restart can bring the jobs back.
+    let args = ["--concurrency", "5", "--lease-secs", "120"];
+    let mut first = WorkerProcess::start(&db, "w-same", &args)?;
+    wait_statuses(&db, &ids, &["started"], Duration::from_secs(20))?;
+    first.signal("KILL")?;
+    first.wait_exit(Duration::from_secs(5))?;
+    let again = WorkerProcess::start(&db, "w-same", &args)?;
+    wait_statuses(&db, &ids, &["finished"], Duration::from_secs(20))?;
+    assert_each_ran_once(&db, &ids, &[again])?;
+    Ok(())
+}

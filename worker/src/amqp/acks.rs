@@ -136,7 +136,7 @@ impl Ledger {
             .copied()
             .map_or(unseen, |o| o.min(unseen));
         let above = self.done.split_off(&floor);
-        let below = std::mem::replace(&mut self.done, BTreeSet::new());
+        let below = std::mem::take(&mut self.done);
         let mut plan = Plan {
             singles: above.into_iter().collect(),
             ..Plan::default()

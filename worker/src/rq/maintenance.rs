@@ -37,7 +37,7 @@ impl RqSource {
                 }
             }
             if !self.cfg.lease.is_zero() {
-                self.recover_lapsed().await;
+                self.recover_lapsed(false).await;
             }
             if last_recover.elapsed() >= self.cfg.recover_every {
                 last_recover = Instant::now();
@@ -61,9 +61,10 @@ impl RqSource {
         }
     }
 
-    /// Crash recovery in seconds: jobs of workers whose liveness lease lapsed.
-    async fn recover_lapsed(&self) {
-        match self.store.recover_lapsed().await {
+    /// Crash recovery in seconds: jobs of workers whose liveness lease lapsed, or (with
+    /// `restarted`, at start-up) those a dead process of this worker's name left running.
+    pub(super) async fn recover_lapsed(&self, restarted: bool) {
+        match self.store.recover_lapsed(restarted).await {
             Ok(done) => {
                 for (job_id, queue, status) in done {
                     warn!(job_id = %job_id, queue = %queue, status = %status, "recovered a job of a worker whose lease lapsed");

@@ -167,6 +167,10 @@ impl RqSource {
     /// to be settled and unregisters.
     pub async fn run(self: Arc<Self>) {
         let queues = self.lanes.get();
+        if !self.cfg.lease.is_zero() {
+            // A previous process of this name that died leaves its jobs to us at once.
+            self.recover_lapsed(true).await;
+        }
         let registered = (|| self.store.register_birth(&queues, &self.version))
             .retry(crate::backoff::reconnect())
             .notify(|e, _| warn!(error = %e, "cannot register with Redis yet; retrying"));

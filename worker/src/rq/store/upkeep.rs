@@ -101,20 +101,26 @@ impl RqStore {
     }
 
     /// Recovers, at once, the running executions of every mindora worker whose liveness
-    /// lease lapsed (at most one worker of the fleet looks per second). Returns (job id,
-    /// queue, new status) triples.
-    pub async fn recover_lapsed(&self) -> StoreResult<Vec<(String, String, String)>> {
+    /// lease lapsed (at most one worker of the fleet looks per second). With `restarted`,
+    /// recovers instead what a dead process of this worker's own name left running (called
+    /// once at start-up, before registering). Returns (job id, queue, new status) triples.
+    pub async fn recover_lapsed(
+        &self,
+        restarted: bool,
+    ) -> StoreResult<Vec<(String, String, String)>> {
         let mut conn = self.conn();
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(keys::LEASE_CHECK_LOCK)
-            .arg(&self.worker)
-            .arg("NX")
-            .arg("PX")
-            .arg(900)
-            .query_async(&mut conn)
-            .await?;
-        if taken.is_none() {
-            return Ok(Vec::new());
+        if !restarted {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(keys::LEASE_CHECK_LOCK)
+                .arg(&self.worker)
+                .arg("NX")
+                .arg("PX")
+                .arg(900)
+                .query_async(&mut conn)
+                .await?;
+            if taken.is_none() {
+                return Ok(Vec::new());
+            }
         }
         let now = Utc::now();
         let message = format!(
@@ -127,6 +133,7 @@ impl RqStore {
             .arg(epoch_secs(now))
             .arg(utcformat(now))
             .arg(exc)
+            .arg(if restarted { self.worker.as_str() } else { "" })
             .invoke_async(&mut conn)
             .await
     }
