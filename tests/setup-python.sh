@@ -2,6 +2,11 @@
 # Creates the pinned Python venvs the interop tests and benchmarks use (idempotent):
 #   $MINDORA_CACHE/venv-rq212  rq==2.12.0
 #   $MINDORA_CACHE/venv-rq30   rq==3.0.0
+#   $MINDORA_CACHE/venv-rqtools rq's own monitoring tools, run against the worker by
+#                               tests/tests/rq_tools.rs: rq-dashboard==0.9.0 and
+#                               rq-exporter==3.1.0 (which needs rq<3 and redis<6, hence
+#                               rq==2.12.0 and redis==5.2.1; rq-dashboard imports six
+#                               without declaring it)
 set -euo pipefail
 cache="${MINDORA_CACHE:-$HOME/.cache/mindora}"
 mkdir -p "$cache"
@@ -16,4 +21,14 @@ make_venv() {
 }
 make_venv "$cache/venv-rq212" "rq==2.12.0"
 make_venv "$cache/venv-rq30" "rq==3.0.0"
+tools="$cache/venv-rqtools"
+tool_pins=(rq==2.12.0 redis==5.2.1 rq-dashboard==0.9.0 rq-exporter==3.1.0 six==1.17.0
+  Flask==3.1.3 Werkzeug==3.1.9 arrow==1.4.0 prometheus_client==0.26.0)
+if ! { [ -x "$tools/bin/python" ] && "$tools/bin/python" -c "
+import importlib.metadata as m, sys
+sys.exit(0 if (m.version('rq-dashboard'), m.version('rq-exporter'), m.version('rq')) == ('0.9.0', '3.1.0', '2.12.0') else 1)" 2>/dev/null; }; then
+  rm -rf "$tools"
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install --quiet --disable-pip-version-check "${tool_pins[@]}"
+fi
 echo "python venvs ready in $cache"

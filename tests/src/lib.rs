@@ -342,4 +342,48 @@ pub fn python_pool_args(version: &str, processes: usize) -> Result<Vec<String>> 
         "--python-processes".into(),
         processes.to_string(),
     ])
+/// A loopback TCP port free right now (for a server a test starts).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A plain HTTP/1.1 GET on loopback; the whole response (status line, headers, body).
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    http_request(port, "GET", path)
+}
+
+/// A plain HTTP/1.1 request without a body on loopback; the whole response.
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The body of an HTTP response, parsed as JSON.
+pub fn http_json(port: u16, method: &str, path: &str) -> Result<serde_json::Value> {
+    let raw = http_request(port, method, path)?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .with_context(|| format!("no body in {raw:?}"))?;
+    serde_json::from_str(body).with_context(|| format!("{method} {path}: {body}"))
+}
+
+/// A program of the rq monitoring tools venv (`venv-rqtools`: rq-dashboard,
+/// rq-exporter), made by `tests/setup-python.sh`.
+pub fn rq_tool(name: &str) -> Result<PathBuf> {
+    let p = cache_dir().join("venv-rqtools/bin").join(name);
+    if !p.exists() {
+        bail!("{} missing: run `bash tests/setup-python.sh`", p.display());
+    }
+    Ok(p)
 }

@@ -91,6 +91,12 @@ pub struct WorkerArgs {
     /// abandoned (rq uses 60; lower it only in tests).
     #[arg(long, env = "MINDORA_ABANDON_GRACE_SECS", default_value_t = mindora_sdk::wire::STARTED_GRACE_SECS)]
     pub abandon_grace_secs: i64,
+    /// Liveness lease in seconds: when a worker dies (kill -9, host gone, cut off from
+    /// Redis), surviving workers recover its running jobs once its lease lapses, instead of
+    /// after rq's TTL rule (~60-105 s). 0 disables it. Python rq workers' jobs are never
+    /// recovered early.
+    #[arg(long, env = "MINDORA_LEASE_SECS", default_value_t = 12)]
+    pub lease_secs: u64,
     /// How often the fleet looks for jobs abandoned by dead workers.
     #[arg(long, env = "MINDORA_RECOVER_EVERY_SECS", default_value_t = 15)]
     pub recover_every_secs: u64,

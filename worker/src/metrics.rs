@@ -30,6 +30,9 @@ pub const QUEUE_OLDEST_AGE: &str = "mindora_queue_oldest_job_age_seconds";
 pub const WORKER_INFO: &str = "mindora_worker_info";
 /// Gauge: configured concurrency.
 pub const WORKER_CONCURRENCY: &str = "mindora_worker_concurrency";
+/// Counter: outcomes dropped by fencing: the execution had already been recovered (its
+/// worker's lease lapsed) and a newer execution owns the job.
+pub const STALE_OUTCOMES: &str = "mindora_stale_outcomes_total";
 /// Counter: recoveries after the Redis connection failed.
 pub const REDIS_RECONNECTS: &str = "mindora_redis_reconnects_total";
 

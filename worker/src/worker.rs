@@ -263,6 +263,7 @@ impl Worker {
             RqConfig {
                 burst: args.burst,
                 heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+                lease: Duration::from_secs(args.lease_secs),
                 recover_every: Duration::from_secs(args.recover_every_secs.max(1)),
                 abandon_grace_secs: args.abandon_grace_secs.max(1),
                 retry_defaults,
@@ -270,7 +271,7 @@ impl Worker {
             },
             self.handle.lanes.clone(),
             core.clone(),
-            RqStore::new(conn, blocking, name),
+            RqStore::new(conn, blocking, name).with_lease(Duration::from_secs(args.lease_secs)),
             redis,
             shutdown.clone(),
             self.version,

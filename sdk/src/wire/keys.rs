@@ -105,6 +105,17 @@ pub fn worker_pubsub(name: &str) -> String {
 pub fn recover_lock(queue_name: &str) -> String {
     format!("mindora:recover-lock:{queue_name}")
 }
+/// A mindora worker's liveness lease: set with a short TTL at registration and by every
+/// heartbeat. Once it lapses, surviving workers recover the worker's running executions
+/// (`recover_lapsed.lua`) without waiting for rq's TTL rule.
+pub fn worker_lease(name: &str) -> String {
+    format!("mindora:worker-lease:{name}")
+}
+/// Field of the rq worker hash that says the worker keeps a lease (its length in ms);
+/// workers without it (Python rq) are never recovered early.
+pub const WORKER_LEASE_FIELD: &str = "mindora_lease_ms";
+/// Fleet-wide lock that lets one worker per second look for lapsed leases.
+pub const LEASE_CHECK_LOCK: &str = "mindora:lease-check-lock";
 /// Marks a job id seen in a queue's intermediate list by the recovery pass; seen twice, the
 /// id is stranded (its worker died between pop and claim) and goes back to the queue.
 pub fn intermediate_seen(queue_name: &str, job_id: &str) -> String {
@@ -190,6 +201,8 @@ mod tests {
             worker_executions(P),
             worker_pubsub(P),
             recover_lock(P),
+            worker_lease(P),
+            LEASE_CHECK_LOCK.to_string(),
             intermediate_seen(P, P),
             RATE_LIMIT_KEYS.to_string(),
             rate_limit(P),

@@ -17,6 +17,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("requeue.lua", include_str!("lua/requeue.lua")),
     ("schedule.lua", include_str!("lua/schedule.lua")),
     ("recover.lua", include_str!("lua/recover.lua")),
+    ("recover_lapsed.lua", include_str!("lua/recover_lapsed.lua")),
     ("heartbeat.lua", include_str!("lua/heartbeat.lua")),
     ("enqueue.lua", include_str!("lua/enqueue.lua")),
     ("cancel.lua", include_str!("lua/cancel.lua")),
@@ -48,6 +49,9 @@ pub static SCHEDULE: LazyLock<Script> =
 /// Recover executions of dead workers (rq's started-registry cleanup).
 pub static RECOVER: LazyLock<Script> =
     LazyLock::new(|| with_common(include_str!("lua/recover.lua")));
+/// Recover executions of workers whose liveness lease lapsed (crash recovery in seconds).
+pub static RECOVER_LAPSED: LazyLock<Script> =
+    LazyLock::new(|| with_common(include_str!("lua/recover_lapsed.lua")));
 /// Heartbeat a worker and its executions.
 pub static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| with_common(include_str!("lua/heartbeat.lua")));

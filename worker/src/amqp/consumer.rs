@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::acks::Acks;
 use super::envelope::Defaults;
 use super::topology::Topology;
 use super::{AmqpArgs, AmqpError};
@@ -132,6 +133,7 @@ async fn session(
     consuming
         .basic_qos(prefetch, BasicQosOptions { global: true })
         .await?;
+    let acks = Acks::start(consuming.clone());
     let mut streams = SelectAll::new();
     let mut tags = Vec::new();
     for q in shared.topology.consumed() {
@@ -163,6 +165,8 @@ async fn session(
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
             next = streams.next() => match next {
                 Some((queue, Ok(delivery))) => {
+                    // Registered first: if it never starts it stays unacked (redelivered).
+                    acks.delivered(delivery.delivery_tag);
                     let slot = tokio::select! {
                         s = budget.acquire() => match s {
                             Some(s) => s,
@@ -178,6 +182,7 @@ async fn session(
                         queue.clone(),
                         delivery,
                         publisher.clone(),
+                        acks.clone(),
                     );
                     active.send_modify(|n| *n += 1);
                     let active = active.clone();
@@ -212,6 +217,7 @@ async fn session(
         info!(running, "waiting for running AMQP tasks to settle");
     }
     let _ = active.subscribe().wait_for(|n| *n == 0).await;
+    acks.flush().await;
     let _ = consuming.close(200, "shutdown".into()).await;
     let _ = publisher.close(200, "shutdown".into()).await;
     let _ = conn.close(200, "shutdown".into()).await;

@@ -10,6 +10,7 @@
 //!
 //! The envelope contract itself is `mindora_sdk::amqp`, shared with publishers.
 
+mod acks;
 pub mod consumer;
 pub mod envelope;
 pub mod settle;

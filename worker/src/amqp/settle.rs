@@ -3,14 +3,13 @@
 //! `reply_to`) → ack; retryable failure with attempts left → body unchanged to
 //! `<queue>.retry.<delay>` with the next attempt and the history in headers → ack;
 //! otherwise → `<queue>.dlq` with error, history and reason → error reply → ack. Malformed
-//! bodies go straight to the DLQ. A task interrupted at the end of the shutdown grace is
+//! bodies go straight to the DLQ. Acks are coalesced per channel ([`super::acks`]). A task interrupted at the end of the shutdown grace is
 //! nacked with requeue (the broker gives it to another consumer).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::options::{BasicNackOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, ShortString};
 use lapin::{BasicProperties, Channel};
 use mindora_sdk::amqp::{
@@ -21,6 +20,7 @@ use mindora_sdk::amqp::{
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use super::acks::Acks;
 use super::consumer::{Shared, SOURCE};
 use super::envelope::{self, history_value, text, Task};
 use crate::core::{Core, Labels, Outcome};
@@ -34,6 +34,7 @@ pub(super) async fn process(
     queue: Arc<str>,
     delivery: Delivery,
     publisher: Channel,
+    acks: Acks,
 ) {
     let task = match envelope::parse(&delivery.data, &delivery.properties, shared.defaults) {
         Ok(t) => t,
@@ -42,7 +43,18 @@ pub(super) async fn process(
             labels.rejected();
             warn!(%reason, "malformed message; dead-lettering");
             let err = HandlerError::permanent("MalformedEnvelope", reason);
-            if dead_letter(&queue, &delivery, &publisher, &err, "malformed", &[], 1).await {
+            if dead_letter(
+                &queue,
+                &delivery,
+                &publisher,
+                &acks,
+                &err,
+                "malformed",
+                &[],
+                1,
+            )
+            .await
+            {
                 labels.dead_lettered();
             }
             return;
@@ -78,11 +90,14 @@ pub(super) async fn process(
                 attempt: task.attempt,
             };
             if send_reply(&delivery, &publisher, &reply).await {
-                ack(&delivery).await;
+                acks.ack(delivery.delivery_tag);
             }
         }
         Outcome::Failed(err) => {
-            settle_failure(&shared, &queue, &delivery, &publisher, &task, &labels, err).await
+            settle_failure(
+                &shared, &queue, &delivery, &publisher, &acks, &task, &labels, err,
+            )
+            .await
         }
         Outcome::Interrupted(_) => {
             // Shutdown grace ran out: back to the broker, no attempt spent.
@@ -97,6 +112,7 @@ pub(super) async fn process(
             {
                 debug!(error = %e, "nack failed; the broker redelivers when the channel closes");
             }
+            acks.released(delivery.delivery_tag);
         }
     }
 }
@@ -111,11 +127,13 @@ fn output_value(output: Output) -> Value {
 }
 
 /// Retry queue or DLQ.
+#[allow(clippy::too_many_arguments)]
 async fn settle_failure(
     shared: &Shared,
     queue: &str,
     delivery: &Delivery,
     publisher: &Channel,
+    acks: &Acks,
     task: &Task,
     labels: &Labels,
     err: HandlerError,
@@ -144,7 +162,7 @@ async fn settle_failure(
         match publish_confirmed(publisher, "", &target, &delivery.data, props).await {
             Ok(()) => {
                 info!(task = %task.id, function, attempt = task.attempt, delay_secs = delay, error = %err, "task failed; retry scheduled");
-                ack(delivery).await;
+                acks.ack(delivery.delivery_tag);
                 labels.retried();
             }
             Err(e) => {
@@ -174,6 +192,7 @@ async fn settle_failure(
         queue,
         delivery,
         publisher,
+        acks,
         &err,
         reason,
         &history,
@@ -183,18 +202,6 @@ async fn settle_failure(
     {
         send_reply(delivery, publisher, &reply).await;
         labels.dead_lettered();
-    }
-}
-
-static ACK_FAILURES: AtomicU64 = AtomicU64::new(0);
-
-async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        // The channel died after we settled: the broker redelivers, the task re-runs.
-        let n = ACK_FAILURES.fetch_add(1, Ordering::Relaxed);
-        if n < 10 || n.is_power_of_two() {
-            warn!(error = %e, "ack failed; the message will be redelivered");
-        }
     }
 }
 
@@ -236,10 +243,12 @@ async fn send_reply(delivery: &Delivery, publisher: &Channel, reply: &Reply) -> 
 /// Returns whether the message reached a dead-letter queue (only then does it count as
 /// dead-lettered). If the DLQ route itself is missing, rejects without requeue so the
 /// queue's own dead-letter arguments still keep the message.
+#[allow(clippy::too_many_arguments)]
 async fn dead_letter(
     queue: &str,
     delivery: &Delivery,
     publisher: &Channel,
+    acks: &Acks,
     err: &HandlerError,
     reason: &'static str,
     history: &[AttemptRecord],
@@ -258,7 +267,7 @@ async fn dead_letter(
     let dlq = dlq_name(queue);
     match publish_confirmed(publisher, DLX_EXCHANGE, &dlq, &delivery.data, props).await {
         Ok(()) => {
-            ack(delivery).await;
+            acks.ack(delivery.delivery_tag);
             true
         }
         Err(e @ (SdkAmqpError::Unroutable(_) | SdkAmqpError::Nacked(_))) => {
@@ -267,6 +276,7 @@ async fn dead_letter(
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
                 .await;
+            acks.released(delivery.delivery_tag);
             rejected.is_ok()
         }
         Err(e) => {

@@ -24,9 +24,18 @@ impl RqSource {
                 Err(e) => warn!(error = %e, "heartbeat failed"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.cfg.heartbeat) => {},
+                _ = tokio::time::sleep(self.beat_period()) => {},
                 _ = stop.cancelled() => return,
             }
+        }
+    }
+
+    /// The heartbeat period, short enough to renew the lease three times per lease.
+    fn beat_period(&self) -> std::time::Duration {
+        if self.cfg.lease.is_zero() {
+            self.cfg.heartbeat
+        } else {
+            self.cfg.heartbeat.min(self.cfg.lease / 3)
         }
     }
 

@@ -1,5 +1,6 @@
 //! Fleet upkeep every second: due scheduled jobs onto their queues (under rq's scheduler
-//! lock), jobs of dead workers recovered (one worker per period), queue depth and age
+//! lock), jobs of dead workers recovered (those whose lease lapsed at once, the rest by
+//! rq's TTL rule, one worker per period), queue depth and age
 //! gauges, and the worker registration following run-time lane changes.
 
 use std::sync::Arc;
@@ -35,6 +36,9 @@ impl RqSource {
                     Err(e) => debug!(error = %e, "scheduler pass failed"),
                 }
             }
+            if !self.cfg.lease.is_zero() {
+                self.recover_lapsed(false).await;
+            }
             if last_recover.elapsed() >= self.cfg.recover_every {
                 last_recover = Instant::now();
                 self.recover(&lanes).await;
@@ -55,6 +59,25 @@ impl RqSource {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {},
                 _ = stop.cancelled() => return,
             }
+        }
+    }
+
+    /// Crash recovery in seconds: jobs of workers whose liveness lease lapsed, or (with
+    /// `restarted`, at start-up) those a dead process of this worker's name left running.
+    pub(super) async fn recover_lapsed(&self, restarted: bool) {
+        match self.store.recover_lapsed(restarted).await {
+            Ok(done) => {
+                for (job_id, queue, status) in done {
+                    warn!(job_id = %job_id, queue = %queue, status = %status, "recovered a job of a worker whose lease lapsed");
+                    let labels = Labels::new(SOURCE, queue, "<abandoned>");
+                    if status == "failed" {
+                        labels.dead_lettered();
+                    } else {
+                        labels.retried();
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "lease check failed"),
         }
     }
 

@@ -55,6 +55,10 @@ pub struct RqConfig {
     pub burst: bool,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Liveness lease of this worker (zero: none, jobs wait for rq's TTL rule). Renewed at
+    /// least three times per lease; surviving workers recover the jobs of a worker whose
+    /// lease lapsed.
+    pub lease: Duration,
     /// Abandoned-job recovery period.
     pub recover_every: Duration,
     /// Grace past the heartbeat window before a running job counts as abandoned.
@@ -163,6 +167,10 @@ impl RqSource {
     /// to be settled and unregisters.
     pub async fn run(self: Arc<Self>) {
         let queues = self.lanes.get();
+        if !self.cfg.lease.is_zero() {
+            // A previous process of this name that died leaves its jobs to us at once.
+            self.recover_lapsed(true).await;
+        }
         let registered = (|| self.store.register_birth(&queues, &self.version))
             .retry(crate::backoff::reconnect())
             .notify(|e, _| warn!(error = %e, "cannot register with Redis yet; retrying"));

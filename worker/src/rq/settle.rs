@@ -11,10 +11,11 @@ use mindora_sdk::wire::Serializer;
 use tracing::{debug, error, warn};
 
 use super::store::{Claimed, FailMode, FinishError};
-use super::RqSource;
+use super::{RqSource, SOURCE};
 use crate::backoff;
 use crate::core::{Interrupt, Labels};
 use crate::handler::{HandlerError, Output};
+use crate::metrics as m;
 
 impl RqSource {
     /// Records success (result, registries, dependents). A return value the job's
@@ -28,7 +29,7 @@ impl RqSource {
     ) {
         let recorded = (|| self.store.finish(job, serializer, &output))
             .retry(backoff::record())
-            .when(|e| !matches!(e, FinishError::Codec(_)))
+            .when(FinishError::is_transient)
             .notify(|e, _| warn!(error = %e, "could not record success yet; retrying"))
             .await;
         match recorded {
@@ -43,6 +44,7 @@ impl RqSource {
                 self.settle_failure(job, &labels, err, None, Duration::ZERO)
                     .await;
             }
+            Err(FinishError::Stale(why)) => stale_outcome(job, "finished", &why),
             Err(e) => {
                 error!(error = %e, "could not record success; the job will be recovered as abandoned")
             }
@@ -78,7 +80,7 @@ impl RqSource {
         });
         let recorded = (|| self.store.fail(job, mode, &exc))
             .retry(backoff::record())
-            .when(|e| !matches!(e, FinishError::Codec(_)))
+            .when(FinishError::is_transient)
             .notify(|e, _| warn!(error = %e, "could not record failure yet; retrying"))
             .await;
         let function = labels.function.as_str();
@@ -94,6 +96,7 @@ impl RqSource {
                 }
                 FailMode::Stopped => warn!(function, "job stopped"),
             },
+            Err(FinishError::Stale(why)) => stale_outcome(job, "failed", &why),
             Err(e) => {
                 error!(error = %e, "could not record failure; the job will be recovered as abandoned")
             }
@@ -106,6 +109,7 @@ impl RqSource {
             Ok(_) => {
                 warn!(job_id = %job.job_id, "shutdown grace expired; job returned to the head of its queue")
             }
+            Err(FinishError::Stale(why)) => stale_outcome(job, "requeued", &why),
             Err(e) => {
                 error!(error = %e, job_id = %job.job_id, "could not requeue at shutdown; recovery will handle it")
             }
@@ -147,4 +151,20 @@ impl RqSource {
             },
         }
     }
+}
+
+/// Fencing refused a late outcome: the execution had been recovered after this worker's
+/// lease lapsed (e.g. it was paused or cut off from Redis) and a newer execution owns the
+/// job now. Nothing was written to the job; the drop is logged and counted.
+fn stale_outcome(job: &Claimed, outcome: &str, why: &str) {
+    warn!(
+        job_id = %job.job_id,
+        queue = %job.queue,
+        exec_id = %job.exec_id,
+        outcome,
+        reason = why,
+        "late outcome of a recovered execution dropped (fencing)"
+    );
+    metrics::counter!(m::STALE_OUTCOMES, "source" => SOURCE, "queue" => job.queue.clone())
+        .increment(1);
 }

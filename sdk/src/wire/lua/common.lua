@@ -236,3 +236,39 @@ local function rq_retry_interval(job_id)
   return math.floor(tonumber(intervals[idx + 1]) or 0)
 end
 
+-- What rq does with the job of an abandoned execution: retried if it has retries left, else
+-- failed as AbandonedJobError; an rq 3.0 rate-limit slot it held is released as rq's cleanup
+-- does. Returns the job's new status, or nil when it is no longer started (someone else
+-- settled it).
+local function abandon_job(job_id, queue, now_iso, now_i, exc_b64)
+  local jkey = 'rq:job:' .. job_id
+  if hget(jkey, 'status') ~= 'started' then return nil end
+  local rl = rl_of(job_id)
+  local left = tonumber(hget(jkey, 'retries_left') or '0')
+  if left > 0 then
+    local status = retry_job(job_id, queue, now_iso, now_i, rq_retry_interval(job_id))
+    rl_release(rl, job_id, status, now_iso)
+    return status
+  end
+  local ttl = tonumber(hget(jkey, 'failure_ttl') or '31536000')
+  record_failure(job_id, queue, 'failed', now_iso, now_i, ttl,
+    {'type', '2', 'worker_name', '', 'exc_string', exc_b64})
+  enqueue_dependents(job_id, now_iso)
+  rl_release(rl, job_id, 'failed', now_iso)
+  return 'failed'
+end
+
+-- Fencing: an execution may record an outcome only while it is still live, i.e. its member
+-- `<job_id>:<exec_id>` is still in the started registry. Recovery (ours after a lapsed
+-- lease, or rq's TTL rule) removes it, so the late outcome of a recovered execution must
+-- not touch the job, whose newer execution owns it now. The caller returns this reply:
+-- the stale execution's own bookkeeping is dropped and the worker sees a STALE error.
+local function execution_is_live(job_id, queue, exec_id)
+  return redis.call('ZSCORE', 'rq:wip:' .. queue, job_id .. ':' .. exec_id) ~= false
+end
+
+local function stale_outcome(job_id, queue, exec_id, worker)
+  end_execution(job_id, queue, exec_id, worker)
+  return redis.error_reply('STALE execution ' .. exec_id .. ' of job ' .. job_id ..
+    ' was recovered; its outcome is dropped')
+end

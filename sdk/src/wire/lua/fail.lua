@@ -5,10 +5,12 @@
 -- mode: 'retry' (retries_left is decremented, the job is scheduled after delay_secs or
 --       queued at once), 'failed' or 'stopped' (final).
 -- Returns: 'scheduled' | 'queued' | 'failed' | 'stopped' | 'gone'
+-- A STALE error when the execution was already recovered (fencing, see common.lua).
 local job_id, queue, exec_id, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_iso, now_i, mode = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local delay, failure_ttl, working = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local jkey = 'rq:job:' .. job_id
+if not execution_is_live(job_id, queue, exec_id) then return stale_outcome(job_id, queue, exec_id, worker) end
 local rl = rl_of(job_id)
 end_execution(job_id, queue, exec_id, worker)
 if worker ~= '' then

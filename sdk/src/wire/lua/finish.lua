@@ -4,10 +4,12 @@
 -- ARGV: job_id, queue, exec_id, worker, now_iso, now_int, result_ttl, working_secs,
 --       result fields (name, value, ...)
 -- Returns: { new_status, {ids of dependents queued} }
+-- A STALE error when the execution was already recovered (fencing, see common.lua).
 local job_id, queue, exec_id, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_iso, now_i, result_ttl = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local working = ARGV[8]
 local jkey = 'rq:job:' .. job_id
+if not execution_is_live(job_id, queue, exec_id) then return stale_outcome(job_id, queue, exec_id, worker) end
 local rl = rl_of(job_id)
 end_execution(job_id, queue, exec_id, worker)
 if worker ~= '' then

@@ -1,6 +1,7 @@
 -- One heartbeat for a worker and all its running executions (rq's maintain_heartbeats,
--- batched). ARGV: worker, now_iso, now_float, now_int, worker_ttl, then per execution:
--- job_id, queue, exec_id, ttl
+-- batched), and the worker's liveness lease (recover_lapsed.lua). ARGV: worker, now_iso,
+-- now_float, now_int, worker_ttl, lease_ms (0: no lease), then per execution: job_id,
+-- queue, exec_id, ttl
 -- Returns 0 without writing when the worker is no longer in `rq:workers` (Redis restarted
 -- empty, or its key expired): the caller registers the worker again.
 local worker, now_iso, now_f = ARGV[1], ARGV[2], ARGV[3]
@@ -10,7 +11,11 @@ if redis.call('SISMEMBER', 'rq:workers', wkey) == 0 then return 0 end
 redis.call('HSET', wkey, 'last_heartbeat', now_iso)
 redis.call('EXPIRE', wkey, worker_ttl)
 redis.call('EXPIRE', wkey .. ':executions', worker_ttl)
-local i = 6
+local lease_ms = tonumber(ARGV[6])
+if lease_ms > 0 then
+  redis.call('SET', 'mindora:worker-lease:' .. worker, now_iso, 'PX', lease_ms)
+end
+local i = 7
 while i + 3 <= #ARGV do
   local job_id, queue, exec_id, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local ekey = 'rq:execution:' .. job_id .. ':' .. exec_id

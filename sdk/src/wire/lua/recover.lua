@@ -12,25 +12,10 @@ local members = redis.call('ZRANGEBYSCORE', wip, 0, now_i)
 for _, member in ipairs(members) do
   local job_id, exec_id = string.match(member, '^(.*):([^:]*)$')
   if job_id then
-    local jkey = 'rq:job:' .. job_id
     redis.call('DEL', 'rq:execution:' .. job_id .. ':' .. exec_id)
     redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
-    if hget(jkey, 'status') == 'started' then
-      local rl = rl_of(job_id)
-      local left = tonumber(hget(jkey, 'retries_left') or '0')
-      if left > 0 then
-        local status = retry_job(job_id, queue, now_iso, now_i, rq_retry_interval(job_id))
-        rl_release(rl, job_id, status, now_iso)
-        table.insert(out, {job_id, status})
-      else
-        local ttl = tonumber(hget(jkey, 'failure_ttl') or '31536000')
-        record_failure(job_id, queue, 'failed', now_iso, now_i, ttl,
-          {'type', '2', 'worker_name', '', 'exc_string', exc_b64})
-        enqueue_dependents(job_id, now_iso)
-        rl_release(rl, job_id, 'failed', now_iso)
-        table.insert(out, {job_id, 'failed'})
-      end
-    end
+    local outcome = abandon_job(job_id, queue, now_iso, now_i, exc_b64)
+    if outcome then table.insert(out, {job_id, outcome}) end
   end
 end
 redis.call('ZREMRANGEBYSCORE', wip, 0, now_i)

@@ -57,6 +57,7 @@ pub struct RqStore {
     conn: RedisConn,
     blocking: RedisConn,
     worker: String,
+    lease_ms: u64,
 }
 
 impl RqStore {
@@ -66,7 +67,15 @@ impl RqStore {
             conn,
             blocking,
             worker: worker.into(),
+            lease_ms: 0,
         }
+    }
+
+    /// Keeps a liveness lease of `lease` (renewed by every heartbeat), so that surviving
+    /// workers recover this worker's jobs within seconds of its death; zero keeps none.
+    pub fn with_lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease_ms = lease.as_millis() as u64;
+        self
     }
 
     /// The worker's name.

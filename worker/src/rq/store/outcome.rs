@@ -76,7 +76,10 @@ impl RqStore {
         inv.arg(result_ttl).arg(working_secs(job.started_at, ended));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
-        let (status, moved): (String, Vec<String>) = inv.invoke_async(&mut conn).await?;
+        let (status, moved): (String, Vec<String>) = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(FinishError::from_redis)?;
         if status != "gone" {
             let hooks = crate::webhooks::Terminal::Finished;
             crate::webhooks::dispatch(&job.hash, hooks, ended, None);
@@ -116,7 +119,10 @@ impl RqStore {
             .arg(working_secs(job.started_at, ended));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
-        let status: String = inv.invoke_async(&mut conn).await?;
+        let status: String = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(FinishError::from_redis)?;
         if status == "failed" {
             let hooks = crate::webhooks::Terminal::Failed;
             crate::webhooks::dispatch(&job.hash, hooks, ended, Some(exc_string));
@@ -159,8 +165,9 @@ impl RqStore {
     }
 
     /// Gives a started job back to the head of its queue without spending an attempt
-    /// (shutdown grace ran out). Returns false when the job hash is gone.
-    pub async fn requeue(&self, job: &Claimed) -> StoreResult<bool> {
+    /// (shutdown grace ran out). Returns false when the job hash is gone; fails with
+    /// [`FinishError::Stale`] when the execution was already recovered.
+    pub async fn requeue(&self, job: &Claimed) -> Result<bool, FinishError> {
         let mut conn = self.conn();
         scripts::REQUEUE
             .prepare_invoke()
@@ -172,6 +179,7 @@ impl RqStore {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|n| n == 1)
+            .map_err(FinishError::from_redis)
     }
 }
 
@@ -184,6 +192,26 @@ pub enum FinishError {
     /// The result could not be encoded in the job's serializer.
     #[error(transparent)]
     Codec(#[from] wire::serializer::CodecError),
+    /// Fencing: the execution was recovered (its worker's lease lapsed, or rq's TTL rule)
+    /// and the job belongs to a newer execution; this late outcome was dropped.
+    #[error("stale execution: {0}")]
+    Stale(String),
+}
+
+impl FinishError {
+    /// Sorts a script error: the outcome scripts refuse a recovered execution with `STALE`.
+    fn from_redis(e: redis::RedisError) -> Self {
+        if e.code() == Some("STALE") {
+            FinishError::Stale(e.detail().unwrap_or_default().to_string())
+        } else {
+            FinishError::Redis(e)
+        }
+    }
+
+    /// Whether writing again may succeed (Redis unreachable), as opposed to a refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FinishError::Redis(_))
+    }
 }
 
 /// Appends result-stream fields (name, value pairs) as the scripts' trailing arguments.

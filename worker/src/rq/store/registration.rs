@@ -17,7 +17,8 @@ impl RqStore {
             .arg(utcformat(now))
             .arg(epoch_float(now))
             .arg(epoch_secs(now))
-            .arg(worker_ttl);
+            .arg(worker_ttl)
+            .arg(self.lease_ms);
         for b in running {
             inv.arg(&b.job_id)
                 .arg(&b.queue)
@@ -57,6 +58,15 @@ impl RqStore {
                 ],
             )
             .sadd(keys::WORKERS, &key);
+        if self.lease_ms > 0 {
+            pipe.hset(&key, keys::WORKER_LEASE_FIELD, self.lease_ms)
+                .cmd("SET")
+                .arg(keys::worker_lease(&self.worker))
+                .arg(&now)
+                .arg("PX")
+                .arg(self.lease_ms)
+                .ignore();
+        }
         for q in queues {
             pipe.sadd(keys::workers_by_queue(q), &key);
             pipe.sadd(keys::QUEUES, keys::queue(q));
@@ -109,7 +119,8 @@ impl RqStore {
         pipe.hset(&key, "death", utcformat(Utc::now()))
             .hset(&key, "state", "dead")
             .expire(&key, 60)
-            .del(keys::worker_executions(&self.worker));
+            .del(keys::worker_executions(&self.worker))
+            .del(keys::worker_lease(&self.worker));
         let mut conn = self.conn();
         pipe.query_async::<()>(&mut conn).await
     }

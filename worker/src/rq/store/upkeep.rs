@@ -100,6 +100,44 @@ impl RqStore {
         Ok(out)
     }
 
+    /// Recovers, at once, the running executions of every mindora worker whose liveness
+    /// lease lapsed (at most one worker of the fleet looks per second). With `restarted`,
+    /// recovers instead what a dead process of this worker's own name left running (called
+    /// once at start-up, before registering). Returns (job id, queue, new status) triples.
+    pub async fn recover_lapsed(
+        &self,
+        restarted: bool,
+    ) -> StoreResult<Vec<(String, String, String)>> {
+        let mut conn = self.conn();
+        if !restarted {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(keys::LEASE_CHECK_LOCK)
+                .arg(&self.worker)
+                .arg("NX")
+                .arg("PX")
+                .arg(900)
+                .query_async(&mut conn)
+                .await?;
+            if taken.is_none() {
+                return Ok(Vec::new());
+            }
+        }
+        let now = Utc::now();
+        let message = format!(
+            "Moved to FailedJobRegistry, due to AbandonedJobError, at {} (worker lease lapsed)",
+            now.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
+        );
+        let exc = encode_exc_string(&message).unwrap_or_default();
+        scripts::RECOVER_LAPSED
+            .prepare_invoke()
+            .arg(epoch_secs(now))
+            .arg(utcformat(now))
+            .arg(exc)
+            .arg(if restarted { self.worker.as_str() } else { "" })
+            .invoke_async(&mut conn)
+            .await
+    }
+
     /// Jobs left in a queue's intermediate list by a worker that died between its blocking
     /// pop and its claim go back to the head of the queue once seen stale twice.
     async fn recover_intermediate(&self, queue: &str) -> StoreResult<()> {

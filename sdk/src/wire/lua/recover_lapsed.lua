@@ -1,0 +1,45 @@
+-- Crash recovery in seconds: executions of mindora workers whose liveness lease
+-- (`mindora:worker-lease:<name>`, renewed by every heartbeat) has lapsed are recovered now,
+-- without waiting for rq's TTL rule. Only workers that registered with a lease (field
+-- `mindora_lease_ms` in their hash) are looked at: Python rq workers write none, so their
+-- jobs keep rq's own rules. Each execution still in its started registry ends (which also
+-- clears it from the dead worker's hash) and its job is retried or failed as abandoned,
+-- as recover.lua does. A worker restarting under the name of a dead one (`restarted`)
+-- recovers that name's leftover executions at once, whatever the old lease says (its
+-- hash may be gone; a Python rq worker's hash is left alone).
+-- ARGV: now_int, now_iso, exc_string_b64, restarted ('' for none)
+-- Returns: { {job_id, queue, outcome}, ... }
+local now_i, now_iso, exc_b64, restarted = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] or ''
+local prefix = 'rq:worker:'
+local out = {}
+
+local function recover_worker(wkey, worker)
+  for _, composite in ipairs(redis.call('SMEMBERS', wkey .. ':executions')) do
+    local job_id, exec_id = string.match(composite, '^(.*):([^:]*)$')
+    local queue = job_id and hget('rq:job:' .. job_id, 'origin')
+    if queue and execution_is_live(job_id, queue, exec_id) then
+      end_execution(job_id, queue, exec_id, worker)
+      local outcome = abandon_job(job_id, queue, now_iso, now_i, exc_b64)
+      if outcome then table.insert(out, {job_id, queue, outcome}) end
+    else
+      redis.call('SREM', wkey .. ':executions', composite)
+    end
+  end
+end
+
+if restarted ~= '' then
+  local wkey = prefix .. restarted
+  -- Never a Python rq worker's executions, should one have had this name.
+  if redis.call('EXISTS', wkey) == 0 or hget(wkey, 'mindora_lease_ms') then
+    recover_worker(wkey, restarted)
+  end
+  return out
+end
+for _, wkey in ipairs(redis.call('SMEMBERS', 'rq:workers')) do
+  local worker = string.sub(wkey, #prefix + 1)
+  if hget(wkey, 'mindora_lease_ms') and
+      redis.call('EXISTS', 'mindora:worker-lease:' .. worker) == 0 then
+    recover_worker(wkey, worker)
+  end
+end
+return out
