@@ -342,6 +342,8 @@ pub fn python_pool_args(version: &str, processes: usize) -> Result<Vec<String>> 
         "--python-processes".into(),
         processes.to_string(),
     ])
+}
+
 /// A loopback TCP port free right now (for a server a test starts).
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

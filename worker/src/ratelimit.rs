@@ -7,15 +7,11 @@
 use chrono::Utc;
 use mindora_sdk::wire::time::{epoch_float, utcformat};
 use mindora_sdk::wire::{keys, scripts};
-use redis::aio::ConnectionManager;
+use mindora_sdk::RedisConn;
 
 /// Runs one cleanup over every rate-limit key, if no other worker did in the last
 /// `every_secs`. Returns how many waiting jobs were promoted.
-pub async fn cleanup(
-    conn: &ConnectionManager,
-    worker: &str,
-    every_secs: u64,
-) -> redis::RedisResult<i64> {
+pub async fn cleanup(conn: &RedisConn, worker: &str, every_secs: u64) -> redis::RedisResult<i64> {
     let mut conn = conn.clone();
     let taken: Option<String> = redis::cmd("SET")
         .arg(keys::RATE_LIMIT_CLEANUP_LOCK)

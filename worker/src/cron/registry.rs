@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use mindora_sdk::wire::keys;
 use mindora_sdk::wire::time::{epoch_float, utcformat};
-use redis::aio::ConnectionManager;
+use mindora_sdk::RedisConn;
 use serde_json::{json, Map, Value};
 
 use super::schedule::{CronEntry, CronFile};
@@ -57,7 +57,7 @@ fn cron_job_dict(e: &CronEntry, times: &EntryTimes) -> Value {
 
 /// Writes (or refreshes) this scheduler's entry in rq's registry.
 pub async fn save(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     name: &str,
     created: DateTime<Utc>,
     file: &CronFile,
@@ -91,7 +91,7 @@ pub async fn save(
 }
 
 /// Leaves rq's registry (rq's `register_death`, plus the hash).
-pub async fn remove(conn: &ConnectionManager, name: &str) -> redis::RedisResult<()> {
+pub async fn remove(conn: &RedisConn, name: &str) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic()
         .zrem(keys::CRON_SCHEDULERS, name)

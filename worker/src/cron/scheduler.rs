@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use mindora_sdk::wire::job::NewJob;
 use mindora_sdk::wire::time::{epoch_float, utcformat};
 use mindora_sdk::wire::{keys, scripts, JobCall, JobStatus};
-use redis::aio::ConnectionManager;
+use mindora_sdk::RedisConn;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -38,7 +38,7 @@ pub const CRON_LAST_RUN: &str = "mindora_cron_last_run_timestamp_seconds";
 pub const CRON_NEXT_RUN: &str = "mindora_cron_next_run_timestamp_seconds";
 
 /// Runs the schedule until `stop`; `name` is this scheduler's name in rq's registry.
-pub async fn run(conn: ConnectionManager, file: CronFile, name: String, stop: CancellationToken) {
+pub async fn run(conn: RedisConn, file: CronFile, name: String, stop: CancellationToken) {
     let created = Utc::now();
     // Ticks before this replica started are the other replicas' (or were missed while all
     // were down, and are skipped).
@@ -112,7 +112,7 @@ pub async fn run(conn: ConnectionManager, file: CronFile, name: String, stop: Ca
 /// Enqueues `tick` of `entry` unless another scheduler did; the new job's id when this
 /// call enqueued it.
 pub async fn enqueue_tick(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     entry: &CronEntry,
     tick: DateTime<Utc>,
 ) -> Result<Option<String>, TickError> {
