@@ -49,6 +49,10 @@ pub enum ExtractProblem {
         /// What the parser reported.
         detail: String,
     },
+    /// The PDF engine died on this file (crashed, or went over its memory limit) in its
+    /// child process; the worker itself is unharmed.
+    #[error("the PDF engine failed on this file: {0}")]
+    EngineFailed(String),
     /// A format we recognise but do not extract (e.g. legacy .doc, images).
     #[error("unsupported document type: {0}")]
     Unsupported(String),
@@ -155,6 +159,7 @@ impl PipelineError {
                 ExtractProblem::NoTextLayer { .. } => "no_text_layer",
                 ExtractProblem::TimedOut { .. } => "extract_timeout",
                 ExtractProblem::EngineUnavailable(_) => "engine_unavailable",
+                ExtractProblem::EngineFailed(_) => "engine_failed",
                 ExtractProblem::Corrupt { .. } => "corrupt_document",
                 ExtractProblem::Unsupported(_) => "unsupported_document",
             },

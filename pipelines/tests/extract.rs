@@ -176,10 +176,9 @@ fn time_limit_is_enforced_between_pages() {
     let e = DefaultExtractor
         .extract_with("long.pdf", &bytes, &options)
         .unwrap_err();
-    assert!(
-        matches!(e, ExtractProblem::TimedOut { pages: 30, .. }),
-        "{e:?}"
-    );
+    // The PDF helper is killed at the deadline, here before it has even counted the pages
+    // (tests/pdf_isolation.rs covers a limit hit inside a page).
+    assert!(matches!(e, ExtractProblem::TimedOut { .. }), "{e:?}");
     assert!(e.to_string().contains("time limit"), "{e}");
 }
 

@@ -4,6 +4,9 @@
 #  - s3s-fs (a real S3-protocol server) into ~/.cargo/bin, from crates.io
 #  - PDFium (the PDF engine): libpdfium.so from the pinned pypdfium2 wheel on PyPI, into
 #    $MINDORA_CACHE/pdfium/ (where the extractor looks; or point MINDORA_PDFIUM_LIB at it)
+#  - a CJK fallback font for PDFium (Debian's fonts-droid-fallback, pinned, unpacked into
+#    $MINDORA_CACHE/pdfium/fonts/): without one PDFium drops text set in non-embedded
+#    Japanese/Chinese fonts (Ryumin-Light, HeiseiMin...), which pdftotext reads
 #  - poppler-utils + poppler-data (pdftotext, the independent PDF reference) from Debian
 #  - a Python venv with pinned reference/baseline tools: python-docx, openpyxl, xlrd, odfpy,
 #    BeautifulSoup (corpus references), pypdf and PyMuPDF (benchmark peers), psutil
@@ -74,6 +77,22 @@ EOF
     rm -rf "$tmp"
 else
     echo "setup: PDFium present ($pdfium_dir)"
+fi
+
+droid_version="1:6.0.1r16-1.1"
+if [ "$(cat "$pdfium_dir/fonts/VERSION" 2>/dev/null)" != "fonts-droid-fallback-$droid_version" ]; then
+    echo "setup: installing the CJK fallback font for PDFium (fonts-droid-fallback $droid_version)"
+    tmp="$(mktemp -d)"
+    chmod 0777 "$tmp"
+    (cd "$tmp" && apt-get download -qq "fonts-droid-fallback=$droid_version" 2>/dev/null \
+        || { apt-get update -qq && apt-get download -qq "fonts-droid-fallback=$droid_version"; })
+    dpkg-deb -x "$tmp"/fonts-droid-fallback_*.deb "$tmp/x"
+    mkdir -p "$pdfium_dir/fonts"
+    install -m 0644 "$tmp/x/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf" "$pdfium_dir/fonts/"
+    echo "fonts-droid-fallback-$droid_version" >"$pdfium_dir/fonts/VERSION"
+    rm -rf "$tmp"
+else
+    echo "setup: PDFium CJK fallback font present"
 fi
 
 MINDORA_CACHE="$cache" bash "$here/corpus/fetch.sh"

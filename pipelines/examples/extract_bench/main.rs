@@ -39,6 +39,18 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Peak RSS of the largest finished child process (the `mindora-pdf` helper; this runs before
+/// any other child is started).
+fn children_peak_rss_mb() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
 fn corpus(dir: &Path, docs: usize) {
     for i in 0..docs {
         let pages: Vec<Vec<String>> = (1..=20).map(|p| fixtures::prose_page(p + i, 40)).collect();
@@ -81,11 +93,12 @@ fn big_pdf_extract(pages: usize) {
     let start = Instant::now();
     let text = DefaultExtractor.extract("big.pdf", &bytes).unwrap();
     println!(
-        "== one {:.0} MB PDF, {pages} pages, extract only: {:.1} s, {:.0} MB of text, peak RSS {before:.0} MB before -> {:.0} MB after",
+        "== one {:.0} MB PDF, {pages} pages, extract only: {:.1} s, {:.0} MB of text, worker peak RSS {before:.0} MB before -> {:.0} MB after; PDF helper process peak RSS {:.0} MB",
         bytes.len() as f64 / 1e6,
         start.elapsed().as_secs_f64(),
         text.text.len() as f64 / 1e6,
-        peak_rss_mb()
+        peak_rss_mb(),
+        children_peak_rss_mb()
     );
 }
 
@@ -145,11 +158,11 @@ fn python_bench(dir: &Path) -> Option<Value> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    pdf_peers::run();
     let big_pages = arg("--big-pdf-pages", 0);
     if big_pages > 0 {
         big_pdf_extract(big_pages);
     }
+    pdf_peers::run();
     if std::env::args().any(|a| a == "--real-pdfs-only") {
         return;
     }

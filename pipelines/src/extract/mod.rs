@@ -25,7 +25,7 @@ use crate::model::ExtractedText;
 pub struct ExtractOptions {
     /// Password for an encrypted PDF (the job's `options.password`).
     pub password: Option<String>,
-    /// Wall-time limit for one document (checked between PDF pages).
+    /// Wall-time limit for one document (a PDF's helper process is killed at it).
     pub time_limit: Duration,
 }
 

@@ -6,12 +6,19 @@
 //! `MINDORA_PDFIUM_LIB` (the file or its directory), else in `$MINDORA_CACHE/pdfium/` (where
 //! setup.sh puts it), next to the running executable, or in `/usr/local/lib` and `/usr/lib`.
 //! It is bound once per process; PDFium is not thread-safe, so the `thread_safe` feature of
-//! pdfium-render serialises calls into it.
+//! pdfium-render serialises calls into it (which is why extraction normally runs in a child
+//! process per document, see `isolate`).
+//!
+//! Fonts: PDFium drops text drawn in a font it has no glyphs for (a non-embedded CJK font
+//! such as Ryumin-Light or HeiseiMin-W3, common in Japanese PDFs), because those glyphs get
+//! zero-width boxes. So it is given a CJK fallback font: Debian's `fonts-droid-fallback`,
+//! unpacked by setup.sh into `fonts/` next to `libpdfium.so` (the image installs the package
+//! into `/usr/share/fonts`), plus the system font directories.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use pdfium_render::prelude::Pdfium;
+use pdfium_render::prelude::{Pdfium, PdfiumLibraryConfig};
 
 use crate::error::ExtractProblem;
 
@@ -54,6 +61,28 @@ pub fn candidates() -> Vec<PathBuf> {
     out
 }
 
+/// Font directories handed to PDFium, existing ones only: `fonts/` beside the library (the CJK
+/// fallback from setup.sh), then the usual system directories (replaced, not extended, by a
+/// user list, so they are named here too).
+fn font_dirs(library: &Path) -> Vec<String> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = library.parent() {
+        dirs.push(dir.join("fonts"));
+    }
+    for d in [
+        "/usr/share/fonts",
+        "/usr/local/share/fonts",
+        "/usr/share/X11/fonts/Type1",
+        "/usr/share/X11/fonts/TTF",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter()
+        .filter(|d| d.is_dir())
+        .filter_map(|d| d.to_str().map(|s| format!("{s}/")))
+        .collect()
+}
+
 fn load() -> Result<Pdfium, String> {
     let tried = candidates();
     let mut errors = Vec::new();
@@ -63,8 +92,12 @@ fn load() -> Result<Pdfium, String> {
         }
         match Pdfium::bind_to_library(path) {
             Ok(bindings) => {
-                tracing::info!(library = %path.display(), "PDFium loaded");
-                return Ok(Pdfium::new(bindings));
+                let fonts = font_dirs(path);
+                tracing::info!(library = %path.display(), fonts = ?fonts, "PDFium loaded");
+                let config = PdfiumLibraryConfig::new()
+                    .set_user_font_paths(&fonts.iter().map(String::as_str).collect::<Vec<_>>())
+                    .map_err(|e| format!("PDFium font paths {fonts:?}: {e}"))?;
+                return Ok(Pdfium::new_with_config(bindings, config));
             }
             Err(e) => errors.push(format!("{}: {e}", path.display())),
         }

@@ -1,21 +1,29 @@
 //! PDF text through PDFium (see [`engine`] for why and how it is loaded).
 //!
+//! Each document is read in a child process (`mindora-pdf`, see [`isolate`]) that is killed at
+//! the time limit, so one pathological page cannot hold a job past it, a PDFium crash fails only
+//! that document, the child's memory is capped, and documents are read in parallel (PDFium
+//! itself is serialised per process). Without the helper binary (a library user who did not
+//! install it, or `MINDORA_PDF_HELPER=off`) the same page walk runs in-process, with the time
+//! limit checked between pages.
+//!
 //! Pages are read one at a time (each closed before the next), so memory stays at the file
-//! plus one page plus the text, whatever the page count. The time limit is checked between
-//! pages. Failures say what is wrong: a password is needed or wrong, no text layer (scans),
-//! damaged structure (text kept, with a warning), or a file PDFium cannot open at all.
+//! plus one page plus the text, whatever the page count. Failures say what is wrong: a password
+//! is needed or wrong, no text layer (scans), damaged structure (text kept, with a warning),
+//! or a file PDFium cannot open at all.
 
 mod damage;
 pub mod engine;
+pub mod isolate;
+pub mod pages;
 
 use std::time::Instant;
 
-use pdfium_render::prelude::{
-    PdfPage, PdfPageObjectType, PdfPageObjectsCommon, PdfiumError, PdfiumInternalError,
-};
+use pdfium_render::prelude::PdfiumLibraryBindingsAccessor;
 
 use super::ExtractOptions;
 use crate::error::ExtractProblem;
+use pages::PageOutcome;
 
 /// What a PDF yielded.
 #[derive(Debug, Default)]
@@ -30,115 +38,111 @@ pub struct PdfText {
     pub warnings: Vec<String>,
 }
 
-fn corrupt(detail: impl Into<String>) -> ExtractProblem {
-    ExtractProblem::Corrupt {
-        format: "PDF",
-        detail: detail.into(),
-    }
-}
-
 /// Extracts the text of every page of `bytes`.
 pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
+    let mut pages = Collect::default();
+    match isolate::helper() {
+        Some(helper) => isolate::run(&helper, bytes, options, &mut pages)?,
+        None => in_process(bytes, options, &mut pages)?,
+    }
+    pages.finish(damage::check(bytes))
+}
+
+/// The page walk in this process: the time limit is checked between pages only.
+pub fn in_process(
+    bytes: &[u8],
+    options: &ExtractOptions,
+    out: &mut Collect,
+) -> Result<(), ExtractProblem> {
     let started = Instant::now();
     let pdfium = engine::pdfium()?;
-    let mut warnings = damage::check(bytes);
-    let doc = pdfium
-        .load_pdf_from_byte_slice(bytes, options.password.as_deref())
-        .map_err(|e| open_error(e, options.password.is_some()))?;
-    let pages = doc.pages();
-    let count = u32::try_from(pages.len()).unwrap_or(0);
-    if count == 0 {
-        return Err(corrupt("the document has no pages"));
-    }
-    let mut out = PdfText {
-        pages: count,
-        ..PdfText::default()
-    };
-    let mut image_only = Vec::new();
-    let mut unreadable = Vec::new();
-    for number in 1..=count {
+    let doc = pages::Document::open(pdfium.bindings(), bytes, options.password.as_deref())?;
+    out.open(doc.pages())?;
+    for index in 0..doc.pages() {
         if started.elapsed() > options.time_limit {
-            return Err(ExtractProblem::TimedOut {
-                seconds: options.time_limit.as_secs(),
-                done: number - 1,
-                pages: count,
+            return Err(out.timed_out(options));
+        }
+        out.page(index + 1, doc.page(index));
+    }
+    Ok(())
+}
+
+/// Gathers page outcomes (from this process or the child) into a [`PdfText`].
+#[derive(Debug, Default)]
+pub struct Collect {
+    out: PdfText,
+    done: u32,
+    image_only: Vec<u32>,
+    unreadable: Vec<u32>,
+}
+
+impl Collect {
+    /// The document opened with `pages` pages.
+    pub fn open(&mut self, pages: u32) -> Result<(), ExtractProblem> {
+        if pages == 0 {
+            return Err(ExtractProblem::Corrupt {
+                format: "PDF",
+                detail: "the document has no pages".into(),
             });
         }
-        let index = i32::try_from(number - 1).unwrap_or(i32::MAX);
-        let page = match pages.get(index) {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::debug!(page = number, error = %e, "PDF page could not be loaded");
-                unreadable.push(number);
-                continue;
+        self.out.pages = pages;
+        Ok(())
+    }
+
+    /// Page `number` (1-based) gave `outcome`.
+    pub fn page(&mut self, number: u32, outcome: PageOutcome) {
+        self.done = self.done.max(number);
+        match outcome {
+            PageOutcome::Text(text) => {
+                self.out.pages_with_text.push(number);
+                self.out.text.push_str(&text);
+                self.out.text.push_str("\n\n");
             }
-        };
-        let text = match page.text() {
-            Ok(t) => t.all(),
-            Err(e) => {
-                tracing::debug!(page = number, error = %e, "PDF page text could not be read");
-                unreadable.push(number);
-                continue;
-            }
-        };
-        if text.trim().is_empty() {
-            if has_images(&page) {
-                image_only.push(number);
-            }
-            continue;
+            PageOutcome::ImageOnly => self.image_only.push(number),
+            PageOutcome::Blank => {}
+            PageOutcome::Unreadable => self.unreadable.push(number),
         }
-        out.pages_with_text.push(number);
-        out.text.push_str(&text);
-        out.text.push_str("\n\n");
     }
-    if out.pages_with_text.is_empty() {
-        return Err(if !image_only.is_empty() {
-            ExtractProblem::NoTextLayer { pages: count }
-        } else if unreadable.len() as u32 == count {
-            corrupt("no page could be read")
-        } else {
-            ExtractProblem::Empty
-        });
-    }
-    if !image_only.is_empty() {
-        warnings.push(format!(
-            "page(s) {} have no text layer (images only); OCR needed for their text",
-            ranges(&image_only)
-        ));
-    }
-    if !unreadable.is_empty() {
-        warnings.push(format!("page(s) {} could not be read", ranges(&unreadable)));
-    }
-    out.warnings = warnings;
-    Ok(out)
-}
 
-fn has_images(page: &PdfPage<'_>) -> bool {
-    page.objects()
-        .iter()
-        .any(|o| o.object_type() == PdfPageObjectType::Image)
-}
+    /// The error for a document stopped at the time limit.
+    pub fn timed_out(&self, options: &ExtractOptions) -> ExtractProblem {
+        ExtractProblem::TimedOut {
+            seconds: options.time_limit.as_secs(),
+            done: self.done,
+            pages: self.out.pages,
+        }
+    }
 
-fn open_error(e: PdfiumError, had_password: bool) -> ExtractProblem {
-    match e {
-        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::PasswordError) => {
-            if had_password {
-                ExtractProblem::WrongPassword("PDF")
+    fn finish(self, mut warnings: Vec<String>) -> Result<PdfText, ExtractProblem> {
+        let Collect {
+            mut out,
+            image_only,
+            unreadable,
+            ..
+        } = self;
+        if out.pages_with_text.is_empty() {
+            return Err(if !image_only.is_empty() {
+                ExtractProblem::NoTextLayer { pages: out.pages }
+            } else if unreadable.len() as u32 == out.pages {
+                ExtractProblem::Corrupt {
+                    format: "PDF",
+                    detail: "no page could be read".into(),
+                }
             } else {
-                ExtractProblem::PasswordNeeded("PDF")
-            }
+                ExtractProblem::Empty
+            });
         }
-        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::SecurityError) => {
-            ExtractProblem::Unsupported(
-                "PDF encrypted with a security handler PDFium does not support".into(),
-            )
+        if !image_only.is_empty() {
+            warnings.push(format!(
+                "page(s) {} have no text layer (images only); OCR needed for their text",
+                ranges(&image_only)
+            ));
         }
-        PdfiumError::PdfiumLibraryInternalError(
-            PdfiumInternalError::FormatError | PdfiumInternalError::FileError,
-        ) => corrupt(
-            "no document structure could be found, even after rebuilding the cross-reference table",
-        ),
-        other => corrupt(format!("PDFium could not open it: {other}")),
+        if !unreadable.is_empty() {
+            warnings.push(format!("page(s) {} could not be read", ranges(&unreadable)));
+        }
+        out.warnings = warnings;
+        Ok(out)
     }
 }
 

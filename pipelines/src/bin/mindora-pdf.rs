@@ -1,0 +1,26 @@
+//! `mindora-pdf`: reads one PDF with PDFium for the worker, in its own process.
+//!
+//! Started by `mindora_pipelines::extract::pdf::isolate` (never by hand): the request and the
+//! PDF arrive on stdin, pages go out on stdout as JSON lines. Being a separate process is the
+//! point: the worker kills it at the document's time limit, survives its crashes, and caps its
+//! memory (`MINDORA_PDF_MEMORY_MB`).
+
+use std::io::{BufReader, BufWriter};
+use std::process::ExitCode;
+
+use mindora_pipelines::extract::pdf::isolate;
+
+fn main() -> ExitCode {
+    if let Err(e) = isolate::cap_memory() {
+        eprintln!("mindora-pdf: could not cap memory: {e}");
+    }
+    let stdin = BufReader::new(std::io::stdin().lock());
+    let stdout = BufWriter::new(std::io::stdout().lock());
+    match isolate::serve(stdin, stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mindora-pdf: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

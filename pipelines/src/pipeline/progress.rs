@@ -1,0 +1,88 @@
+//! The job's live meta (stage, status) and the run's log of transitions and timings.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::model::{Chunk, DocumentRef, ExtractedText};
+use crate::record::DocumentFields;
+use crate::ProgressSink;
+
+/// Accumulates the job's meta and pushes it to the sink at each change.
+pub(super) struct Progress<'a> {
+    pub(super) sink: &'a dyn ProgressSink,
+    pub(super) meta: std::sync::Mutex<Map<String, Value>>,
+}
+
+impl<'a> Progress<'a> {
+    pub(super) fn new(sink: &'a dyn ProgressSink, function: &str, doc: &DocumentRef) -> Self {
+        let mut meta = Map::new();
+        meta.insert("pipeline".into(), json!(function));
+        meta.insert("document_id".into(), json!(doc.document_id.to_string()));
+        Progress {
+            sink,
+            meta: std::sync::Mutex::new(meta),
+        }
+    }
+
+    pub(super) fn set(&self, pairs: &[(&str, Value)]) {
+        let snapshot = match self.meta.lock() {
+            Ok(mut m) => {
+                for (k, v) in pairs {
+                    m.insert((*k).to_string(), v.clone());
+                }
+                m.insert("updated_at".into(), json!(Utc::now().to_rfc3339()));
+                m.clone()
+            }
+            Err(_) => return,
+        };
+        self.sink.report(snapshot);
+    }
+
+    pub(super) fn stage(&self, stage: &str) {
+        self.set(&[("stage", json!(stage))]);
+    }
+}
+
+/// Times stages and records status transitions as they happen.
+pub(super) struct RunLog {
+    pub(super) run_id: Uuid,
+    pub(super) started_at: chrono::DateTime<Utc>,
+    pub(super) transitions: Vec<(String, Value)>,
+    pub(super) timings: Map<String, Value>,
+    pub(super) fields: DocumentFields,
+    /// Intermediates for chained stages, written in the run's transaction.
+    pub(super) text: Option<ExtractedText>,
+    pub(super) chunks: Option<Vec<Chunk>>,
+    pub(super) vectors: Option<Vec<Vec<f32>>>,
+}
+
+impl RunLog {
+    pub(super) fn new() -> Self {
+        RunLog {
+            run_id: Uuid::new_v4(),
+            started_at: Utc::now(),
+            transitions: Vec::new(),
+            timings: Map::new(),
+            fields: DocumentFields::default(),
+            text: None,
+            chunks: None,
+            vectors: None,
+        }
+    }
+
+    pub(super) fn done(&mut self, stage: &str, status: &str, started: Instant, detail: Value) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.timings
+            .insert(stage.to_string(), json!((ms * 10.0).round() / 10.0));
+        let mut detail = match detail {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        detail.insert("ms".into(), json!((ms * 10.0).round() / 10.0));
+        self.transitions
+            .push((status.to_string(), Value::Object(detail)));
+    }
+}

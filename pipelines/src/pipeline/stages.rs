@@ -1,0 +1,280 @@
+//! The stages (fetch, extract, chunk, embed, index, analyze) and `process_document`, which runs
+//! them in one job.
+
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::args::Args;
+use super::progress::{Progress, RunLog};
+use super::{extract_notes, need, option_on, Inner};
+use crate::error::PipelineError;
+use crate::index_fulltext::IndexReport;
+use crate::model::{Chunk, ChunkMeta, ExtractedText, FetchedObject};
+
+impl Inner {
+    pub(super) async fn fetch(
+        &self,
+        a: &Args,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Result<FetchedObject, PipelineError> {
+        let source = need(
+            &self.stages.source,
+            "S3",
+            "MINDORA_S3_ACCESS_KEY and MINDORA_S3_SECRET_KEY (and MINDORA_S3_ENDPOINT for MinIO)",
+        )?;
+        progress.stage("fetch");
+        let t = Instant::now();
+        let obj = source
+            .fetch(&a.doc.bucket, &a.doc.key, self.max_bytes())
+            .await?;
+        log.fields.sha256 = Some(obj.sha256.clone());
+        log.fields.size_bytes = Some(obj.bytes.len() as i64);
+        log.done(
+            "fetch",
+            "fetched",
+            t,
+            json!({"size_bytes": obj.bytes.len(), "sha256": obj.sha256}),
+        );
+        progress.set(&[("size_bytes", json!(obj.bytes.len()))]);
+        Ok(obj)
+    }
+
+    pub(super) async fn extract(
+        &self,
+        a: &Args,
+        obj: FetchedObject,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Result<ExtractedText, PipelineError> {
+        progress.stage("extract");
+        let t = Instant::now();
+        let extractor = self.stages.extractor.clone();
+        let file = a.doc.file_name().to_string();
+        let name = file.clone();
+        let options = crate::extract::ExtractOptions {
+            password: a
+                .options
+                .get("password")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            time_limit: std::time::Duration::from_secs(self.config.extract_timeout_secs),
+        };
+        let text = tokio::task::spawn_blocking(move || {
+            extractor.extract_with(&name, &obj.bytes, &options)
+        })
+        .await
+        .map_err(|e| PipelineError::Extract {
+            file: file.clone(),
+            problem: crate::ExtractProblem::Corrupt {
+                format: "document",
+                detail: format!("extractor crashed: {e}"),
+            },
+        })?
+        .map_err(|problem| PipelineError::Extract { file, problem })?;
+        log.fields.kind = Some((text.kind.clone(), text.mime.clone()));
+        log.fields.pages = Some(text.pages as i32);
+        log.done(
+            "extract",
+            "extracted",
+            t,
+            json!({"kind": text.kind, "pages": text.pages, "chars": text.text.chars().count(),
+                   "pages_with_text": text.pages_with_text, "warnings": text.warnings}),
+        );
+        let mut meta = vec![("pages", json!(text.pages)), ("kind", json!(text.kind))];
+        if let Some(p) = &text.pages_with_text {
+            meta.push(("pages_with_text", json!(p)));
+        }
+        if !text.warnings.is_empty() {
+            meta.push(("warnings", json!(text.warnings)));
+        }
+        progress.set(&meta);
+        Ok(text)
+    }
+
+    pub(super) fn chunk(
+        &self,
+        a: &Args,
+        text: &str,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Vec<Chunk> {
+        progress.stage("chunk");
+        let t = Instant::now();
+        let custom = a
+            .defaults
+            .as_ref()
+            .filter(|d| d.chunk_size.is_some() || d.chunk_overlap.is_some());
+        let chunks = match custom {
+            // The app's own chunk budget replaces the worker-wide chunker for this job.
+            Some(d) => crate::chunk::Chunker::chunk(
+                &crate::chunk::TextChunker::new(
+                    d.chunk_size.unwrap_or(self.config.chunk_size),
+                    d.chunk_overlap.unwrap_or(self.config.chunk_overlap),
+                ),
+                a.doc.document_id,
+                text,
+            ),
+            None => self.stages.chunker.chunk(a.doc.document_id, text),
+        };
+        log.fields.chunks = Some(chunks.len() as i32);
+        log.done("chunk", "chunked", t, json!({"chunks": chunks.len()}));
+        progress.set(&[("chunks", json!(chunks.len()))]);
+        chunks
+    }
+
+    pub(super) async fn embed(
+        &self,
+        chunks: &[Chunk],
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Result<Vec<Vec<f32>>, PipelineError> {
+        let embedder = need(
+            &self.stages.embedder,
+            "embeddings",
+            "MINDORA_EMBED_BASE_URL",
+        )?;
+        progress.set(&[("stage", json!("embed")), ("embedded", json!(0))]);
+        let t = Instant::now();
+        let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
+        let report = |n: usize| progress.set(&[("embedded", json!(n))]);
+        let vectors = embedder.embed(&texts, &report).await?;
+        log.done(
+            "embed",
+            "embedded",
+            t,
+            json!({"vectors": vectors.len(), "dimensions": embedder.dimensions()}),
+        );
+        Ok(vectors)
+    }
+
+    pub(super) async fn index(
+        &self,
+        a: &Args,
+        meta: &ChunkMeta,
+        chunks: &[Chunk],
+        vectors: Option<&[Vec<f32>]>,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Result<Value, PipelineError> {
+        let mut out = Map::new();
+        let t = Instant::now();
+        let mut any = false;
+        if option_on(&a.options, "index_fulltext") {
+            if let Some(ft) = &self.stages.fulltext {
+                progress.stage("index_fulltext");
+                let r: IndexReport = ft.index(&a.app, meta, chunks).await?;
+                out.insert("fulltext".into(), json!(r));
+                any = true;
+            }
+        }
+        if option_on(&a.options, "index_vectors") {
+            if let Some(vx) = &self.stages.vectors {
+                let Some(vectors) = vectors else {
+                    return Err(PipelineError::NotConfigured {
+                        what: "embeddings (needed by the Qdrant index)",
+                        var: "MINDORA_EMBED_BASE_URL",
+                    });
+                };
+                progress.stage("index_vectors");
+                let r = vx.index(&a.app, meta, chunks, vectors).await?;
+                out.insert("vectors".into(), json!(r));
+                any = true;
+            }
+        }
+        if any {
+            log.done("index", "indexed", t, Value::Object(out.clone()));
+        }
+        Ok(Value::Object(out))
+    }
+
+    pub(super) async fn analyze(
+        &self,
+        a: &Args,
+        text: &str,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Result<Option<Value>, PipelineError> {
+        let Some(analyzer) = &self.stages.analyzer else {
+            return Ok(None);
+        };
+        if !option_on(&a.options, "analyze") {
+            return Ok(None);
+        }
+        progress.stage("analyze");
+        let t = Instant::now();
+        let analysis = analyzer.analyze(a.doc.file_name(), text).await?;
+        log.done(
+            "analyze",
+            "analyzed",
+            t,
+            json!({"keywords": analysis.keywords.len()}),
+        );
+        let v = json!(analysis);
+        log.fields.analysis = Some(analysis);
+        Ok(Some(v))
+    }
+
+    pub(super) fn meta(&self, a: &Args, text: &ExtractedText, log: &RunLog) -> ChunkMeta {
+        ChunkMeta {
+            document: a.doc.clone(),
+            kind: text.kind.clone(),
+            pages: text.pages,
+            run_id: log.run_id,
+            metadata: a
+                .options
+                .get("metadata")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        }
+    }
+
+    pub(super) fn base(&self, a: &Args) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("document_id".into(), json!(a.doc.document_id.to_string()));
+        m.insert("app".into(), json!(a.app.as_str()));
+        m.insert("bucket".into(), json!(a.doc.bucket));
+        m.insert("key".into(), json!(a.doc.key));
+        m
+    }
+
+    pub(super) async fn process_document(
+        &self,
+        a: &Args,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Result<Value, PipelineError> {
+        log.fields.metadata = a.options.get("metadata").cloned();
+        let obj = self.fetch(a, progress, log).await?;
+        let (sha, size) = (obj.sha256.clone(), obj.bytes.len());
+        let text = self.extract(a, obj, progress, log).await?;
+        let chunks = self.chunk(a, &text.text, progress, log);
+        let wants_vectors = self.stages.vectors.is_some() && option_on(&a.options, "index_vectors");
+        let vectors = if wants_vectors
+            || (self.stages.embedder.is_some() && self.stages.fulltext.is_none())
+        {
+            Some(self.embed(&chunks, progress, log).await?)
+        } else {
+            None
+        };
+        let meta = self.meta(a, &text, log);
+        let indexed = self
+            .index(a, &meta, &chunks, vectors.as_deref(), progress, log)
+            .await?;
+        let analysis = self.analyze(a, &text.text, progress, log).await?;
+        log.transitions.push(("done".into(), json!({})));
+        let mut m = self.base(a);
+        m.insert("status".into(), json!("done"));
+        m.insert("kind".into(), json!(text.kind));
+        m.insert("pages".into(), json!(text.pages));
+        m.insert("chunks".into(), json!(chunks.len()));
+        m.insert("characters".into(), json!(text.text.chars().count()));
+        extract_notes(&mut m, &text);
+        m.insert("sha256".into(), json!(sha));
+        m.insert("size_bytes".into(), json!(size));
+        m.insert("indexed".into(), indexed);
+        m.insert("analysis".into(), analysis.unwrap_or(Value::Null));
+        Ok(Value::Object(m))
+    }
+}
