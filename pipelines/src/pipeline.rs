@@ -86,11 +86,27 @@ fn parse_args(args: &[Value], kwargs: &Map<String, Value>) -> Result<Args, Pipel
     for k in options.keys() {
         if !matches!(
             k.as_str(),
-            "metadata" | "analyze" | "notify" | "index_fulltext" | "index_vectors" | "password"
+            "metadata"
+                | "analyze"
+                | "notify"
+                | "index_fulltext"
+                | "index_vectors"
+                | "password"
+                | "ocr"
         ) {
             return Err(PipelineError::InvalidArgument(format!(
-                "unknown option {k:?}; expected metadata, analyze, notify, index_fulltext, index_vectors, password"
+                "unknown option {k:?}; expected metadata, analyze, notify, index_fulltext, index_vectors, password, ocr"
             )));
+        }
+    }
+    match options.get("ocr") {
+        None | Some(Value::Null | Value::Bool(_)) => {}
+        Some(Value::String(s))
+            if s.is_empty() || s == "off" || crate::extract::ocr::valid_languages(s) => {}
+        Some(other) => {
+            return Err(PipelineError::InvalidArgument(format!(
+                "options.ocr must be true, false or Tesseract languages like \"chi_sim+eng\", got {other}"
+            )))
         }
     }
     if !matches!(
@@ -201,6 +217,10 @@ fn need<'a, T: ?Sized>(
 fn extract_notes(m: &mut Map<String, Value>, text: &ExtractedText) {
     if let Some(p) = &text.pages_with_text {
         m.insert("pages_with_text".into(), json!(p));
+    }
+    if let Some(p) = &text.pages_ocr {
+        m.insert("pages_ocr".into(), json!(p));
+        m.insert("ocr_confidence".into(), json!(text.ocr_confidence));
     }
     if !text.warnings.is_empty() {
         m.insert("warnings".into(), json!(text.warnings));
@@ -400,6 +420,7 @@ impl Inner {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             time_limit: std::time::Duration::from_secs(self.config.extract_timeout_secs),
+            ocr: self.config.ocr_options(a.options.get("ocr")),
         };
         let text = tokio::task::spawn_blocking(move || {
             extractor.extract_with(&name, &obj.bytes, &options)
@@ -420,11 +441,16 @@ impl Inner {
             "extracted",
             t,
             json!({"kind": text.kind, "pages": text.pages, "chars": text.text.chars().count(),
-                   "pages_with_text": text.pages_with_text, "warnings": text.warnings}),
+                   "pages_with_text": text.pages_with_text, "pages_ocr": text.pages_ocr,
+                   "ocr_confidence": text.ocr_confidence, "warnings": text.warnings}),
         );
         let mut meta = vec![("pages", json!(text.pages)), ("kind", json!(text.kind))];
         if let Some(p) = &text.pages_with_text {
             meta.push(("pages_with_text", json!(p)));
+        }
+        if let Some(p) = &text.pages_ocr {
+            meta.push(("pages_ocr", json!(p)));
+            meta.push(("ocr_confidence", json!(text.ocr_confidence)));
         }
         if !text.warnings.is_empty() {
             meta.push(("warnings", json!(text.warnings)));

@@ -28,6 +28,8 @@ pub struct PdfText {
     pub pages_with_text: Vec<u32>,
     /// Things the user should know (damage repaired, pages without a text layer).
     pub warnings: Vec<String>,
+    /// Pages whose text came from OCR (also in `pages_with_text`).
+    pub ocr: super::ocr::OcrReport,
 }
 
 fn corrupt(detail: impl Into<String>) -> ExtractProblem {
@@ -83,6 +85,17 @@ pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, Extrac
         };
         if text.trim().is_empty() {
             if has_images(&page) {
+                // Off unless the job asked for OCR (see super::ocr).
+                if let Some(ocr) = &options.ocr {
+                    let deadline = started + options.time_limit;
+                    if let Some(found) = super::ocr::page(&page, number, ocr, deadline, count)? {
+                        out.ocr.add(number, &found);
+                        out.pages_with_text.push(number);
+                        out.text.push_str(&found.text);
+                        out.text.push_str("\n\n");
+                        continue;
+                    }
+                }
                 image_only.push(number);
             }
             continue;
