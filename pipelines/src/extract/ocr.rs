@@ -193,9 +193,10 @@ fn render(page: &PdfPage<'_>, dpi: u32, path: &Path) -> Result<(), String> {
     if pixels > MAX_PIXELS {
         scale *= (MAX_PIXELS / pixels).sqrt();
     }
+    // BGRA: PDFium leaves images out of 8-bit gray bitmaps, so convert here.
     let config = PdfRenderConfig::new()
         .scale_page_by_factor(scale as f32)
-        .set_format(PdfBitmapFormat::Gray)
+        .set_format(PdfBitmapFormat::BGRA)
         .render_annotations(true)
         .render_form_data(true);
     let bitmap = page
@@ -206,14 +207,19 @@ fn render(page: &PdfPage<'_>, dpi: u32, path: &Path) -> Result<(), String> {
         bitmap.height().max(0) as usize,
     );
     let bytes = bitmap.as_raw_bytes();
-    if width == 0 || height == 0 || bytes.len() < width * height {
+    if width == 0 || height == 0 || bytes.len() < width * height * 4 {
         return Err(format!("PDFium rendered an empty {width}x{height} image"));
     }
     let stride = bytes.len() / height;
     let mut pgm = format!("P5\n{width} {height}\n255\n").into_bytes();
     pgm.reserve(width * height);
     for row in bytes.chunks_exact(stride) {
-        pgm.extend_from_slice(&row[..width]);
+        for px in row[..width * 4].chunks_exact(4) {
+            // ITU-R BT.601 luma from B, G, R.
+            let luma =
+                (114 * u32::from(px[0]) + 587 * u32::from(px[1]) + 299 * u32::from(px[2])) / 1000;
+            pgm.push(luma.min(255) as u8);
+        }
     }
     std::fs::write(path, pgm).map_err(|e| format!("could not write the page image: {e}"))
 }
