@@ -28,6 +28,9 @@ pub struct AppOptions {
     /// Index meaning (Qdrant).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_vectors: Option<bool>,
+    /// OCR of image-only PDF pages: Tesseract languages (`chi_sim+eng`), or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocr: Option<String>,
 }
 
 impl AppOptions {
@@ -42,6 +45,11 @@ impl AppOptions {
             if let Some(v) = v {
                 options.entry(k).or_insert(Value::Bool(v));
             }
+        }
+        if let Some(ocr) = &self.ocr {
+            options
+                .entry("ocr")
+                .or_insert_with(|| Value::String(ocr.clone()));
         }
     }
 }

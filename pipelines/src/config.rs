@@ -109,6 +109,29 @@ pub struct PipelineConfig {
     #[arg(long, env = "MINDORA_EXTRACT_TIMEOUT_SECS", default_value_t = 300)]
     pub extract_timeout_secs: u64,
 
+    /// OCR for PDF pages that are images only (scans): the Tesseract languages, `+`-separated
+    /// (`chi_sim+eng`; installed packs: `tesseract --list-langs`). Unset or empty: off, and such
+    /// pages are reported as "no text layer". A job's `options.ocr` overrides it either way.
+    #[arg(long, env = "MINDORA_OCR")]
+    pub ocr: Option<String>,
+    /// Resolution pages are rendered at for OCR (capped at about 36 megapixels per page).
+    #[arg(long, env = "MINDORA_OCR_DPI", default_value_t = 300)]
+    pub ocr_dpi: u32,
+    /// Wall-time limit for OCR of one page, in seconds; tesseract is killed past it and the job
+    /// fails saying so. The document's MINDORA_EXTRACT_TIMEOUT_SECS applies as well.
+    #[arg(long, env = "MINDORA_OCR_PAGE_TIMEOUT_SECS", default_value_t = 120)]
+    pub ocr_page_timeout_secs: u64,
+    /// Tesseract processes running at once in this worker process (0: one per CPU). Each job
+    /// runs at most one.
+    #[arg(long, env = "MINDORA_OCR_CONCURRENCY", default_value_t = 0)]
+    pub ocr_concurrency: usize,
+    /// Address-space limit of one tesseract process in MiB (0: none; applied with prlimit).
+    #[arg(long, env = "MINDORA_OCR_MEMORY_MB", default_value_t = 2048)]
+    pub ocr_memory_mb: u64,
+    /// The tesseract program: a name looked up in PATH, or a path.
+    #[arg(long, env = "MINDORA_OCR_TESSERACT", default_value = "tesseract")]
+    pub ocr_tesseract: String,
+
     /// Apps whose schemas are migrated at start-up (comma separated).
     #[arg(long, env = "MINDORA_APPS", value_delimiter = ',')]
     pub apps: Vec<String>,
@@ -145,7 +168,48 @@ impl Default for PipelineConfig {
             chunk_size: 1200,
             chunk_overlap: 200,
             extract_timeout_secs: 300,
+            ocr: None,
+            ocr_dpi: 300,
+            ocr_page_timeout_secs: 120,
+            ocr_concurrency: 0,
+            ocr_memory_mb: 2048,
+            ocr_tesseract: "tesseract".into(),
             apps: Vec::new(),
         }
+    }
+}
+
+/// Languages OCR uses when a job turns it on with `options.ocr = true` and the worker names none.
+pub const DEFAULT_OCR_LANGUAGES: &str = "chi_sim+eng";
+
+impl PipelineConfig {
+    /// OCR settings for a document: `requested` is the job's (or app's) `ocr` option — `false`
+    /// off, `true` on with the worker's languages, a string on with those languages; `None`
+    /// follows the worker's `--ocr`.
+    pub fn ocr_options(
+        &self,
+        requested: Option<&serde_json::Value>,
+    ) -> Option<crate::extract::ocr::OcrOptions> {
+        use serde_json::Value;
+        let worker = self.ocr.as_deref().map(str::trim).filter(|l| !l.is_empty());
+        let languages = match requested {
+            None | Some(Value::Null) => worker?.to_string(),
+            Some(Value::Bool(false)) => return None,
+            Some(Value::String(s)) if s.trim().is_empty() || s == "off" => return None,
+            Some(Value::String(s)) => s.trim().to_string(),
+            Some(_) => worker.unwrap_or(DEFAULT_OCR_LANGUAGES).to_string(),
+        };
+        let concurrency = match self.ocr_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Some(crate::extract::ocr::OcrOptions {
+            languages,
+            dpi: self.ocr_dpi,
+            page_timeout: std::time::Duration::from_secs(self.ocr_page_timeout_secs.max(1)),
+            memory_bytes: self.ocr_memory_mb.saturating_mul(1024 * 1024),
+            concurrency,
+            program: self.ocr_tesseract.clone().into(),
+        })
     }
 }

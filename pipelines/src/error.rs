@@ -38,6 +38,25 @@ pub enum ExtractProblem {
         /// Page count.
         pages: u32,
     },
+    /// OCR was asked for but tesseract (or one of the languages) is missing on this worker.
+    #[error("{0}")]
+    OcrUnavailable(String),
+    /// Tesseract ran past the per-page limit on one page and was killed.
+    #[error("OCR of page {page} exceeded the per-page time limit of {seconds} s and was stopped (MINDORA_OCR_PAGE_TIMEOUT_SECS)")]
+    OcrTimedOut {
+        /// 1-based page number.
+        page: u32,
+        /// The limit.
+        seconds: u64,
+    },
+    /// Tesseract failed on a page (crashed, ran out of its memory limit, wrote nothing).
+    #[error("OCR of page {page} failed: {detail}")]
+    OcrFailed {
+        /// 1-based page number.
+        page: u32,
+        /// What went wrong, with tesseract's own last words.
+        detail: String,
+    },
     /// The engine for this format is not installed/loadable on this worker.
     #[error("the PDF engine is unavailable on this worker: {0}")]
     EngineUnavailable(String),
@@ -160,6 +179,9 @@ impl PipelineError {
                 ExtractProblem::TimedOut { .. } => "extract_timeout",
                 ExtractProblem::EngineUnavailable(_) => "engine_unavailable",
                 ExtractProblem::EngineFailed(_) => "engine_failed",
+                ExtractProblem::OcrUnavailable(_) => "ocr_unavailable",
+                ExtractProblem::OcrTimedOut { .. } => "ocr_timeout",
+                ExtractProblem::OcrFailed { .. } => "ocr_failed",
                 ExtractProblem::Corrupt { .. } => "corrupt_document",
                 ExtractProblem::Unsupported(_) => "unsupported_document",
             },

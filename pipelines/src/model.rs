@@ -175,6 +175,12 @@ pub struct ExtractedText {
     /// which pages are searchable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pages_with_text: Option<String>,
+    /// PDF only: the pages whose text came from OCR (ranges, within `pages_with_text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages_ocr: Option<String>,
+    /// Mean Tesseract word confidence (0-100) over the OCR'd pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr_confidence: Option<f32>,
     /// Problems that did not stop extraction (damaged structure repaired, pages of images).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

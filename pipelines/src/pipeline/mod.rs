@@ -46,6 +46,10 @@ fn extract_notes(m: &mut Map<String, Value>, text: &ExtractedText) {
     if let Some(p) = &text.pages_with_text {
         m.insert("pages_with_text".into(), json!(p));
     }
+    if let Some(p) = &text.pages_ocr {
+        m.insert("pages_ocr".into(), json!(p));
+        m.insert("ocr_confidence".into(), json!(text.ocr_confidence));
+    }
     if !text.warnings.is_empty() {
         m.insert("warnings".into(), json!(text.warnings));
     }

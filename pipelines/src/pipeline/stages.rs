@@ -60,6 +60,7 @@ impl Inner {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             time_limit: std::time::Duration::from_secs(self.config.extract_timeout_secs),
+            ocr: self.config.ocr_options(a.options.get("ocr")),
         };
         let text = tokio::task::spawn_blocking(move || {
             extractor.extract_with(&name, &obj.bytes, &options)
@@ -80,11 +81,16 @@ impl Inner {
             "extracted",
             t,
             json!({"kind": text.kind, "pages": text.pages, "chars": text.text.chars().count(),
-                   "pages_with_text": text.pages_with_text, "warnings": text.warnings}),
+                   "pages_with_text": text.pages_with_text, "pages_ocr": text.pages_ocr,
+                   "ocr_confidence": text.ocr_confidence, "warnings": text.warnings}),
         );
         let mut meta = vec![("pages", json!(text.pages)), ("kind", json!(text.kind))];
         if let Some(p) = &text.pages_with_text {
             meta.push(("pages_with_text", json!(p)));
+        }
+        if let Some(p) = &text.pages_ocr {
+            meta.push(("pages_ocr", json!(p)));
+            meta.push(("ocr_confidence", json!(text.ocr_confidence)));
         }
         if !text.warnings.is_empty() {
             meta.push(("warnings", json!(text.warnings)));

@@ -36,14 +36,20 @@ pub struct PdfText {
     pub pages_with_text: Vec<u32>,
     /// Things the user should know (damage repaired, pages without a text layer).
     pub warnings: Vec<String>,
+    /// Pages whose text came from OCR (also in `pages_with_text`).
+    pub ocr: super::ocr::OcrReport,
 }
 
 /// Extracts the text of every page of `bytes`.
 pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
+    let started = Instant::now();
     let mut pages = Collect::default();
     match isolate::helper() {
         Some(helper) => isolate::run(&helper, bytes, options, &mut pages)?,
         None => in_process(bytes, options, &mut pages)?,
+    }
+    if let Some(ocr) = &options.ocr {
+        pages.ocr(bytes, options, ocr, started + options.time_limit)?;
     }
     pages.finish(damage::check(bytes))
 }
@@ -71,6 +77,8 @@ pub fn in_process(
 #[derive(Debug, Default)]
 pub struct Collect {
     out: PdfText,
+    /// (page number, text), in page order once finished.
+    texts: Vec<(u32, String)>,
     done: u32,
     image_only: Vec<u32>,
     unreadable: Vec<u32>,
@@ -93,11 +101,7 @@ impl Collect {
     pub fn page(&mut self, number: u32, outcome: PageOutcome) {
         self.done = self.done.max(number);
         match outcome {
-            PageOutcome::Text(text) => {
-                self.out.pages_with_text.push(number);
-                self.out.text.push_str(&text);
-                self.out.text.push_str("\n\n");
-            }
+            PageOutcome::Text(text) => self.texts.push((number, text)),
             PageOutcome::ImageOnly => self.image_only.push(number),
             PageOutcome::Blank => {}
             PageOutcome::Unreadable => self.unreadable.push(number),
@@ -113,13 +117,57 @@ impl Collect {
         }
     }
 
+    /// OCRs the image-only pages (the job asked for it, see [`super::ocr`]). Pages are rendered
+    /// in this process, one at a time; Tesseract runs as a child killed at its limits.
+    fn ocr(
+        &mut self,
+        bytes: &[u8],
+        options: &ExtractOptions,
+        ocr: &super::ocr::OcrOptions,
+        deadline: Instant,
+    ) -> Result<(), ExtractProblem> {
+        if self.image_only.is_empty() {
+            return Ok(());
+        }
+        let doc = engine::pdfium()?
+            .load_pdf_from_byte_slice(bytes, options.password.as_deref())
+            .map_err(|e| ExtractProblem::Corrupt {
+                format: "PDF",
+                detail: format!("PDFium could not open it again to render pages for OCR: {e}"),
+            })?;
+        let mut still_images = Vec::new();
+        for number in std::mem::take(&mut self.image_only) {
+            let index = i32::try_from(number - 1).unwrap_or(i32::MAX);
+            let Ok(page) = doc.pages().get(index) else {
+                still_images.push(number);
+                continue;
+            };
+            match super::ocr::page(&page, number, ocr, deadline, self.out.pages)? {
+                Some(found) => {
+                    self.out.ocr.add(number, &found);
+                    self.texts.push((number, found.text));
+                }
+                None => still_images.push(number),
+            }
+        }
+        self.image_only = still_images;
+        Ok(())
+    }
+
     fn finish(self, mut warnings: Vec<String>) -> Result<PdfText, ExtractProblem> {
         let Collect {
             mut out,
+            mut texts,
             image_only,
             unreadable,
             ..
         } = self;
+        texts.sort_by_key(|(number, _)| *number);
+        for (number, text) in texts {
+            out.pages_with_text.push(number);
+            out.text.push_str(&text);
+            out.text.push_str("\n\n");
+        }
         if out.pages_with_text.is_empty() {
             return Err(if !image_only.is_empty() {
                 ExtractProblem::NoTextLayer { pages: out.pages }
