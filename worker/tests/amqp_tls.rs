@@ -118,8 +118,7 @@ async fn consume_reconnect_and_refuse(node: &RabbitNode, pki: &TestPki) {
             )
             .await
             .expect("connect must not hang")
-            .err()
-            .expect("the connection must be refused")
+            .expect_err("the connection must be refused")
         }
     };
     let no_cert = refuse(TlsFiles {
@@ -145,8 +144,7 @@ async fn consume_reconnect_and_refuse(node: &RabbitNode, pki: &TestPki) {
     .unwrap()
     .connect(ConnectionProperties::default())
     .await
-    .err()
-    .expect("nothing listens there");
+    .expect_err("nothing listens there");
     assert!(
         !is_config_error(&down),
         "a broker that is down is transient: {down}"
@@ -158,8 +156,7 @@ async fn consume_reconnect_and_refuse(node: &RabbitNode, pki: &TestPki) {
     .unwrap()
     .connect(ConnectionProperties::default())
     .await
-    .err()
-    .expect("a wrong password is refused");
+    .expect_err("a wrong password is refused");
     assert!(
         is_config_error(&wrong_password),
         "refused credentials are a setting to fix: {wrong_password:?}"

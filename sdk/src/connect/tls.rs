@@ -68,6 +68,18 @@ pub fn is_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
                 return rustls_rejection(r);
             }
         }
+        // Some clients keep only the message of the TLS error (rustls' own wording).
+        let text = e.to_string();
+        if [
+            "invalid peer certificate",
+            "received fatal alert",
+            "peer sent no certificates",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+        {
+            return true;
+        }
         next = e.source();
     }
     false
