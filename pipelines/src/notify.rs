@@ -37,7 +37,6 @@ pub fn redis_channel(app: &App) -> String {
 
 /// [`Notifier`] over RabbitMQ and/or Redis, each used when configured.
 pub struct BrokerNotifier {
-    amqp_url: Option<String>,
     queue: String,
     amqp: Mutex<Option<(Connection, Channel)>>,
     amqp_connector: Option<AmqpConnector>,
@@ -64,19 +63,29 @@ impl BrokerNotifier {
             ),
             None => None,
         };
-        Ok(BrokerNotifier {
-            amqp_url: config.amqp_url.clone(),
-            queue: config.notify_queue.clone(),
-            amqp: Mutex::new(None),
+        Ok(Self::new(
+            config.notify_queue.clone(),
             amqp_connector,
             redis,
+        ))
+    }
+
+    /// Notifications on `queue` through `amqp` and on the apps' channels through `redis`,
+    /// each when given (built by the SDK's connect layer: TLS, ACL, Sentinel, several
+    /// brokers), for programs that hold their settings in code rather than the environment.
+    pub fn new(queue: String, amqp: Option<AmqpConnector>, redis: Option<RedisConnector>) -> Self {
+        BrokerNotifier {
+            queue,
+            amqp: Mutex::new(None),
+            amqp_connector: amqp,
+            redis,
             redis_conn: Mutex::new(None),
-        })
+        }
     }
 
     /// Whether any transport is configured.
     pub fn is_configured(&self) -> bool {
-        self.amqp_url.is_some() || self.redis.is_some()
+        self.amqp_connector.is_some() || self.redis.is_some()
     }
 
     async fn publish_amqp(

@@ -1,6 +1,8 @@
 """``python -m mindora_runner``: started by mindora-worker, one process per pool slot.
 
-Environment: ``MINDORA_REDIS_URL`` (the worker's Redis, for ``Job`` and ``meta``),
+Environment: ``MINDORA_REDIS_URL`` (the worker's Redis, for ``Job`` and ``meta``) and the
+other ``MINDORA_REDIS_*`` settings of the worker (TLS files, ACL user, Sentinel; see
+``connection``),
 ``MINDORA_PYTHON_ASYNC_SLOTS`` (``async def`` jobs at once), ``MINDORA_PYTHON_SERIALIZER``
 (dotted path of a custom rq serializer), ``MINDORA_PYTHON_PRELOAD`` (modules to import at
 start). The protocol runs on the original stdin/stdout; the job's own prints go to stderr.
@@ -10,6 +12,7 @@ import os
 import signal
 import sys
 
+from .connection import connect
 from .protocol import Writer
 from .runner import Runner, preload
 
@@ -27,7 +30,7 @@ def main():
     runner = Runner(
         proto_in,
         Writer(proto_out),
-        os.environ.get("MINDORA_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        connect(),
         os.environ.get("MINDORA_PYTHON_SERIALIZER") or None,
     )
     runner.serve(int(os.environ.get("MINDORA_PYTHON_ASYNC_SLOTS", "8")))

@@ -49,10 +49,11 @@ def exc_string(exc_info):
 class Runner:
     """Serves one worker over ``proto_in`` / ``writer`` until ``exit`` or end of input."""
 
-    def __init__(self, proto_in, writer, redis_url, serializer=None):
+    def __init__(self, proto_in, writer, conn, serializer=None):
         self.proto_in = proto_in
         self.writer = writer
-        self.conn = redis.Redis.from_url(redis_url)
+        # A ``redis.Redis`` (see ``connection.connect``); a URL string is accepted too.
+        self.conn = redis.Redis.from_url(conn) if isinstance(conn, str) else conn
         self.serializer = serializer
         self.main_jobs = queue.Queue()
         self.loop = asyncio.new_event_loop()

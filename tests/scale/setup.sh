@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Tools for the "past one machine" tests and checks (idempotent, quick when present):
-# redis-sentinel (Sentinel failover test), stunnel4 (amqps test: a TLS proxy in front of the
-# shared RabbitMQ, which is never reconfigured), openssl (test CA and certificates), and
-# the offline Kubernetes / KEDA schema validator for deploy/kubernetes (deploy/kubernetes/check.sh).
+# redis-sentinel (Sentinel failover tests), openssl (test CA and certificates), and the
+# offline Kubernetes / KEDA schema validator for deploy/kubernetes (deploy/kubernetes/check.sh).
+# The amqps test starts a private node of the rabbitmq-server that .ci/run already needs
+# (its own node name, ports and data dir, a TLS listener); the shared broker is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 need=()
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
-command -v stunnel4 >/dev/null 2>&1 || need+=(stunnel4)
+command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"

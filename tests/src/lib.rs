@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use redis::Commands;
 
-/// Private TLS / Sentinel / stunnel servers and a test CA.
+/// Private TLS / Sentinel / RabbitMQ servers and a test CA.
 pub mod servers;
 
 /// The rq versions every interop test runs against (wire-compatible with each other).

@@ -1,6 +1,7 @@
 //! Private servers for tests of TLS, ACL users and failover: a test CA and certificates
-//! (openssl CLI), `redis-server` / `redis-sentinel` / `stunnel4` processes on free loopback
-//! ports in a temp dir, killed on drop. The shared services are never touched.
+//! (openssl CLI), `redis-server` / Sentinel processes and a RabbitMQ node with a TLS listener
+//! on free loopback ports in a temp dir, stopped on drop. The shared services are never
+//! touched.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -175,6 +176,33 @@ pub fn start_redis(dir: &Path, name: &str, config: &str, wait_on: u16) -> Result
     Ok(d)
 }
 
+/// redis.conf lines for a TLS-only server on `port` with mutual TLS (clients need a
+/// certificate from the test CA), TLS replication, and the client certificate for the
+/// server's own outgoing connections (replication, Sentinel to the data nodes).
+pub fn redis_tls_config(pki: &TestPki, port: u16) -> String {
+    format!(
+        "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+         tls-client-cert-file {}\ntls-client-key-file {}\ntls-auth-clients yes\n\
+         tls-replication yes\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+    )
+}
+
+/// How a Sentinel of [`start_sentinel_with`] is secured.
+#[derive(Default)]
+pub struct SentinelSecurity<'a> {
+    /// TLS only, mutual, to clients and to the data nodes (see [`redis_tls_config`]).
+    pub tls: Option<&'a TestPki>,
+    /// The Sentinel's own password (`requirepass`; also given to the other Sentinels).
+    pub requirepass: Option<&'a str>,
+    /// ACL user and password the Sentinel uses on the master and replicas.
+    pub data_auth: Option<(&'a str, &'a str)>,
+}
+
 /// Starts a Sentinel on `port` monitoring `master_name` at 127.0.0.1:`master_port`
 /// (quorum 1, down after 2 s).
 pub fn start_sentinel(
@@ -184,16 +212,50 @@ pub fn start_sentinel(
     master_name: &str,
     master_port: u16,
 ) -> Result<Daemon> {
+    start_sentinel_with(
+        dir,
+        name,
+        port,
+        master_name,
+        master_port,
+        &SentinelSecurity::default(),
+    )
+}
+
+/// [`start_sentinel`] with TLS, its own password and credentials for the data nodes.
+pub fn start_sentinel_with(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    master_name: &str,
+    master_port: u16,
+    security: &SentinelSecurity<'_>,
+) -> Result<Daemon> {
     let conf = dir.join(format!("{name}.conf"));
+    let listen = match security.tls {
+        Some(pki) => redis_tls_config(pki, port),
+        None => format!("port {port}\n"),
+    };
+    let mut extra = String::new();
+    if let Some(pass) = security.requirepass {
+        extra.push_str(&format!(
+            "requirepass {pass}\nsentinel sentinel-pass {pass}\n"
+        ));
+    }
+    if let Some((user, pass)) = security.data_auth {
+        extra.push_str(&format!(
+            "sentinel auth-user {master_name} {user}\nsentinel auth-pass {master_name} {pass}\n"
+        ));
+    }
     // Sentinel rewrites its config file, so it gets its own.
     std::fs::write(
         &conf,
         format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\n\
+            "{listen}bind 127.0.0.1\ndir {dir}\nlogfile {log}\n\
              sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n\
              sentinel down-after-milliseconds {master_name} 2000\n\
              sentinel failover-timeout {master_name} 20000\n\
-             sentinel parallel-syncs {master_name} 1\n",
+             sentinel parallel-syncs {master_name} 1\n{extra}",
             dir = dir.display(),
             log = dir.join(format!("{name}.log")).display()
         ),
@@ -209,48 +271,6 @@ pub fn start_sentinel(
         what: name.to_string(),
     };
     wait_port(port, name)?;
-    Ok(d)
-}
-
-/// Starts `stunnel4` terminating TLS on `accept` and forwarding to 127.0.0.1:`connect`;
-/// with `require_client_cert`, clients must present a certificate signed by the CA.
-pub fn start_stunnel(
-    dir: &Path,
-    pki: &TestPki,
-    accept: u16,
-    connect: u16,
-    require_client_cert: bool,
-) -> Result<Daemon> {
-    let conf = dir.join(format!("stunnel-{accept}.conf"));
-    let verify = if require_client_cert {
-        format!(
-            "verifyChain = yes\nrequireCert = yes\nCAfile = {}\n",
-            pki.ca.display()
-        )
-    } else {
-        String::new()
-    };
-    std::fs::write(
-        &conf,
-        format!(
-            "foreground = yes\npid =\noutput = {log}\n[amqps]\naccept = 127.0.0.1:{accept}\n\
-             connect = 127.0.0.1:{connect}\ncert = {cert}\nkey = {key}\n{verify}",
-            log = dir.join(format!("stunnel-{accept}.log")).display(),
-            cert = pki.server_cert.display(),
-            key = pki.server_key.display(),
-        ),
-    )?;
-    let child = Command::new("stunnel4")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting stunnel4 (tests/scale/setup.sh installs it)")?;
-    let d = Daemon {
-        child,
-        what: "stunnel".into(),
-    };
-    wait_port(accept, "stunnel")?;
     Ok(d)
 }
 
@@ -276,4 +296,156 @@ pub fn spawn_worker(redis_url: &str, name: &str, args: &[&str]) -> Result<Worker
 /// Seconds since `t`, as a float, for printed figures.
 pub fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
+}
+
+/// A private RabbitMQ node (Debian's `rabbitmq-server`, own node name, ports, data and log
+/// dirs, no plugins) with a plain listener and a TLS listener that requires a client
+/// certificate from the test CA (`verify_peer`, `fail_if_no_peer_cert`). Stopped with
+/// `rabbitmqctl stop` on drop. The shared broker on 5672 is untouched.
+pub struct RabbitNode {
+    /// Erlang node name (`rabbitmqctl -n`).
+    pub node: String,
+    /// Plain AMQP port on 127.0.0.1.
+    pub amqp_port: u16,
+    /// AMQPS port on 127.0.0.1.
+    pub tls_port: u16,
+    env: Vec<(String, String)>,
+    daemon: Option<Daemon>,
+}
+
+impl RabbitNode {
+    /// `amqp://guest:guest@127.0.0.1:<plain>/%2f`.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// `amqps://guest:guest@localhost:<tls>/%2f` (the certificate names `localhost`).
+    pub fn tls_url(&self) -> String {
+        format!("amqps://guest:guest@localhost:{}/%2f", self.tls_port)
+    }
+
+    /// Runs `rabbitmqctl -n <node> <args>` against this node.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("rabbitmqctl")
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .context("running rabbitmqctl")?;
+        if !out.status.success() {
+            bail!(
+                "rabbitmqctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["stop"]);
+        drop(self.daemon.take());
+    }
+}
+
+/// Starts a [`RabbitNode`] in `dir/rabbitmq` with certificates from `pki`; returns once
+/// both listeners accept connections (a node takes some seconds to boot).
+pub fn start_rabbitmq(dir: &Path, pki: &TestPki) -> Result<RabbitNode> {
+    let d = dir.join("rabbitmq");
+    std::fs::create_dir_all(&d)?;
+    // Debian's wrapper runs the node as the `rabbitmq` user when started as root: it must
+    // read the certificates and write in its directory.
+    let copy = |from: &Path, name: &str| -> Result<PathBuf> {
+        let to = d.join(name);
+        std::fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+        Ok(to)
+    };
+    let (ca, cert, key) = (
+        copy(&pki.ca, "ca.pem")?,
+        copy(&pki.server_cert, "server.pem")?,
+        copy(&pki.server_key, "server.key")?,
+    );
+    let (amqp_port, tls_port, dist_port) = (free_port()?, free_port()?, free_port()?);
+    std::fs::write(
+        d.join("rabbitmq.conf"),
+        format!(
+            "listeners.tcp.1 = 127.0.0.1:{amqp_port}\n\
+             listeners.ssl.1 = 127.0.0.1:{tls_port}\n\
+             ssl_options.cacertfile = {ca}\n\
+             ssl_options.certfile = {cert}\n\
+             ssl_options.keyfile = {key}\n\
+             ssl_options.verify = verify_peer\n\
+             ssl_options.fail_if_no_peer_cert = true\n\
+             vm_memory_high_watermark.absolute = 512MiB\n\
+             disk_free_limit.absolute = 50MB\n",
+            ca = ca.display(),
+            cert = cert.display(),
+            key = key.display(),
+        ),
+    )?;
+    std::fs::write(d.join("enabled_plugins"), "[].\n")?;
+    let node = format!("mindora-tls-{}-{amqp_port}@localhost", std::process::id());
+    let p = |n: &str| d.join(n).display().to_string();
+    let env: Vec<(String, String)> = [
+        ("RABBITMQ_NODENAME", node.clone()),
+        ("RABBITMQ_NODE_PORT", amqp_port.to_string()),
+        ("RABBITMQ_DIST_PORT", dist_port.to_string()),
+        ("RABBITMQ_CONFIG_FILE", p("rabbitmq.conf")),
+        ("RABBITMQ_ENABLED_PLUGINS_FILE", p("enabled_plugins")),
+        ("RABBITMQ_MNESIA_BASE", p("mnesia")),
+        ("RABBITMQ_LOG_BASE", p("log")),
+        ("RABBITMQ_PID_FILE", p("pid")),
+        ("RABBITMQ_LOGS", p("rabbit.log")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut perms = std::fs::metadata(dir)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir, perms)?;
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        run(Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&d))?;
+    }
+    let child = Command::new("rabbitmq-server")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting rabbitmq-server")?;
+    let node = RabbitNode {
+        node,
+        amqp_port,
+        tls_port,
+        env,
+        daemon: Some(Daemon {
+            child,
+            what: "rabbitmq".into(),
+        }),
+    };
+    let booted = wait_for(
+        Duration::from_secs(120),
+        "the private RabbitMQ node",
+        || {
+            Ok(
+                (std::net::TcpStream::connect(("127.0.0.1", amqp_port)).is_ok()
+                    && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok())
+                .then_some(()),
+            )
+        },
+    );
+    if let Err(e) = booted {
+        let log = std::fs::read_to_string(d.join("rabbit.log")).unwrap_or_default();
+        let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+        bail!("{e}; last log lines (newest first):\n{tail}");
+    }
+    Ok(node)
 }

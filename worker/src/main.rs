@@ -54,10 +54,10 @@ async fn run(mut args: WorkerArgs, pinned: Pinned, log: LogLevelHandle) -> Resul
     migrate_apps(&pipelines, &worker.args().pipelines.apps, false).await?;
     mindora_worker::pipelines::register(worker.registry_mut(), pipelines.clone());
     // --python: jobs naming no built-in function run on a pool of Python processes.
-    let python =
-        mindora_worker::python::start_pool(&worker.args().python, &worker.args().redis_url)
-            .await
-            .context("starting the --python pool")?;
+    let redis = worker.args().redis.settings(&worker.args().redis_url);
+    let python = mindora_worker::python::start_pool(&worker.args().python, &redis)
+        .await
+        .context("starting the --python pool")?;
     if let Some(pool) = &python {
         worker
             .registry_mut()

@@ -232,8 +232,15 @@ impl Worker {
             .redis
             .connector(&args.redis_url)
             .map_err(|e| WorkerError::Config(format!("Redis settings: {e}")))?;
-        let conn = connect::connect_with_retry(&redis, Duration::from_secs(10)).await?;
-        let blocking = connect::connect_with_retry(&redis, Duration::from_secs(10)).await?;
+        let unusable = |e: redis::RedisError| {
+            WorkerError::Config(format!("cannot use Redis {}: {e}", redis.describe()))
+        };
+        let conn = connect::connect_with_retry(&redis, Duration::from_secs(10))
+            .await
+            .map_err(unusable)?;
+        let blocking = connect::connect_with_retry(&redis, Duration::from_secs(10))
+            .await
+            .map_err(unusable)?;
         tracing::info!(functions = ?self.registry.names(), "handlers registered");
         let core = Core::new(Arc::new(self.registry), budget, health);
 
@@ -244,11 +251,16 @@ impl Worker {
         let grace = Duration::from_secs(args.shutdown_grace_secs);
         let drain = core.drain_on(shutdown.clone(), grace);
         let amqp = args.amqp.url.is_some().then(|| {
-            tokio::spawn(crate::amqp::run_source(
-                args.amqp.clone(),
-                core.clone(),
-                shutdown.clone(),
-            ))
+            let source = crate::amqp::run_source(args.amqp.clone(), core.clone(), shutdown.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let result = source.await;
+                if result.is_err() {
+                    // Settings that cannot work stop the whole worker, not only this source.
+                    stop.cancel();
+                }
+                result
+            })
         });
         let cron = match &args.cron {
             Some(path) => {

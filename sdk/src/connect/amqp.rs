@@ -10,6 +10,24 @@ use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 use super::settings::{redact_url, split_list, TlsFiles};
 use super::{tls, ConnectError};
 
+/// Whether a failed connection attempt is a setting to fix rather than a broker that is
+/// down: a TLS rejection (wrong CA, client certificate refused) or refused credentials.
+pub fn is_config_error(e: &lapin::Error) -> bool {
+    if tls::is_tls_rejection(e) {
+        return true;
+    }
+    match e.kind() {
+        lapin::ErrorKind::IOError(io) => tls::is_tls_rejection(io.as_ref()),
+        lapin::ErrorKind::ProtocolError(p) => matches!(
+            p.kind(),
+            lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::ACCESSREFUSED)
+                | lapin::protocol::AMQPErrorKind::Hard(lapin::protocol::AMQPHardError::NOTALLOWED)
+        ),
+        lapin::ErrorKind::AuthProviderError(_) => true,
+        _ => false,
+    }
+}
+
 /// Opens RabbitMQ connections to the first broker of a list that answers, starting after
 /// the one that failed last; cheap to clone (clones share the rotation).
 #[derive(Clone)]

@@ -52,6 +52,19 @@ pub enum ConnectError {
     Redis(#[from] redis::RedisError),
 }
 
+/// Whether retrying may help: the server is down, unreachable or slow. A TLS rejection
+/// (certificate not signed by our CA, client certificate refused) or refused credentials
+/// are settings to fix, so a program should stop with the error instead of retrying.
+pub fn is_transient(e: &redis::RedisError) -> bool {
+    if tls::is_tls_rejection(e) || e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return false;
+    }
+    if matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) {
+        return false;
+    }
+    e.is_connection_refusal() || e.is_timeout() || e.is_io_error() || e.is_connection_dropped()
+}
+
 /// Tuning of the reconnecting connections [`RedisConnector::manager`] returns.
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {

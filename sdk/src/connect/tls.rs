@@ -52,3 +52,47 @@ pub(crate) fn redis_certificates(
         root_cert,
     }))
 }
+
+/// Whether `err` (or an error it wraps, e.g. an `io::Error` carrying a rustls error) is a
+/// TLS rejection: the server's certificate did not verify against our CA, or the server
+/// refused our certificate (or the lack of one). Retrying will not fix these: they are
+/// settings to correct, unlike a server that is down.
+pub fn is_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return rustls_rejection(r);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return rustls_rejection(r);
+            }
+        }
+        // Some clients keep only the message of the TLS error (rustls' own wording).
+        let text = e.to_string();
+        if [
+            "invalid peer certificate",
+            "received fatal alert",
+            "peer sent no certificates",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+fn rustls_rejection(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::AlertReceived(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+            | rustls::Error::InvalidCertRevocationList(_)
+            | rustls::Error::PeerIncompatible(_)
+    )
+}

@@ -75,17 +75,33 @@ pub(super) async fn run(
         .amqp_enabled
         .store(true, std::sync::atomic::Ordering::Relaxed);
     metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => SOURCE).set(0.0);
+    let mut ever_up = false;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
         let started = Instant::now();
         let end = session(&connector, &args, &core, &shared, &active, &shutdown).await;
+        ever_up |= core
+            .health()
+            .amqp_up
+            .load(std::sync::atomic::Ordering::Relaxed);
         core.health().set_amqp_up(false);
         let reason = match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Lost(reason)) => reason,
             Err(AmqpError::Config(c)) => return Err(AmqpError::Config(c)),
+            // Before the first session, a TLS rejection or refused login is a setting to
+            // fix: stop with it rather than retry forever (later, a broker being replaced
+            // may cause them for a while, so the loop keeps trying).
+            Err(AmqpError::Broker(e))
+                if !ever_up && mindora_sdk::connect::amqp::is_config_error(&e) =>
+            {
+                return Err(AmqpError::Config(format!(
+                    "cannot connect to {}: {e}",
+                    connector.describe()
+                )))
+            }
             Err(e) => e.to_string(),
         };
         if started.elapsed() > Duration::from_secs(30) {

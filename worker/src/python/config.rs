@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use mindora_sdk::connect::RedisSettings;
 
 /// Command-line settings of the Python pool.
 #[derive(Debug, Clone, Args)]
@@ -85,8 +86,9 @@ pub struct PoolConfig {
     pub interpreter: PathBuf,
     /// Prepended to PYTHONPATH.
     pub python_path: Vec<PathBuf>,
-    /// Redis the jobs live in (the runner loads the job and saves `meta` there).
-    pub redis_url: String,
+    /// Redis the jobs live in (the runner loads the job and saves `meta` there): the
+    /// worker's own settings, TLS files, ACL user and Sentinel included.
+    pub redis: RedisSettings,
     /// Processes kept running.
     pub processes: usize,
     /// `async def` jobs per process at once.
@@ -109,7 +111,7 @@ impl PoolConfig {
         PoolConfig {
             interpreter: interpreter.into(),
             python_path: Vec::new(),
-            redis_url: redis_url.into(),
+            redis: RedisSettings::from_url(redis_url),
             processes: 2,
             async_slots: 8,
             max_jobs: 0,
@@ -120,8 +122,8 @@ impl PoolConfig {
         }
     }
 
-    /// From the command line.
-    pub fn from_args(args: &PythonArgs, redis_url: &str) -> Self {
+    /// From the command line; `redis` are the worker's Redis settings.
+    pub fn from_args(args: &PythonArgs, redis: &RedisSettings) -> Self {
         let interpreter = match &args.venv {
             Some(venv) => venv.join("bin/python"),
             None => args.interpreter.clone(),
@@ -129,7 +131,7 @@ impl PoolConfig {
         PoolConfig {
             interpreter,
             python_path: args.path.clone(),
-            redis_url: redis_url.to_string(),
+            redis: redis.clone(),
             processes: args.processes.max(1),
             async_slots: args.async_slots.max(1),
             max_jobs: args.max_jobs,
@@ -144,4 +146,34 @@ impl PoolConfig {
                 .collect(),
         }
     }
+}
+
+/// The `MINDORA_REDIS_*` variables a runner process reads (`mindora_runner/connection.py`),
+/// the names the worker's own flags read; `None` means "unset it" (so a stale value in the
+/// worker's environment cannot contradict a flag).
+pub(crate) fn redis_env(r: &RedisSettings) -> Vec<(&'static str, Option<String>)> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let sentinels = Some(r.sentinel.addrs.join(",")).filter(|s| !s.is_empty());
+    vec![
+        ("MINDORA_REDIS_URL", Some(r.url.clone())),
+        ("MINDORA_REDIS_USERNAME", r.username.clone()),
+        ("MINDORA_REDIS_PASSWORD", r.password.clone()),
+        ("MINDORA_REDIS_PASSWORD_FILE", path(&r.password_file)),
+        ("MINDORA_REDIS_CA_FILE", path(&r.tls.ca_file)),
+        ("MINDORA_REDIS_CLIENT_CERT", path(&r.tls.client_cert)),
+        ("MINDORA_REDIS_CLIENT_KEY", path(&r.tls.client_key)),
+        ("MINDORA_REDIS_SENTINELS", sentinels),
+        (
+            "MINDORA_REDIS_SENTINEL_MASTER",
+            r.sentinel.master_name.clone(),
+        ),
+        (
+            "MINDORA_REDIS_SENTINEL_USERNAME",
+            r.sentinel.username.clone(),
+        ),
+        (
+            "MINDORA_REDIS_SENTINEL_PASSWORD",
+            r.sentinel.password.clone(),
+        ),
+    ]
 }

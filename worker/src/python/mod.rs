@@ -119,12 +119,12 @@ pub enum PoolError {
 /// start-up error with the reason.
 pub async fn start_pool(
     args: &PythonArgs,
-    redis_url: &str,
+    redis: &mindora_sdk::connect::RedisSettings,
 ) -> Result<Option<PythonPool>, PoolError> {
     if !args.enabled {
         return Ok(None);
     }
-    let cfg = PoolConfig::from_args(args, redis_url);
+    let cfg = PoolConfig::from_args(args, redis);
     tracing::info!(
         interpreter = %cfg.interpreter.display(),
         processes = cfg.processes,

@@ -46,7 +46,6 @@ async fn start(inner: &Inner) -> Result<Started, PoolError> {
     let mut cmd = Command::new(&cfg.interpreter);
     cmd.arg("-m")
         .arg("mindora_runner")
-        .env("MINDORA_REDIS_URL", &cfg.redis_url)
         .env("MINDORA_PYTHON_ASYNC_SLOTS", cfg.async_slots.to_string())
         .env("MINDORA_PYTHON_PRELOAD", cfg.preload.join(","))
         .env("PYTHONUNBUFFERED", "1")
@@ -54,6 +53,12 @@ async fn start(inner: &Inner) -> Result<Started, PoolError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    for (name, value) in super::config::redis_env(&cfg.redis) {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
     if !paths.is_empty() {
         cmd.env(
             "PYTHONPATH",

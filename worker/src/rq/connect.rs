@@ -23,14 +23,15 @@ pub async fn connect(
 }
 
 /// Like [`connect`], but waits (with backoff, loudly) while Redis is unreachable: Redis
-/// may start after the worker (compose, restarts). Other errors (bad URL) return at once.
+/// may start after the worker (compose, restarts). Errors retrying cannot fix (a TLS
+/// certificate that does not verify, refused credentials, a bad URL) return at once.
 pub async fn connect_with_retry(
     redis: &RedisConnector,
     response_timeout: Duration,
 ) -> redis::RedisResult<RedisConn> {
     (|| connect(redis, response_timeout))
         .retry(crate::backoff::reconnect())
-        .when(|e| e.is_connection_refusal() || e.is_timeout() || e.is_io_error())
+        .when(mindora_sdk::connect::is_transient)
         .notify(|e, _| tracing::warn!(error = %e, url = %redis.describe(), "Redis not reachable yet; retrying"))
         .await
 }
