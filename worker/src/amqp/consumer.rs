@@ -1,7 +1,8 @@
 //! Claim, for the AMQP source: the consume loop, spelled out.
 //!
 //! 1. **Connect**: one connection, topology re-declared, a consuming channel with
-//!    prefetch = the process budget (shared by all consumed queues), a confirm-mode channel
+//!    prefetch = the process budget (per consumer for one queue, channel-wide when several
+//!    queues share it or after a live resize of the budget), a confirm-mode channel
 //!    for everything the worker publishes.
 //! 2. **Claim**: each delivery waits for a slot of the process budget (the same budget the
 //!    rq source draws from), then runs as a unit of work in the shared core
@@ -15,7 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{SelectAll, StreamExt};
+use futures::stream::{BoxStream, SelectAll, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -129,28 +131,21 @@ async fn session(
         .await?;
     let consuming = conn.create_channel().await?;
     let budget = core.budget().clone();
-    let prefetch = u16::try_from(budget.size()).unwrap_or(u16::MAX);
-    consuming
-        .basic_qos(prefetch, BasicQosOptions { global: true })
-        .await?;
-    let acks = Acks::start(consuming.clone());
+    let mut sizes = budget.watch_size();
+    let mut window = Window {
+        global: shared.topology.consumed().count() > 1,
+    };
+    let prefetch = prefetch_of(*sizes.borrow_and_update());
+    window.set(&consuming, prefetch).await?;
+    let acks = Acks::start(consuming.clone(), usize::from(prefetch));
     let mut streams = SelectAll::new();
-    let mut tags = Vec::new();
+    let mut consumers = Vec::new();
     for q in shared.topology.consumed() {
-        let consumer = consuming
-            .basic_consume(
-                ShortString::try_new(q.name.as_str())
-                    .map_err(|_| AmqpError::Config(format!("queue name {:?} too long", q.name)))?,
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        tags.push(consumer.tag());
-        let queue: Arc<str> = Arc::from(q.name.as_str());
-        streams.push(consumer.map(move |d| (queue.clone(), d)).boxed());
+        let (tag, stream) = consume(&consuming, &q.name).await?;
+        consumers.push((q.name.clone(), tag));
+        streams.push(stream);
     }
-    info!(queues = ?shared.topology.consumed().map(|q| q.name.as_str()).collect::<Vec<_>>(), prefetch, "AMQP source consuming");
+    info!(queues = ?shared.topology.consumed().map(|q| q.name.as_str()).collect::<Vec<_>>(), prefetch, global = window.global, "AMQP source consuming");
     core.health().set_amqp_up(true);
 
     let depth_stop = CancellationToken::new();
@@ -163,6 +158,14 @@ async fn session(
     let end = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+            Ok(()) = sizes.changed() => {
+                let prefetch = prefetch_of(*sizes.borrow_and_update());
+                if let Err(e) = window.resize(&consuming, prefetch, &mut consumers, &mut streams).await {
+                    break SessionEnd::Lost(format!("resizing prefetch: {e}"));
+                }
+                acks.set_prefetch(usize::from(prefetch));
+                info!(prefetch, "AMQP prefetch follows the resized budget");
+            }
             next = streams.next() => match next {
                 Some((queue, Ok(delivery))) => {
                     // Registered first: if it never starts it stays unacked (redelivered).
@@ -204,7 +207,7 @@ async fn session(
     // Graceful stop: no new deliveries; running tasks settle on the live channel (the core
     // interrupts them at the grace deadline and they are nacked with requeue); then closing
     // the channel returns anything prefetched but not started.
-    for tag in tags {
+    for (_, tag) in consumers {
         if let Err(e) = consuming
             .basic_cancel(tag, BasicCancelOptions::default())
             .await
@@ -222,6 +225,88 @@ async fn session(
     let _ = publisher.close(200, "shutdown".into()).await;
     let _ = conn.close(200, "shutdown".into()).await;
     Ok(SessionEnd::Shutdown)
+}
+
+/// The prefetch for a budget of `size` slots (AMQP caps it at 65535).
+fn prefetch_of(size: usize) -> u16 {
+    u16::try_from(size.max(1)).unwrap_or(u16::MAX)
+}
+
+/// A delivery stream of one consumer, labelled with its queue.
+type Deliveries = BoxStream<'static, (Arc<str>, Result<Delivery, lapin::Error>)>;
+
+/// Starts a consumer on `queue`: its tag and its deliveries.
+async fn consume(channel: &Channel, queue: &str) -> Result<(ShortString, Deliveries), AmqpError> {
+    let consumer = channel
+        .basic_consume(
+            ShortString::try_new(queue)
+                .map_err(|_| AmqpError::Config(format!("queue name {queue:?} too long")))?,
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let tag = consumer.tag();
+    let label: Arc<str> = Arc::from(queue);
+    Ok((tag, consumer.map(move |d| (label.clone(), d)).boxed()))
+}
+
+/// How the consuming channel's prefetch (= the process budget) is applied.
+///
+/// One consumed queue: per consumer (`global=false`, what pika and most clients use). The
+/// queue keeps the count itself; a channel-wide limit makes RabbitMQ ask the channel's
+/// limiter process on every delivery, which costs the broker noticeably more per message.
+/// Several queues, or after a live resize: channel-wide (`global=true`), shared by all.
+struct Window {
+    global: bool,
+}
+
+impl Window {
+    async fn set(&self, channel: &Channel, prefetch: u16) -> Result<(), AmqpError> {
+        channel
+            .basic_qos(
+                prefetch,
+                BasicQosOptions {
+                    global: self.global,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Applies a new prefetch on the live channel. A channel-wide limit changes at once,
+    /// for every consumer. A per-consumer limit is fixed for a consumer's life, and a
+    /// replacement consumer would get a full window of its own on top of what the old
+    /// one still holds; so the first resize moves the session to a channel-wide limit
+    /// (until the next reconnect): the limit is set, new consumers get no limit of their
+    /// own, and each consumer is replaced (the new one starts first, then the old one is
+    /// cancelled; its stream still yields what the broker had sent it, and those
+    /// deliveries are run and acked on this same channel as usual).
+    async fn resize(
+        &mut self,
+        channel: &Channel,
+        prefetch: u16,
+        consumers: &mut [(String, ShortString)],
+        streams: &mut SelectAll<Deliveries>,
+    ) -> Result<(), AmqpError> {
+        if self.global {
+            return self.set(channel, prefetch).await;
+        }
+        self.global = true;
+        self.set(channel, prefetch).await?;
+        channel
+            .basic_qos(0, BasicQosOptions { global: false })
+            .await?;
+        for (queue, tag) in consumers.iter_mut() {
+            let (new_tag, stream) = consume(channel, queue).await?;
+            streams.push(stream);
+            let old = std::mem::replace(tag, new_tag);
+            channel
+                .basic_cancel(old, BasicCancelOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Samples the consumed queues' depth (and their DLQs') for the metrics.
