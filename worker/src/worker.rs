@@ -74,8 +74,7 @@ impl WorkerHandle {
     }
 
     /// Resizes the concurrency budget: growing takes effect at once, shrinking as running
-    /// jobs end (none is interrupted). AMQP prefetch follows at once (`basic.qos` on the
-    /// live channel).
+    /// jobs end (none is interrupted). AMQP prefetch follows at the next session.
     pub fn set_concurrency(&self, jobs: usize) {
         self.budget.resize(jobs);
     }

@@ -10,7 +10,7 @@ use mindora_tests::{free_port, worker_binary, RedisDb, WorkerProcess};
 
 fn healthcheck(addr: &str) -> Result<Output> {
     Ok(std::process::Command::new(worker_binary()?)
-        .args(["healthcheck", "--metrics-addr", addr])
+        .args(["--metrics-addr", addr, "healthcheck"])
         .env("RUST_LOG", "warn")
         .output()?)
 }

@@ -57,7 +57,6 @@ enum Event {
 pub(super) struct Acks {
     tx: mpsc::UnboundedSender<Event>,
     flushed: Arc<Notify>,
-    prefetch: Arc<AtomicUsize>,
 }
 
 impl Acks {
@@ -68,16 +67,7 @@ impl Acks {
         let flushed = Arc::new(Notify::new());
         let prefetch = Arc::new(AtomicUsize::new(prefetch.max(1)));
         tokio::spawn(flusher(channel, rx, flushed.clone(), prefetch.clone()));
-        Acks {
-            tx,
-            flushed,
-            prefetch,
-        }
-    }
-
-    /// The channel's prefetch window changed (live `basic.qos`).
-    pub(super) fn set_prefetch(&self, prefetch: usize) {
-        self.prefetch.store(prefetch.max(1), Ordering::Relaxed);
+        Acks { tx, flushed }
     }
 
     /// Waits until every ack sent before this call is written to the channel.

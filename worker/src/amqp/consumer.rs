@@ -2,7 +2,7 @@
 //!
 //! 1. **Connect**: one connection, topology re-declared, a consuming channel with
 //!    prefetch = the process budget (per consumer for one queue, channel-wide when several
-//!    queues share it or after a live resize of the budget), a confirm-mode channel
+//!    queues share it), a confirm-mode channel
 //!    for everything the worker publishes.
 //! 2. **Claim**: each delivery waits for a slot of the process budget (the same budget the
 //!    rq source draws from), then runs as a unit of work in the shared core
@@ -131,11 +131,10 @@ async fn session(
         .await?;
     let consuming = conn.create_channel().await?;
     let budget = core.budget().clone();
-    let mut sizes = budget.watch_size();
-    let mut window = Window {
+    let window = Window {
         global: shared.topology.consumed().count() > 1,
     };
-    let prefetch = prefetch_of(*sizes.borrow_and_update());
+    let prefetch = prefetch_of(budget.size());
     window.set(&consuming, prefetch).await?;
     let acks = Acks::start(consuming.clone(), usize::from(prefetch));
     let mut streams = SelectAll::new();
@@ -158,14 +157,6 @@ async fn session(
     let end = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-            Ok(()) = sizes.changed() => {
-                let prefetch = prefetch_of(*sizes.borrow_and_update());
-                if let Err(e) = window.resize(&consuming, prefetch, &mut consumers, &mut streams).await {
-                    break SessionEnd::Lost(format!("resizing prefetch: {e}"));
-                }
-                acks.set_prefetch(usize::from(prefetch));
-                info!(prefetch, "AMQP prefetch follows the resized budget");
-            }
             next = streams.next() => match next {
                 Some((queue, Ok(delivery))) => {
                     // Registered first: if it never starts it stays unacked (redelivered).
@@ -256,7 +247,7 @@ async fn consume(channel: &Channel, queue: &str) -> Result<(ShortString, Deliver
 /// One consumed queue: per consumer (`global=false`, what pika and most clients use). The
 /// queue keeps the count itself; a channel-wide limit makes RabbitMQ ask the channel's
 /// limiter process on every delivery, which costs the broker noticeably more per message.
-/// Several queues, or after a live resize: channel-wide (`global=true`), shared by all.
+/// Several queues: channel-wide (`global=true`), shared by all.
 struct Window {
     global: bool,
 }
@@ -271,40 +262,6 @@ impl Window {
                 },
             )
             .await?;
-        Ok(())
-    }
-
-    /// Applies a new prefetch on the live channel. A channel-wide limit changes at once,
-    /// for every consumer. A per-consumer limit is fixed for a consumer's life, and a
-    /// replacement consumer would get a full window of its own on top of what the old
-    /// one still holds; so the first resize moves the session to a channel-wide limit
-    /// (until the next reconnect): the limit is set, new consumers get no limit of their
-    /// own, and each consumer is replaced (the new one starts first, then the old one is
-    /// cancelled; its stream still yields what the broker had sent it, and those
-    /// deliveries are run and acked on this same channel as usual).
-    async fn resize(
-        &mut self,
-        channel: &Channel,
-        prefetch: u16,
-        consumers: &mut [(String, ShortString)],
-        streams: &mut SelectAll<Deliveries>,
-    ) -> Result<(), AmqpError> {
-        if self.global {
-            return self.set(channel, prefetch).await;
-        }
-        self.global = true;
-        self.set(channel, prefetch).await?;
-        channel
-            .basic_qos(0, BasicQosOptions { global: false })
-            .await?;
-        for (queue, tag) in consumers.iter_mut() {
-            let (new_tag, stream) = consume(channel, queue).await?;
-            streams.push(stream);
-            let old = std::mem::replace(tag, new_tag);
-            channel
-                .basic_cancel(old, BasicCancelOptions::default())
-                .await?;
-        }
         Ok(())
     }
 }

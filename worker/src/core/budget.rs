@@ -24,8 +24,6 @@ struct Inner {
     resize: Mutex<()>,
     /// Slots held right now, by anyone.
     held: watch::Sender<usize>,
-    /// The configured size, for sources that follow it (AMQP prefetch).
-    sized: watch::Sender<usize>,
 }
 
 impl Budget {
@@ -39,7 +37,6 @@ impl Budget {
                 debt: AtomicUsize::new(0),
                 resize: Mutex::new(()),
                 held: watch::Sender::new(0),
-                sized: watch::Sender::new(size),
             }),
         }
     }
@@ -47,12 +44,6 @@ impl Budget {
     /// The configured number of slots.
     pub fn size(&self) -> usize {
         self.inner.size.load(Ordering::Relaxed)
-    }
-
-    /// Follows the configured size: a source whose broker holds work for it (AMQP
-    /// prefetch) resizes that when the budget is resized.
-    pub fn watch_size(&self) -> watch::Receiver<usize> {
-        self.inner.sized.subscribe()
     }
 
     /// Slots free right now.
@@ -85,7 +76,6 @@ impl Budget {
             self.inner.debt.fetch_add(shrink - now, Ordering::Relaxed);
         }
         metrics::gauge!(m::WORKER_CONCURRENCY).set(size as f64);
-        self.inner.sized.send_replace(size);
     }
 
     /// Waits for a free slot; `None` once the budget is closed.
