@@ -1,17 +1,30 @@
-//! Throughput of the AMQP source on no-op tasks vs a Python pika consumer doing the same
-//! ack-after-handle loop, same broker, same run. Not a test: it prints figures.
+//! Throughput and broker cost of the AMQP source on no-op tasks vs a Python pika consumer
+//! doing the same ack-after-handle loop, same broker, same run. Not a test: it prints
+//! figures.
 //!
 //! ```text
 //! bash tests/amqp/setup.sh
-//! cargo run --release -p mindora-worker --example amqp_bench -- [MESSAGES] [CONCURRENCY]
+//! cargo run --release -p mindora-worker --example amqp_bench -- [MESSAGES] [CONCURRENCY] [ROUNDS]
 //! ```
 //!
-//! Both sides get the same backlog of persistent `mindora.noop` envelopes in a fresh
-//! durable priority queue, the same prefetch, and are timed from their first to their
-//! last handled message (so connection set-up is not counted for either). The broker's
-//! (beam.smp) CPU is sampled around each consumer's run and reported per message: the
-//! worker coalesces acks (`multiple=true`), pika acks each message. The broker is shared,
-//! so other traffic on it inflates both figures alike.
+//! Each round gives both consumers the same backlog of persistent `mindora.noop` envelopes
+//! in a durable priority queue and the same per-consumer prefetch (= CONCURRENCY); the
+//! order alternates between rounds. For each consumer:
+//! 1. the backlog is published (with confirms) *before* the measured window, and the bench
+//!    waits until the broker is quiet again (its CPU under 5% of a core over 250 ms), so
+//!    neither the publishing nor its after-work (index writes, message store GC of the
+//!    previous round) is charged to a consumer;
+//! 2. the window runs from just before the consumer connects until it has handled all N,
+//!    closed its connection and the queue holds nothing (every ack processed): set-up and
+//!    tear-down are inside the window for both;
+//! 3. broker (beam.smp) CPU over the window is reported per message, raw and net of the
+//!    broker's idle rate measured just before (background work, and other users of a
+//!    shared broker, scale with time, not messages).
+//!
+//! Throughput is timed from the first to the last handled message. The worker coalesces
+//! acks (`multiple=true`); pika acks each message. The broker's pid is `pgrep -o beam.smp`
+//! unless `MINDORA_BENCH_BROKER_PID` names it (e.g. a private node on its own port, with
+//! `MINDORA_TEST_AMQP_URL` pointing at it).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +37,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
+use metrics_exporter_prometheus::PrometheusHandle;
 use mindora_sdk::amqp::{task_properties, Envelope, PublishOptions};
-use mindora_worker::amqp::{declare_topology, run_amqp, AmqpArgs, Topology};
+use mindora_worker::amqp::{declare_topology, run_amqp, AmqpArgs, Topology, AMQP_ACK_FRAMES};
 use mindora_worker::handler::{JobContext, Registry};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -107,6 +121,9 @@ fn cpu_secs(pid: &str) -> f64 {
 
 /// The RabbitMQ server's pid (beam.smp), to report the broker's share of the CPU.
 fn broker_pid() -> Option<String> {
+    if let Ok(pid) = std::env::var("MINDORA_BENCH_BROKER_PID") {
+        return Some(pid);
+    }
     let out = std::process::Command::new("pgrep")
         .arg("-o")
         .arg("beam.smp")
@@ -116,15 +133,186 @@ fn broker_pid() -> Option<String> {
     (!pid.is_empty()).then_some(pid)
 }
 
+/// Waits (up to 10 s) until the broker uses under 5% of a core over 250 ms; returns its
+/// CPU rate (seconds per second) over that last quiet interval.
+async fn quiet_broker(pid: &str) -> f64 {
+    let step = Duration::from_millis(250);
+    let mut rate = 0.0;
+    for _ in 0..40 {
+        let c0 = cpu_secs(pid);
+        let t0 = Instant::now();
+        tokio::time::sleep(step).await;
+        rate = (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64();
+        if rate < 0.05 {
+            break;
+        }
+    }
+    rate
+}
+
+/// One consumer's figures in one round.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Messages per second, first to last handled.
+    rate: f64,
+    /// Consumer process CPU per message (us).
+    cpu_us: f64,
+    /// Broker CPU per message over the window (us), raw.
+    broker_us: f64,
+    /// Same, minus the broker's idle rate times the window.
+    broker_net_us: f64,
+    /// Broker busy over the window (share of one core).
+    broker_busy: f64,
+    /// Ack frames sent (ours only).
+    ack_frames: f64,
+}
+
+struct Bench {
+    url: String,
+    queue: String,
+    args: AmqpArgs,
+    ch: Channel,
+    n: usize,
+    concurrency: usize,
+    broker: String,
+    python: PathBuf,
+    script: PathBuf,
+    metrics: PrometheusHandle,
+}
+
+/// Sum of a counter (all label sets) in the Prometheus text.
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+impl Bench {
+    /// Backlog in, broker quiet; returns the broker's idle rate.
+    async fn prepare(&self) -> Result<f64> {
+        fill(&self.ch, &self.queue, self.n).await?;
+        Ok(quiet_broker(&self.broker).await)
+    }
+
+    /// Waits until every message of the queue is gone (acked).
+    async fn drained(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while depth(&self.ch, &self.queue).await? != 0 {
+            if Instant::now() > deadline {
+                bail!("{} still holds messages", self.queue);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    fn sample(&self, idle: f64, window: (f64, f64), rate: f64, cpu: f64, frames: f64) -> Sample {
+        let (broker_cpu, secs) = window;
+        let per_msg = |c: f64| c / self.n as f64 * 1e6;
+        Sample {
+            rate,
+            cpu_us: per_msg(cpu),
+            broker_us: per_msg(broker_cpu),
+            broker_net_us: per_msg((broker_cpu - idle * secs).max(0.0)),
+            broker_busy: broker_cpu / secs,
+            ack_frames: frames,
+        }
+    }
+
+    async fn ours(&self) -> Result<Sample> {
+        let idle = self.prepare().await?;
+        let n = self.n as u64;
+        let done = Arc::new(AtomicU64::new(0));
+        let span = Arc::new(Mutex::new(None));
+        let registry = counting_registry(n, done.clone(), span.clone());
+        let token = CancellationToken::new();
+        let frames0 = counter(&self.metrics.render(), AMQP_ACK_FRAMES);
+        let broker0 = cpu_secs(&self.broker);
+        let cpu0 = cpu_secs("self");
+        let t0 = Instant::now();
+        let worker = tokio::spawn(run_amqp(
+            self.args.clone(),
+            Arc::new(registry),
+            self.concurrency,
+            token.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while done.load(Ordering::Relaxed) < n {
+            if Instant::now() > deadline {
+                bail!(
+                    "worker handled only {} of {n}",
+                    done.load(Ordering::Relaxed)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        token.cancel();
+        worker.await??;
+        let cpu = cpu_secs("self") - cpu0;
+        self.drained().await?;
+        let window = (cpu_secs(&self.broker) - broker0, t0.elapsed().as_secs_f64());
+        let frames = counter(&self.metrics.render(), AMQP_ACK_FRAMES) - frames0;
+        let (first, last) = span
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .context("no message handled")?;
+        let rate = n as f64 / (last - first).as_secs_f64().max(1e-9);
+        Ok(self.sample(idle, window, rate, cpu, frames))
+    }
+
+    async fn pika(&self) -> Result<Sample> {
+        let idle = self.prepare().await?;
+        let broker0 = cpu_secs(&self.broker);
+        let t0 = Instant::now();
+        let out = tokio::process::Command::new(&self.python)
+            .arg(&self.script)
+            .args([
+                self.url.clone(),
+                self.queue.clone(),
+                self.n.to_string(),
+                self.concurrency.to_string(),
+            ])
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "bench_consumer.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.drained().await?;
+        let window = (cpu_secs(&self.broker) - broker0, t0.elapsed().as_secs_f64());
+        let py: Value = serde_json::from_slice(&out.stdout)?;
+        let rate = py["per_sec"].as_f64().context("per_sec")?;
+        let cpu = py["cpu_seconds"].as_f64().context("cpu_seconds")?;
+        Ok(self.sample(idle, window, rate, cpu, self.n as f64))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut argv = std::env::args().skip(1);
-    let n: usize = argv
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(50_000);
-    let concurrency: usize = argv.next().map(|s| s.parse()).transpose()?.unwrap_or(64);
+    let mut arg = |default: usize| -> Result<usize> {
+        Ok(argv
+            .next()
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let n = arg(20_000)?;
+    let concurrency = arg(64)?;
+    let rounds = arg(5)?.max(1);
     let cache = std::env::var("MINDORA_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -138,6 +326,8 @@ async fn main() -> Result<()> {
         );
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/amqp/bench_consumer.py");
+    let broker = broker_pid().context("no beam.smp running (set MINDORA_BENCH_BROKER_PID)")?;
+    let metrics = mindora_worker::metrics::install()?;
 
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let queue = format!("bench_amqp_{suffix}");
@@ -151,100 +341,85 @@ async fn main() -> Result<()> {
     let conn = Connection::connect(&url(), ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-
-    // mindora-worker's AMQP source.
-    fill(&ch, &queue, n).await?;
-    let done = Arc::new(AtomicU64::new(0));
-    let span = Arc::new(Mutex::new(None));
-    let registry = counting_registry(n as u64, done.clone(), span.clone());
-    let token = CancellationToken::new();
-    let broker = broker_pid();
-    let broker_cpu0 = broker.as_deref().map(cpu_secs).unwrap_or(0.0);
-    let rust_cpu0 = cpu_secs("self");
-    let rust_wall0 = Instant::now();
-    let worker = tokio::spawn(run_amqp(
-        args.clone(),
-        Arc::new(registry),
+    let bench = Bench {
+        url: url(),
+        queue,
+        args,
+        ch,
+        n,
         concurrency,
-        token.clone(),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while done.load(Ordering::Relaxed) < n as u64 {
-        if Instant::now() > deadline {
-            bail!(
-                "worker handled only {} of {n}",
-                done.load(Ordering::Relaxed)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let rust_cpu = cpu_secs("self") - rust_cpu0;
-    let rust_wall = rust_wall0.elapsed().as_secs_f64();
-    let rust_broker_cpu = broker.as_deref().map(cpu_secs).unwrap_or(0.0) - broker_cpu0;
-    token.cancel();
-    worker.await??;
-    let left = depth(&ch, &queue).await?;
-    if left != 0 {
-        bail!("{left} messages left unacked in {queue}");
-    }
-    let (first, last) = span
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .context("no message handled")?;
-    let rust_secs = (last - first).as_secs_f64().max(1e-9);
-    let rust_rate = n as f64 / rust_secs;
+        broker,
+        python,
+        script,
+        metrics,
+    };
 
-    // Python pika consumer, same backlog, same prefetch.
-    fill(&ch, &queue, n).await?;
-    let py_broker_cpu0 = broker.as_deref().map(cpu_secs).unwrap_or(0.0);
-    let py_wall0 = Instant::now();
-    let out = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args([url(), queue.clone(), n.to_string(), concurrency.to_string()])
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!(
-            "bench_consumer.py: {}",
-            String::from_utf8_lossy(&out.stderr)
+    println!("AMQP benchmark: {n} persistent mindora.noop messages per consumer and round, prefetch {concurrency} per consumer, {rounds} rounds");
+    println!("round | first | mindora msg/s | pika msg/s | x | broker us/msg ours / pika (raw) | net of idle | ours/pika raw | net | msgs per ack frame | consumer CPU us/msg ours / pika");
+    let mut results = Vec::new();
+    for r in 0..rounds {
+        let ours_first = r % 2 == 0;
+        let (ours, pika) = if ours_first {
+            let o = bench.ours().await?;
+            (o, bench.pika().await?)
+        } else {
+            let p = bench.pika().await?;
+            (bench.ours().await?, p)
+        };
+        println!(
+            "{:>5} | {:>5} | {:>13.0} | {:>10.0} | {:>3.1} | {:>6.1} / {:>6.1} | {:>6.1} / {:>6.1} | {:>4.2} | {:>4.2} | {:>5.1} | {:.1} / {:.1}",
+            r + 1,
+            if ours_first { "ours" } else { "pika" },
+            ours.rate,
+            pika.rate,
+            ours.rate / pika.rate,
+            ours.broker_us,
+            pika.broker_us,
+            ours.broker_net_us,
+            pika.broker_net_us,
+            ours.broker_us / pika.broker_us.max(1e-9),
+            ours.broker_net_us / pika.broker_net_us.max(1e-9),
+            n as f64 / ours.ack_frames.max(1.0),
+            ours.cpu_us,
+            pika.cpu_us,
         );
+        println!(
+            "      | broker busy: {:.0}% of a core during ours, {:.0}% during pika",
+            ours.broker_busy * 100.0,
+            pika.broker_busy * 100.0
+        );
+        results.push((ours, pika));
     }
-    let py: Value = serde_json::from_slice(&out.stdout)?;
-    let py_rate = py["per_sec"].as_f64().context("per_sec")?;
-    let py_secs = py["seconds"].as_f64().context("seconds")?;
-    let py_cpu = py["cpu_seconds"].as_f64().context("cpu_seconds")?;
-    let py_wall = py_wall0.elapsed().as_secs_f64();
-    let py_broker_cpu = broker.as_deref().map(cpu_secs).unwrap_or(0.0) - py_broker_cpu0;
-    let per_msg = |cpu: f64| cpu / n as f64 * 1e6;
+    let raw: Vec<f64> = results
+        .iter()
+        .map(|(o, p)| o.broker_us / p.broker_us.max(1e-9))
+        .collect();
+    let net: Vec<f64> = results
+        .iter()
+        .map(|(o, p)| o.broker_net_us / p.broker_net_us.max(1e-9))
+        .collect();
+    let speed: Vec<f64> = results.iter().map(|(o, p)| o.rate / p.rate).collect();
+    let worst = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
+    println!(
+        "broker CPU per message, ours / pika: raw median {:.2}, worst {:.2}; net of idle median {:.2}, worst {:.2}",
+        median(raw.clone()),
+        worst(&raw),
+        median(net.clone()),
+        worst(&net)
+    );
+    println!(
+        "throughput, ours / pika: median {:.1}x, lowest {:.1}x",
+        median(speed.clone()),
+        speed.iter().copied().fold(f64::MAX, f64::min)
+    );
 
-    let topology = Topology::from_args(&args)?;
+    let topology = Topology::from_args(&bench.args)?;
     for q in topology.owned_queue_names() {
-        let _ = ch
+        let _ = bench
+            .ch
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
     let _ = conn.close(200, "bench done".into()).await;
-
-    println!("AMQP benchmark: {n} persistent mindora.noop messages, prefetch {concurrency}, one process each");
-    println!("  mindora-worker (AMQP source, concurrency {concurrency}): {rust_rate:>10.0} msg/s  ({rust_secs:.2} s)");
-    println!("  Python pika consumer (ack after handle):          {py_rate:>10.0} msg/s  ({py_secs:.2} s)");
-    println!("  ratio: {:.1}x", rust_rate / py_rate);
-    println!(
-        "  consumer CPU per message: mindora-worker {:.1} us, pika {:.1} us -> {:.1}x less CPU",
-        per_msg(rust_cpu),
-        per_msg(py_cpu),
-        py_cpu / rust_cpu.max(1e-9)
-    );
-    println!(
-        "  broker (beam.smp) CPU per message: mindora-worker {:.1} us (coalesced acks), pika {:.1} us (one ack per message) -> {:.2} of pika's",
-        per_msg(rust_broker_cpu),
-        per_msg(py_broker_cpu),
-        rust_broker_cpu / py_broker_cpu.max(1e-9)
-    );
-    println!(
-        "  broker (beam.smp) busy: {:.0}% of one core during mindora-worker, {:.0}% during pika (its CPU bounds both)",
-        rust_broker_cpu / rust_wall * 100.0,
-        py_broker_cpu / py_wall * 100.0
-    );
     Ok(())
 }

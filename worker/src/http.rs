@@ -15,8 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::metrics::{Health, MetricsError};
 
@@ -77,29 +76,4 @@ pub async fn serve(
         }
     });
     Ok(bound)
-}
-
-/// `mindora-worker healthcheck`: GET `path` on the metrics address; true on a 200. (A
-/// one-shot client in the container image, which has no curl.)
-pub async fn probe(addr: SocketAddr, path: &str) -> bool {
-    let target = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
-    let attempt = async {
-        let mut s = TcpStream::connect(target).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok::<bool, std::io::Error>(out.starts_with("HTTP/1.1 200"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), attempt).await,
-        Ok(Ok(true))
-    )
 }

@@ -35,6 +35,7 @@ pub mod consul;
 pub mod core;
 pub mod cron;
 pub mod handler;
+pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod metrics;

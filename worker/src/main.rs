@@ -101,11 +101,13 @@ async fn main() -> Result<()> {
                 .worker
                 .metrics_addr
                 .context("healthcheck needs --metrics-addr / MINDORA_METRICS_ADDR")?;
-            if mindora_worker::http::probe(addr, "/healthz").await {
-                Ok(())
-            } else {
-                anyhow::bail!("worker on {addr} is not healthy")
-            }
+            mindora_worker::healthcheck::probe(
+                addr,
+                "/healthz",
+                mindora_worker::healthcheck::TIMEOUT,
+            )
+            .await
+            .with_context(|| format!("worker on {addr} is not healthy"))
         }
         Some(Command::Topology) => {
             let _ = init_logging(cli.worker.log_format);

@@ -10,26 +10,6 @@ use amqp_common::*;
 use mindora_sdk::amqp::Envelope;
 use serde_json::json;
 
-/// The broker's count of delivered-but-unacked messages of `queue`.
-fn unacked(queue: &str) -> Option<u64> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "-q",
-            "--no-table-headers",
-            "name",
-            "messages_unacknowledged",
-        ])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-        let mut parts = l.split_whitespace();
-        (parts.next() == Some(queue))
-            .then(|| parts.next().and_then(|n| n.parse().ok()))
-            .flatten()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalesced_acks_never_pass_a_running_delivery() {
     let fx = Fixture::new("acks").await;

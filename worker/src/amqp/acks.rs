@@ -1,30 +1,48 @@
 //! Ack coalescing: one `basic.ack multiple=true` settles a whole run of finished
-//! deliveries, so the broker handles one frame (and one index update) instead of one per
-//! message.
+//! deliveries, so the broker handles one frame (and one round of channel and queue work)
+//! instead of one per message.
 //!
 //! Delivery tags on a channel grow by one per delivery. Every delivery is registered when it
 //! arrives and stays *outstanding* until it is acked, nacked or rejected; a delivery left
 //! unacked on purpose (a publish failed, so the broker must redeliver it) stays outstanding
 //! for the rest of the session. An ack with `multiple=true` covers every unacked tag up to
 //! its own, so it is only ever sent up to the lowest outstanding tag: never past a delivery
-//! that is still running, was rejected or nacked out of band, or is left unacked. Finished
-//! deliveries above that tag are acked one by one, at once, so they never hold a prefetch
-//! slot. Acks are flushed as soon as the events already queued are taken in (no timer):
-//! under load, the acks that pile up while one ack is written go out as one.
+//! that is still running, was rejected or nacked out of band, or is left unacked.
+//!
+//! When acks go out: finished deliveries are held briefly and sent as one frame when
+//! - a quarter of the prefetch window has finished (the broker still has three quarters of
+//!   the window to keep delivering into), or
+//! - the broker's window is full (outstanding + finished = prefetch: it would stop
+//!   delivering), or
+//! - the oldest held one has waited [`HOLD`] (so a lone ack is late by at most that), or
+//! - a graceful stop asks for a flush.
+//!
+//! Finished deliveries above a running one wait for it (they join the next multiple ack)
+//! until the window fills or [`HOLD`] passes; then they are acked one by one, so they never
+//! hold a prefetch slot for long.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lapin::options::BasicAckOptions;
 use lapin::Channel;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tracing::{debug, warn};
+
+/// Counter: `basic.ack` frames sent, by `kind` (`multiple` or `single`); with the jobs
+/// counters it shows how many deliveries one ack frame settles.
+pub const AMQP_ACK_FRAMES: &str = "mindora_amqp_ack_frames_total";
+
+/// Longest a finished delivery's ack is held back to be coalesced with others.
+pub(super) const HOLD: Duration = Duration::from_millis(2);
 
 /// What the settle path tells the coalescer about one delivery tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Event {
-    /// Everything sent before is on the wire: answer (graceful stop, before the channel
-    /// closes).
+    /// Send everything held, then answer (graceful stop, before the channel closes).
     Flushed,
     /// The delivery arrived (sent before it is handed to the unit of work).
     Delivered(u64),
@@ -42,11 +60,13 @@ pub(super) struct Acks {
 }
 
 impl Acks {
-    /// Starts the coalescer of `channel`; it ends when every handle is dropped.
-    pub(super) fn start(channel: Channel) -> Acks {
+    /// Starts the coalescer of `channel`, whose prefetch window is `prefetch` deliveries;
+    /// it ends (sending what it holds) when every handle is dropped.
+    pub(super) fn start(channel: Channel, prefetch: usize) -> Acks {
         let (tx, rx) = mpsc::unbounded_channel();
         let flushed = Arc::new(Notify::new());
-        tokio::spawn(flusher(channel, rx, flushed.clone()));
+        let prefetch = Arc::new(AtomicUsize::new(prefetch.max(1)));
+        tokio::spawn(flusher(channel, rx, flushed.clone(), prefetch.clone()));
         Acks { tx, flushed }
     }
 
@@ -81,7 +101,8 @@ impl Acks {
 struct Plan {
     /// `basic.ack multiple=true` up to this tag (all done tags below the lowest outstanding).
     multiple_up_to: Option<u64>,
-    /// Done tags above an outstanding one, acked one by one.
+    /// Done tags acked one by one (a lone one below the lowest outstanding, and, when
+    /// asked, those above it).
     singles: Vec<u64>,
 }
 
@@ -126,47 +147,116 @@ impl Ledger {
         }
     }
 
+    /// Deliveries the broker counts against the prefetch window.
+    fn unacked(&self) -> usize {
+        self.outstanding.len() + self.done.len()
+    }
+
     /// Takes what to send now: one multiple ack up to the lowest outstanding tag (a lone
-    /// done tag there is sent without `multiple`), single acks above it.
-    fn plan(&mut self) -> Plan {
+    /// done tag there is sent without `multiple`), and with `above` the done tags above it
+    /// one by one (otherwise they stay held).
+    fn plan(&mut self, above: bool) -> Plan {
         let unseen = self.seen_upto + 1;
         let floor = self
             .outstanding
             .first()
             .copied()
             .map_or(unseen, |o| o.min(unseen));
-        let above = self.done.split_off(&floor);
-        let below = std::mem::take(&mut self.done);
-        let mut plan = Plan {
-            singles: above.into_iter().collect(),
-            ..Plan::default()
-        };
+        let higher = self.done.split_off(&floor);
+        let below = std::mem::replace(&mut self.done, higher);
+        let mut plan = Plan::default();
         if let (Some(&first), Some(&last)) = (below.first(), below.last()) {
             if first == last {
-                plan.singles.insert(0, first);
+                plan.singles.push(first);
             } else {
                 plan.multiple_up_to = Some(last);
             }
+        }
+        if above {
+            plan.singles.extend(std::mem::take(&mut self.done));
         }
         plan
     }
 }
 
-async fn flusher(channel: Channel, mut rx: mpsc::UnboundedReceiver<Event>, flushed: Arc<Notify>) {
+/// When to send, given what is held (see the module doc).
+fn decide(
+    ledger: &Ledger,
+    prefetch: usize,
+    held_for: Option<Duration>,
+    asked: bool,
+) -> Option<bool> {
+    if ledger.done.is_empty() {
+        return None;
+    }
+    let window_full = ledger.unacked() >= prefetch;
+    let aged = held_for.is_some_and(|d| d >= HOLD);
+    if asked || window_full || aged {
+        Some(true)
+    } else if ledger.done.len() >= (prefetch / 4).max(1) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+async fn flusher(
+    channel: Channel,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    flushed: Arc<Notify>,
+    prefetch: Arc<AtomicUsize>,
+) {
     let mut ledger = Ledger::default();
-    while let Some(first) = rx.recv().await {
-        let mut asked = first == Event::Flushed;
-        ledger.apply(first);
+    // When the oldest held ack was taken in.
+    let mut held_since: Option<Instant> = None;
+    let mut open = true;
+    while open {
+        let first = match held_since {
+            Some(since) => tokio::select! {
+                biased;
+                e = rx.recv() => e.map(Some),
+                // The hold ran out: a wake-up with nothing new.
+                () = tokio::time::sleep_until(since + HOLD) => Some(None),
+            },
+            None => rx.recv().await.map(Some),
+        };
+        let mut asked = false;
+        match first {
+            // Every handle dropped: send what is held and stop.
+            None => {
+                open = false;
+                asked = true;
+            }
+            Some(Some(e)) => {
+                asked |= e == Event::Flushed;
+                ledger.apply(e);
+            }
+            Some(None) => {}
+        }
         while let Ok(more) = rx.try_recv() {
             asked |= more == Event::Flushed;
             ledger.apply(more);
         }
-        let plan = ledger.plan();
-        if let Some(tag) = plan.multiple_up_to {
-            send(&channel, tag, true).await;
+        let now = Instant::now();
+        if ledger.done.is_empty() {
+            held_since = None;
+        } else if held_since.is_none() {
+            held_since = Some(now);
         }
-        for tag in plan.singles {
-            send(&channel, tag, false).await;
+        let held_for = held_since.map(|t| now.saturating_duration_since(t));
+        let window = prefetch.load(Ordering::Relaxed);
+        if let Some(above) = decide(&ledger, window, held_for, asked) {
+            let plan = ledger.plan(above);
+            if let Some(tag) = plan.multiple_up_to {
+                send(&channel, tag, true).await;
+            }
+            for tag in plan.singles {
+                send(&channel, tag, false).await;
+            }
+            // What stays held (above a running delivery) keeps its original deadline.
+            if ledger.done.is_empty() {
+                held_since = None;
+            }
         }
         if asked {
             flushed.notify_waiters();
@@ -175,6 +265,8 @@ async fn flusher(channel: Channel, mut rx: mpsc::UnboundedReceiver<Event>, flush
 }
 
 async fn send(channel: &Channel, tag: u64, multiple: bool) {
+    let kind = if multiple { "multiple" } else { "single" };
+    metrics::counter!(AMQP_ACK_FRAMES, "kind" => kind).increment(1);
     if let Err(e) = channel.basic_ack(tag, BasicAckOptions { multiple }).await {
         // The channel died after we settled: the broker redelivers, the task re-runs.
         if channel.status().connected() {
@@ -210,13 +302,13 @@ mod tests {
             Ack(3),
         ]);
         assert_eq!(
-            l.plan(),
+            l.plan(true),
             Plan {
                 multiple_up_to: Some(3),
                 singles: vec![]
             }
         );
-        assert_eq!(l.plan(), Plan::default());
+        assert_eq!(l.plan(true), Plan::default());
     }
 
     #[test]
@@ -234,7 +326,7 @@ mod tests {
         ]);
         // 3 still runs: 1-2 together, 4 and 5 alone.
         assert_eq!(
-            l.plan(),
+            l.plan(true),
             Plan {
                 multiple_up_to: Some(2),
                 singles: vec![4, 5]
@@ -242,7 +334,7 @@ mod tests {
         );
         l.apply(Ack(3));
         assert_eq!(
-            l.plan(),
+            l.plan(true),
             Plan {
                 multiple_up_to: None,
                 singles: vec![3]
@@ -258,7 +350,7 @@ mod tests {
         l.apply(Ack(3));
         l.apply(Ack(4));
         assert_eq!(
-            l.plan(),
+            l.plan(true),
             Plan {
                 multiple_up_to: None,
                 singles: vec![3, 4]
@@ -267,7 +359,7 @@ mod tests {
         let mut l = ledger(&[Delivered(1), Delivered(2), Delivered(3), Released(1)]);
         l.apply(Ack(2));
         l.apply(Ack(3));
-        assert_eq!(l.plan().multiple_up_to, Some(3));
+        assert_eq!(l.plan(true).multiple_up_to, Some(3));
     }
 
     #[test]
@@ -282,7 +374,7 @@ mod tests {
             Ack(4),
         ]);
         assert_eq!(
-            l.plan(),
+            l.plan(true),
             Plan {
                 multiple_up_to: None,
                 singles: vec![1, 3, 4]
@@ -294,18 +386,70 @@ mod tests {
         l.apply(Ack(2));
         l.apply(Ack(5));
         l.apply(Ack(6));
-        assert_eq!(l.plan().multiple_up_to, Some(6));
+        assert_eq!(l.plan(true).multiple_up_to, Some(6));
     }
 
     #[test]
     fn an_ack_for_an_unknown_or_repeated_tag_is_ignored() {
         let mut l = ledger(&[Delivered(1), Ack(1), Ack(1), Ack(7)]);
         assert_eq!(
-            l.plan(),
+            l.plan(true),
             Plan {
                 multiple_up_to: None,
                 singles: vec![1]
             }
         );
+    }
+
+    #[test]
+    fn holds_until_a_quarter_of_the_window_then_sends_below_the_floor() {
+        let mut l = ledger(&[Delivered(1), Delivered(2), Delivered(3), Delivered(4)]);
+        l.apply(Ack(1));
+        l.apply(Ack(2));
+        // 2 of a window of 16 done, just now: hold.
+        assert_eq!(decide(&l, 16, Some(Duration::ZERO), false), None);
+        for t in 5..=9 {
+            l.apply(Delivered(t));
+            l.apply(Ack(t));
+        }
+        // 7 done >= 16 / 4: send, but only below the running 3.
+        assert_eq!(decide(&l, 16, Some(Duration::ZERO), false), Some(false));
+        assert_eq!(
+            l.plan(false),
+            Plan {
+                multiple_up_to: Some(2),
+                singles: vec![]
+            }
+        );
+        // 5..=9 stay held for 3 to finish; then one multiple ack covers all.
+        assert_eq!(l.done.len(), 5);
+        l.apply(Ack(3));
+        l.apply(Ack(4));
+        assert_eq!(l.plan(false).multiple_up_to, Some(9));
+    }
+
+    #[test]
+    fn a_full_window_an_old_ack_or_a_flush_sends_everything() {
+        let mut l = ledger(&[Delivered(1), Delivered(2), Delivered(3), Ack(2), Ack(3)]);
+        // Window of 3 full (1 running, 2 done): the broker would stop delivering.
+        assert_eq!(decide(&l, 3, Some(Duration::ZERO), false), Some(true));
+        // Window of 64: held until HOLD, or asked.
+        assert_eq!(decide(&l, 64, Some(Duration::ZERO), false), None);
+        assert_eq!(decide(&l, 64, Some(HOLD), false), Some(true));
+        assert_eq!(decide(&l, 64, Some(Duration::ZERO), true), Some(true));
+        assert_eq!(
+            l.plan(true),
+            Plan {
+                multiple_up_to: None,
+                singles: vec![2, 3]
+            }
+        );
+        assert_eq!(decide(&l, 64, Some(HOLD), true), None, "nothing held");
+    }
+
+    #[test]
+    fn a_window_of_one_acks_at_once() {
+        let l = ledger(&[Delivered(1), Ack(1)]);
+        assert_eq!(decide(&l, 1, Some(Duration::ZERO), false), Some(true));
     }
 }

@@ -1,7 +1,8 @@
 //! Claim, for the AMQP source: the consume loop, spelled out.
 //!
 //! 1. **Connect**: one connection, topology re-declared, a consuming channel with
-//!    prefetch = the process budget (shared by all consumed queues), a confirm-mode channel
+//!    prefetch = the process budget (per consumer for one queue, channel-wide when several
+//!    queues share it), a confirm-mode channel
 //!    for everything the worker publishes.
 //! 2. **Claim**: each delivery waits for a slot of the process budget (the same budget the
 //!    rq source draws from), then runs as a unit of work in the shared core
@@ -15,7 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{SelectAll, StreamExt};
+use futures::stream::{BoxStream, SelectAll, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -145,28 +147,20 @@ async fn session(
         .await?;
     let consuming = conn.create_channel().await?;
     let budget = core.budget().clone();
-    let prefetch = u16::try_from(budget.size()).unwrap_or(u16::MAX);
-    consuming
-        .basic_qos(prefetch, BasicQosOptions { global: true })
-        .await?;
-    let acks = Acks::start(consuming.clone());
+    let window = Window {
+        global: shared.topology.consumed().count() > 1,
+    };
+    let prefetch = prefetch_of(budget.size());
+    window.set(&consuming, prefetch).await?;
+    let acks = Acks::start(consuming.clone(), usize::from(prefetch));
     let mut streams = SelectAll::new();
-    let mut tags = Vec::new();
+    let mut consumers = Vec::new();
     for q in shared.topology.consumed() {
-        let consumer = consuming
-            .basic_consume(
-                ShortString::try_new(q.name.as_str())
-                    .map_err(|_| AmqpError::Config(format!("queue name {:?} too long", q.name)))?,
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        tags.push(consumer.tag());
-        let queue: Arc<str> = Arc::from(q.name.as_str());
-        streams.push(consumer.map(move |d| (queue.clone(), d)).boxed());
+        let (tag, stream) = consume(&consuming, &q.name).await?;
+        consumers.push((q.name.clone(), tag));
+        streams.push(stream);
     }
-    info!(queues = ?shared.topology.consumed().map(|q| q.name.as_str()).collect::<Vec<_>>(), prefetch, "AMQP source consuming");
+    info!(queues = ?shared.topology.consumed().map(|q| q.name.as_str()).collect::<Vec<_>>(), prefetch, global = window.global, "AMQP source consuming");
     core.health().set_amqp_up(true);
 
     let depth_stop = CancellationToken::new();
@@ -220,7 +214,7 @@ async fn session(
     // Graceful stop: no new deliveries; running tasks settle on the live channel (the core
     // interrupts them at the grace deadline and they are nacked with requeue); then closing
     // the channel returns anything prefetched but not started.
-    for tag in tags {
+    for (_, tag) in consumers {
         if let Err(e) = consuming
             .basic_cancel(tag, BasicCancelOptions::default())
             .await
@@ -238,6 +232,54 @@ async fn session(
     let _ = publisher.close(200, "shutdown".into()).await;
     let _ = conn.close(200, "shutdown".into()).await;
     Ok(SessionEnd::Shutdown)
+}
+
+/// The prefetch for a budget of `size` slots (AMQP caps it at 65535).
+fn prefetch_of(size: usize) -> u16 {
+    u16::try_from(size.max(1)).unwrap_or(u16::MAX)
+}
+
+/// A delivery stream of one consumer, labelled with its queue.
+type Deliveries = BoxStream<'static, (Arc<str>, Result<Delivery, lapin::Error>)>;
+
+/// Starts a consumer on `queue`: its tag and its deliveries.
+async fn consume(channel: &Channel, queue: &str) -> Result<(ShortString, Deliveries), AmqpError> {
+    let consumer = channel
+        .basic_consume(
+            ShortString::try_new(queue)
+                .map_err(|_| AmqpError::Config(format!("queue name {queue:?} too long")))?,
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let tag = consumer.tag();
+    let label: Arc<str> = Arc::from(queue);
+    Ok((tag, consumer.map(move |d| (label.clone(), d)).boxed()))
+}
+
+/// How the consuming channel's prefetch (= the process budget) is applied.
+///
+/// One consumed queue: per consumer (`global=false`, what pika and most clients use). The
+/// queue keeps the count itself; a channel-wide limit makes RabbitMQ ask the channel's
+/// limiter process on every delivery, which costs the broker noticeably more per message.
+/// Several queues: channel-wide (`global=true`), shared by all.
+struct Window {
+    global: bool,
+}
+
+impl Window {
+    async fn set(&self, channel: &Channel, prefetch: u16) -> Result<(), AmqpError> {
+        channel
+            .basic_qos(
+                prefetch,
+                BasicQosOptions {
+                    global: self.global,
+                },
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 /// Samples the consumed queues' depth (and their DLQs') for the metrics.

@@ -25,6 +25,7 @@ use crate::core::{Budget, Core};
 use crate::handler::Registry;
 use crate::metrics::Health;
 
+pub use acks::AMQP_ACK_FRAMES;
 pub use consumer::AMQP_RECONNECTS;
 pub use topology::Topology;
 

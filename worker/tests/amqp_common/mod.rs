@@ -264,6 +264,26 @@ pub fn header_text(props: &BasicProperties, key: &str) -> Option<String> {
     }
 }
 
+/// The broker's count of delivered-but-unacked messages of `queue`.
+pub fn unacked(queue: &str) -> Option<u64> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        (parts.next() == Some(queue))
+            .then(|| parts.next().and_then(|n| n.parse().ok()))
+            .flatten()
+    })
+}
+
 /// Forcibly closes the broker connections named `name` (as `rabbitmqctl
 /// close_all_connections` would, but only this test's, so parallel tests are unaffected).
 pub fn close_connections_named(name: &str) -> usize {
