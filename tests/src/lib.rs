@@ -351,57 +351,33 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
-/// An HTTP answer: its status code and body.
-#[derive(Debug, Clone, Default)]
-pub struct HttpResponse {
-    /// Status code (200, 404, ...).
-    pub status: u16,
-    /// Body, as text.
-    pub body: String,
-}
-
-/// GET `path` on a loopback port.
-pub fn http_get(port: u16, path: &str) -> Result<HttpResponse> {
+/// A plain HTTP/1.1 GET on loopback; the whole response (status line, headers, body).
+pub fn http_get(port: u16, path: &str) -> Result<String> {
     http_request(port, "GET", path)
 }
 
-/// A request without a body to a loopback port, through reqwest (no proxy, 10 s timeout),
-/// on a runtime of its own: callable from plain `#[test]`s.
-pub fn http_request(port: u16, method: &str, path: &str) -> Result<HttpResponse> {
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .with_context(|| format!("HTTP method {method:?}"))?;
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()?;
-        let response = client
-            .request(method.clone(), &url)
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .with_context(|| format!("{method} {url}: body"))?;
-        Ok(HttpResponse { status, body })
-    })
+/// A plain HTTP/1.1 request without a body on loopback; the whole response.
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
-/// The body of an HTTP response (whatever its status), parsed as JSON.
+/// The body of an HTTP response, parsed as JSON.
 pub fn http_json(port: u16, method: &str, path: &str) -> Result<serde_json::Value> {
-    let response = http_request(port, method, path)?;
-    serde_json::from_str(&response.body).with_context(|| {
-        format!(
-            "{method} {path}: HTTP {} {}",
-            response.status, response.body
-        )
-    })
+    let raw = http_request(port, method, path)?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .with_context(|| format!("no body in {raw:?}"))?;
+    serde_json::from_str(body).with_context(|| format!("{method} {path}: {body}"))
 }
 
 /// A program of the rq monitoring tools venv (`venv-rqtools`: rq-dashboard,

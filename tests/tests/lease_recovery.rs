@@ -88,7 +88,7 @@ Queue("default", connection=r).enqueue("mindora.sleep", 6, job_id="late", retry=
     paused.signal("CONT")?;
     // The paused worker's own run ends while w-other's still runs: its outcome is dropped.
     wait_for(Duration::from_secs(15), "the stale outcome counted", || {
-        let m = http_get(port, "/metrics").unwrap_or_default().body;
+        let m = http_get(port, "/metrics").unwrap_or_default();
         Ok(m.lines()
             .any(|l| l.starts_with("mindora_stale_outcomes_total") && l.ends_with(" 1"))
             .then_some(()))

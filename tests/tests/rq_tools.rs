@@ -35,7 +35,7 @@ fn start(cmd: &mut Command, port: u16, probe: &str) -> Result<Server> {
     wait_for(Duration::from_secs(30), probe, || {
         Ok(http_get(port, probe)
             .ok()
-            .filter(|r| r.status == 200)
+            .filter(|r| r.starts_with("HTTP/1.") && r.contains(" 200 "))
             .map(|_| ()))
     })?;
     Ok(server)
@@ -53,7 +53,7 @@ fn dash_worker(port: u16) -> Result<Value> {
 
 /// One sample of rq-exporter's scrape: the value of `name` whose labels include all `labels`.
 fn sample(port: u16, name: &str, labels: &[&str]) -> Result<Option<f64>> {
-    let text = http_get(port, "/metrics")?.body;
+    let text = http_get(port, "/metrics")?;
     Ok(text.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?.strip_prefix('{')?;
         let (lab, value) = rest.split_once("} ")?;
