@@ -53,7 +53,7 @@ fn field(conn: &mut redis::Connection, id: &str, f: &str) -> Result<Option<Vec<u
 #[test]
 fn option_fields_are_the_bytes_python_rq_writes_and_python_reads_them() -> Result<()> {
     let rt = rt()?;
-    for version in RQ_VERSIONS {
+    for &version in RQ_VERSIONS {
         let db = RedisDb::lease()?;
         let client = rt.block_on(Client::connect(&db.url()))?;
         let url = "http://127.0.0.1:9/h".to_string();
@@ -181,7 +181,7 @@ fn python_burst(version: &str, db: &RedisDb) -> Result<()> {
 fn sdk_repeat_webhooks_and_rate_limit_run_on_python_rq() -> Result<()> {
     let rt = rt()?;
     let hooks = HookServer::start()?;
-    for version in RQ_VERSIONS {
+    for &version in RQ_VERSIONS {
         let db = RedisDb::lease()?;
         let client = rt.block_on(Client::connect(&db.url()))?;
         let tag = version.replace('.', "");

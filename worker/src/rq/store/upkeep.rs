@@ -102,7 +102,7 @@ impl RqStore {
             now.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
         );
         let exc = encode_exc_string(&message).unwrap_or_default();
-        let out: Vec<(String, String, String)> = scripts::RECOVER
+        let out: Vec<Vec<String>> = scripts::RECOVER
             .prepare_invoke()
             .arg(queue)
             .arg(epoch_secs(now))
@@ -112,14 +112,18 @@ impl RqStore {
             .invoke_async(&mut conn)
             .await?;
         self.recover_intermediate(queue).await?;
+        // Rows are read as lists: redis-rs takes a one-row reply for a flat tuple.
         Ok(out
             .into_iter()
-            .map(|(job_id, status, hooks)| Recovered {
-                job_id,
-                queue: queue.to_string(),
-                status,
-                webhooks: hooks == "1",
-                exc_string: message.clone(),
+            .filter_map(|row| match <[String; 3]>::try_from(row) {
+                Ok([job_id, status, hooks]) => Some(Recovered {
+                    job_id,
+                    queue: queue.to_string(),
+                    status,
+                    webhooks: hooks == "1",
+                    exc_string: message.clone(),
+                }),
+                Err(_) => None,
             })
             .collect())
     }
@@ -149,7 +153,7 @@ impl RqStore {
             now.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
         );
         let exc = encode_exc_string(&message).unwrap_or_default();
-        let out: Vec<(String, String, String, String)> = scripts::RECOVER_LAPSED
+        let out: Vec<Vec<String>> = scripts::RECOVER_LAPSED
             .prepare_invoke()
             .arg(epoch_secs(now))
             .arg(utcformat(now))
@@ -159,12 +163,15 @@ impl RqStore {
             .await?;
         Ok(out
             .into_iter()
-            .map(|(job_id, queue, status, hooks)| Recovered {
-                job_id,
-                queue,
-                status,
-                webhooks: hooks == "1",
-                exc_string: message.clone(),
+            .filter_map(|row| match <[String; 4]>::try_from(row) {
+                Ok([job_id, queue, status, hooks]) => Some(Recovered {
+                    job_id,
+                    queue,
+                    status,
+                    webhooks: hooks == "1",
+                    exc_string: message.clone(),
+                }),
+                Err(_) => None,
             })
             .collect())
     }
