@@ -130,6 +130,33 @@ def tasks():
     b.panel("Redis reconnects",
             [("sum(rate(mindora_redis_reconnects_total[$__rate_interval]))", "reconnects/s")], unit="ops")
 
+    b.row("Cron")
+    cron_desc = ("Periodic jobs from `--cron FILE`. Every replica running the schedule reports every entry; "
+                 "each tick is enqueued by exactly one of them.")
+    b.panel("Cron: seconds until next run",
+            [("min by (entry) (mindora_cron_next_run_timestamp_seconds) - time()", "{{entry}}")],
+            unit="s", w=8, desc=cron_desc)
+    b.panel("Cron: seconds since last run",
+            [("time() - max by (entry) (mindora_cron_last_run_timestamp_seconds)", "{{entry}}")],
+            unit="s", w=8, desc="Since the entry's last tick, whichever replica enqueued it.")
+    b.panel("Cron ticks enqueued / missed (per interval)",
+            [("sum by (entry) (increase(mindora_cron_enqueued_total[$__rate_interval]))", "enqueued {{entry}}"),
+             ("sum by (entry) (increase(mindora_cron_missed_ticks_total[$__rate_interval]))", "missed {{entry}}")],
+            unit="short", w=8,
+            desc="Enqueued: summed over replicas, one per tick. Missed: ticks more than 60 s late (every replica down), skipped.")
+    b.panel("Cron entries: last run, next run, enqueued total",
+            [("max by (entry) (mindora_cron_last_run_timestamp_seconds) * 1000", "last run"),
+             ("min by (entry) (mindora_cron_next_run_timestamp_seconds) * 1000", "next run"),
+             ("sum by (entry) (mindora_cron_enqueued_total)", "enqueued total")],
+            kind="table", w=24, h=6,
+            transformations=[{"id": "merge", "options": {}},
+                             {"id": "organize", "options": {"excludeByName": {"Time": True},
+                                                            "renameByName": {"Value #A": "last run", "Value #B": "next run",
+                                                                             "Value #C": "enqueued total"}}}],
+            fieldConfig={"defaults": {}, "overrides": [
+                {"matcher": {"id": "byRegexp", "options": "last run|next run"},
+                 "properties": [{"id": "unit", "value": "dateTimeAsIso"}]}]})
+
     b.dump("mindora-tasks", "mindora tasks", ["mindora"],
            [var("source", "label_values(mindora_jobs_started_total, source)", "source"),
             var("queue", 'label_values(mindora_jobs_started_total{source=~"$source"}, queue)', "queue")],

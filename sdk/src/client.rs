@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::backlog::{read_backlog, QueueBacklog, DEFAULT_HORIZON_SECS};
 use crate::connect::{ManagerOptions, RedisConn, RedisConnector};
 use crate::error::SdkError;
+use crate::options::{self, RateLimit, Repeat, Webhook};
 use crate::wire::job::NewJob;
 use crate::wire::result::{parse_entry, ResultEntry};
 use crate::wire::time::{epoch_secs, utcformat};
@@ -43,6 +44,13 @@ pub struct EnqueueOptions {
     pub delay: Option<Duration>,
     /// Initial `job.meta`.
     pub meta: Map<String, Value>,
+    /// rq 3.0 `RateLimit`: the job waits as `rate_limited` while `concurrency` jobs of the
+    /// key are queued or running (honoured by rq 3.0 workers and `mindora-worker`).
+    pub rate_limit: Option<RateLimit>,
+    /// rq `Repeat`: run again after each success, `times` more times.
+    pub repeat: Option<Repeat>,
+    /// rq `Webhook`s sent when the job finishes or fails.
+    pub webhooks: Vec<Webhook>,
 }
 
 /// A handle on an enqueued job.
@@ -92,7 +100,8 @@ impl Client {
     }
 
     /// Enqueues `function(*args, **kwargs)` on `queue` (the queue name is the priority lane:
-    /// workers drain their queues in the order they were given).
+    /// workers drain their queues in the order they were given). A job with a
+    /// [`RateLimit`] and no free slot comes back `rate_limited`, as from rq 3.0.
     pub async fn enqueue(
         &self,
         queue: &str,
@@ -134,7 +143,12 @@ impl Client {
                 .map(|d| now + d)
         });
         // Fields without status/enqueued_at: the script sets them with the outcome.
-        let fields = job.fields(JobStatus::Created, now)?;
+        let mut fields = job.fields(JobStatus::Created, now)?;
+        fields.extend(options::fields(
+            options.rate_limit.as_ref(),
+            options.repeat.as_ref(),
+            &options.webhooks,
+        )?);
         let mut inv = scripts::ENQUEUE.prepare_invoke();
         inv.arg(&job.id)
             .arg(&job.queue)

@@ -22,9 +22,11 @@ pub mod backlog;
 pub mod client;
 pub mod connect;
 pub mod error;
+pub mod options;
 pub mod wire;
 
 pub use client::{Client, EnqueueOptions, EnqueuedJob};
 pub use connect::{RedisConn, RedisConnector, RedisSettings};
 pub use error::SdkError;
+pub use options::{RateLimit, Repeat, Webhook, WebhookMethod, WebhookStatus};
 pub use wire::{JobStatus, RetryPolicy, Serializer};

@@ -46,10 +46,28 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
     )?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
+    // A cron entry too, so the scrape carries the cron series the dashboard's Cron panels
+    // query; its ticks go to a lane this worker does not serve, leaving the counts alone.
+    let dir =
+        std::env::temp_dir().join(format!("mindora-metrics-{}-{}", std::process::id(), db.db));
+    std::fs::create_dir_all(&dir)?;
+    let cron = dir.join("cron.toml");
+    std::fs::write(
+        &cron,
+        "[[job]]\nname = \"metrics-beat\"\ncron = \"* * * * * *\"\nqueue = \"cron-metrics\"\nfunc = \"mindora.noop\"\n",
+    )?;
+    let cron = cron.display().to_string();
     let _w = WorkerProcess::start(
         &db,
         "w-metrics",
-        &["--metrics-addr", &addr, "--queues", "default,low"],
+        &[
+            "--metrics-addr",
+            &addr,
+            "--queues",
+            "default,low",
+            "--cron",
+            &cron,
+        ],
     )?;
     let ids: Vec<String> = ["ok0", "ok1", "ok2", "ok3", "ok4"]
         .iter()
@@ -94,7 +112,10 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
             Ok(
                 (text.contains(r#"mindora_queue_depth{source="redis",queue="default"} 0"#)
                     && text.contains(r#"mindora_queue_backlog{queue="default"} 0"#)
-                    && text.contains(r#"mindora_queue_backlog{queue="low"} 1"#))
+                    && text.contains(r#"mindora_queue_backlog{queue="low"} 1"#)
+                    && text.contains(
+                        r#"mindora_cron_last_run_timestamp_seconds{entry="metrics-beat"}"#,
+                    ))
                 .then_some(text),
             )
         },
@@ -114,6 +135,9 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
         "mindora_worker_concurrency 16".to_string(),
         r#"mindora_queue_backlog_jobs{queue="low",state="started"} 1"#.to_string(),
         r#"mindora_queue_backlog_jobs{queue="low",state="queued"} 0"#.to_string(),
+        r#"mindora_cron_enqueued_total{entry="metrics-beat"}"#.to_string(),
+        r#"mindora_cron_missed_ticks_total{entry="metrics-beat"} 0"#.to_string(),
+        r#"mindora_cron_next_run_timestamp_seconds{entry="metrics-beat"}"#.to_string(),
     ] {
         assert!(body.contains(&needle), "missing {needle:?} in:\n{body}");
     }

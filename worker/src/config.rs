@@ -108,8 +108,8 @@ pub struct WorkerArgs {
     /// `low=max_attempts=3,base=10;high=max_attempts=8,base=1`.
     #[arg(long, env = "MINDORA_QUEUE_RETRY")]
     pub queue_retry: Option<String>,
-    /// Schedule file of periodic jobs (TOML); every replica may run the same file, each
-    /// tick is enqueued once.
+    /// Schedule file of periodic jobs (TOML, or YAML when named `*.yaml`/`*.yml`); every
+    /// replica may run the same file, each tick is enqueued once.
     #[arg(long, env = "MINDORA_CRON")]
     pub cron: Option<std::path::PathBuf>,
     /// RabbitMQ source (off unless --amqp-url / MINDORA_AMQP_URL is set).

@@ -13,9 +13,13 @@ webhook URL -> a local receiver. The worker job's DNS discovery (one A record pe
 replica) becomes file discovery of the 3 local replicas. Jobs of services that cannot run here
 (grafana, exporters of PostgreSQL/Redis/Elasticsearch, MinIO, Qdrant, Consul) are dropped.
 
+The 3 replicas also run one cron schedule (`--cron`, a 2-second tick written by this script),
+so the dashboard's Cron panels have real series.
+
 Asserts: the 3 replicas are discovered and up, and a 4th started at run time is discovered
 without a Prometheus reload; every query of every panel of the Grafana
-"mindora tasks" dashboard returns series through Prometheus' HTTP API; killing a replica fires
+"mindora tasks" dashboard returns series through Prometheus' HTTP API; the cron entry is
+reported by all 3 scheduling replicas and its ticks are enqueued; killing a replica fires
 WorkerReplicaDown in Prometheus, Alertmanager holds it, and its webhook receives it.
 """
 import argparse
@@ -44,6 +48,15 @@ CACHE = os.environ.get("MINDORA_CACHE", os.path.expanduser("~/.cache/mindora"))
 RQ_PY = os.path.join(CACHE, "venv-rq212", "bin", "python")
 PIKA_PY = os.path.join(CACHE, "venv-pika", "bin", "python")
 REPLICAS = 3
+CRON_ENTRY = "monitoring-beat"
+# Every 2 s onto "default" (served by the replicas); written next to the other CI copies.
+CRON_FILE = f"""[[job]]
+name = "{CRON_ENTRY}"
+cron = "*/2 * * * * *"
+queue = "default"
+func = "mindora.noop"
+result_ttl = 60
+"""
 KEEP_JOBS = {"prometheus", "alertmanager", "node", "rabbitmq", "worker"}
 
 
@@ -234,10 +247,14 @@ def main():
         amqp_url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2f"
         redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
         workers, targets, logs = [], [], []
+        cron_file = os.path.join(tmp, "cron.toml")
+        with open(cron_file, "w") as f:
+            f.write(CRON_FILE)
 
-        def start_worker(i):
+        def start_worker(i, cron=False):
             mp = free_port()
-            env = dict(os.environ, MINDORA_REDIS_URL=redis_url, MINDORA_QUEUES="high,default,low",
+            extra = {"MINDORA_CRON": cron_file} if cron else {}
+            env = dict(os.environ, **extra, MINDORA_REDIS_URL=redis_url, MINDORA_QUEUES="high,default,low",
                        MINDORA_CONCURRENCY="4", MINDORA_NAME=f"monitoring-{i}", MINDORA_METRICS_ADDR=f"127.0.0.1:{mp}",
                        MINDORA_LOG_FORMAT="json", RUST_LOG="info", MINDORA_AMQP_URL=amqp_url,
                        MINDORA_AMQP_QUEUES="ai_processing_tasks", MINDORA_AMQP_RETRY_DELAYS="1",
@@ -250,7 +267,7 @@ def main():
             return w, mp
 
         for i in range(REPLICAS):
-            start_worker(i)
+            start_worker(i, cron=True)
         for w, mp in workers:
             wait_port(mp, 60, "mindora-worker /metrics", w)
         targets_file = os.path.join(tmp, "workers.json")
@@ -307,6 +324,18 @@ def main():
         ok = retry(90, all_return_series, every=2)
         report.check(f"every query of the 'mindora tasks' dashboard returns series ({len(queries)} queries)", ok,
                      "; ".join(f"{k}: {v}" for k, v in list(missing.items())[:6]))
+
+        def cron_seen():
+            sel = f'{{entry="{CRON_ENTRY}"}}'
+            n = http_json(f"{api}/query?" + urllib.parse.urlencode({"query": f"count(mindora_cron_next_run_timestamp_seconds{sel})"}))
+            e = http_json(f"{api}/query?" + urllib.parse.urlencode({"query": f"sum(mindora_cron_enqueued_total{sel})"}))
+            replicas = int(float(n["data"]["result"][0]["value"][1])) if n["data"]["result"] else 0
+            enqueued = int(float(e["data"]["result"][0]["value"][1])) if e["data"]["result"] else 0
+            return (replicas, enqueued) if replicas == REPLICAS and enqueued >= 3 else None
+
+        seen = retry(30, cron_seen)
+        report.check(f"cron entry {CRON_ENTRY!r} reported by the {REPLICAS} scheduling replicas, its ticks enqueued",
+                     bool(seen), f"(replicas, ticks enqueued in total) = {seen}")
         # --- an alert end to end: kill one replica
         victim, vport = workers[-1]
         procs.stop(victim, signal.SIGKILL)

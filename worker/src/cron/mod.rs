@@ -15,5 +15,5 @@ pub mod registry;
 pub mod schedule;
 pub mod scheduler;
 
-pub use schedule::{CronEntry, CronFile, ScheduleError};
+pub use schedule::{CronEntry, CronFile, Format, ScheduleError};
 pub use scheduler::run;

@@ -1,4 +1,5 @@
-//! The schedule file: TOML, one `[[job]]` table per entry.
+//! The schedule file: TOML (one `[[job]]` table per entry) or YAML (a `job:` list of the
+//! same entries), told apart by the file's extension (`.yaml` / `.yml`, else TOML).
 //!
 //! ```toml
 //! timezone = "Europe/Berlin"        # default for every entry (default: UTC)
@@ -15,6 +16,16 @@
 //! failure_ttl = 86400
 //! ttl = 300                         # dropped unrun after this long in the queue
 //! timezone = "UTC"                  # per-entry override
+//! ```
+//!
+//! ```yaml
+//! timezone: Europe/Berlin
+//! job:
+//!   - name: nightly-report
+//!     cron: "0 30 2 * * *"
+//!     func: reports.nightly
+//!     args: [1, "two"]
+//!     kwargs: {full: true}
 //! ```
 
 use std::collections::HashSet;
@@ -39,8 +50,11 @@ pub enum ScheduleError {
         source: std::io::Error,
     },
     /// The file is not valid TOML of the expected shape.
-    #[error("invalid schedule file: {0}")]
+    #[error("invalid schedule file (TOML): {0}")]
     Toml(#[from] toml::de::Error),
+    /// The file is not valid YAML of the expected shape.
+    #[error("invalid schedule file (YAML): {0}")]
+    Yaml(#[from] yaml_serde::Error),
     /// A cron expression does not parse.
     #[error("entry {entry}: invalid cron expression {expr:?}: {reason}")]
     Cron {
@@ -150,6 +164,27 @@ impl CronEntry {
     }
 }
 
+/// The syntax of a schedule file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML (the default).
+    Toml,
+    /// YAML.
+    Yaml,
+}
+
+impl Format {
+    /// By extension: `.yaml` / `.yml` (any case) is YAML, anything else TOML.
+    pub fn of_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml") => {
+                Format::Yaml
+            }
+            _ => Format::Toml,
+        }
+    }
+}
+
 /// A parsed schedule file.
 #[derive(Debug, Clone)]
 pub struct CronFile {
@@ -166,12 +201,25 @@ impl CronFile {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse_as(&text, &path.display().to_string(), Format::of_path(path))
     }
 
-    /// Parses schedule text (`path` only labels it).
+    /// Parses TOML schedule text (`path` only labels it).
     pub fn parse(text: &str, path: &str) -> Result<Self, ScheduleError> {
-        let raw: RawFile = toml::from_str(text)?;
+        Self::parse_as(text, path, Format::Toml)
+    }
+
+    /// Parses schedule text in the given syntax (`path` only labels it).
+    pub fn parse_as(text: &str, path: &str, format: Format) -> Result<Self, ScheduleError> {
+        let raw: RawFile = match format {
+            Format::Toml => toml::from_str(text)?,
+            // An empty YAML document is an empty schedule, as an empty TOML file is.
+            Format::Yaml if text.trim().is_empty() => RawFile {
+                timezone: None,
+                job: Vec::new(),
+            },
+            Format::Yaml => yaml_serde::from_str(text)?,
+        };
         let parser = CronParser::builder().year(Year::Disallowed).build();
         let mut seen = HashSet::new();
         let mut entries = Vec::with_capacity(raw.job.len());
@@ -279,5 +327,107 @@ timezone = "UTC"
             "[[job]]\ncron = \"* * * * *\"\nfunc = \"f\"\n[[job]]\ncron = \"* * * * *\"\nfunc = \"f\""
         )
         .contains("twice"));
+    }
+
+    /// What an entry means, for comparing files (the parsed `Cron` has no `PartialEq`).
+    fn meaning(f: &CronFile) -> Vec<String> {
+        f.entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {} {} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    e.name,
+                    e.expr,
+                    e.tz,
+                    e.queue,
+                    e.func,
+                    e.args,
+                    e.kwargs,
+                    e.timeout,
+                    e.result_ttl,
+                    e.failure_ttl,
+                    e.ttl
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn yaml_and_toml_give_the_same_entries() {
+        let toml = CronFile::parse_as(
+            r#"
+timezone = "Europe/Berlin"
+[[job]]
+name = "every-5s"
+cron = "*/5 * * * * *"
+func = "mindora.echo"
+args = [1, "two", 2.5, true]
+kwargs = { x = 2, nested = { y = [1, 2] } }
+timeout = 600
+result_ttl = 3600
+failure_ttl = 86400
+ttl = 300
+[[job]]
+cron = "30 2 * * *"
+func = "mindora.noop"
+queue = "low"
+timezone = "UTC"
+"#,
+            "s.toml",
+            Format::Toml,
+        )
+        .expect("valid TOML");
+        let yaml = CronFile::parse_as(
+            r#"
+timezone: Europe/Berlin
+job:
+  - name: every-5s
+    cron: "*/5 * * * * *"
+    func: mindora.echo
+    args: [1, "two", 2.5, true]
+    kwargs:
+      x: 2
+      nested: {y: [1, 2]}
+    timeout: 600
+    result_ttl: 3600
+    failure_ttl: 86400
+    ttl: 300
+  - cron: "30 2 * * *"
+    func: mindora.noop
+    queue: low
+    timezone: UTC
+"#,
+            "s.yaml",
+            Format::Yaml,
+        )
+        .expect("valid YAML");
+        assert_eq!(meaning(&toml), meaning(&yaml));
+        assert_eq!(yaml.entries.len(), 2);
+        assert_eq!(Format::of_path(Path::new("/etc/m/cron.YML")), Format::Yaml);
+        assert_eq!(Format::of_path(Path::new("cron.yaml")), Format::Yaml);
+        assert_eq!(Format::of_path(Path::new("cron.toml")), Format::Toml);
+        assert_eq!(Format::of_path(Path::new("cron")), Format::Toml);
+    }
+
+    #[test]
+    fn bad_yaml_is_refused_with_the_reason() {
+        let bad = |t: &str| {
+            CronFile::parse_as(t, "x.yaml", Format::Yaml)
+                .expect_err("must fail")
+                .to_string()
+        };
+        // Unquoted `*` starts a YAML alias.
+        let e = bad("job:\n  - cron: */5 * * * *\n    func: f\n");
+        assert!(e.contains("YAML"), "{e}");
+        let e = bad("job:\n  - cron: \"* * * * *\"\n    func: f\n    colour: red\n");
+        assert!(e.contains("unknown field") && e.contains("colour"), "{e}");
+        let e = bad("job:\n  - cron: \"* * * *\"\n    func: f\n");
+        assert!(e.contains("5 fields"), "{e}");
+        let e = bad("job: [unclosed\n");
+        assert!(e.contains("YAML") && e.contains("line"), "{e}");
+        assert!(CronFile::parse_as("", "e.yaml", Format::Yaml)
+            .expect("empty is empty")
+            .entries
+            .is_empty());
     }
 }

@@ -46,6 +46,13 @@ pub async fn run(conn: RedisConn, file: CronFile, name: String, stop: Cancellati
         file.entries.iter().map(|e| e.next_after(created)).collect();
     let mut times: Vec<EntryTimes> = vec![EntryTimes::default(); file.entries.len()];
     let mut last_beat: Option<tokio::time::Instant> = None;
+    // Every entry's counters exist from the start (at 0), on every replica, so dashboards
+    // and `increase()` see each entry before its first tick and on replicas that never win
+    // a claim.
+    for entry in &file.entries {
+        metrics::counter!(CRON_ENQUEUED, "entry" => entry.name.clone()).increment(0);
+        metrics::counter!(CRON_MISSED, "entry" => entry.name.clone()).increment(0);
+    }
     info!(scheduler = %name, entries = file.entries.len(), file = %file.path, "cron scheduler started");
     loop {
         let now = Utc::now();

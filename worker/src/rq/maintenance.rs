@@ -2,6 +2,11 @@
 //! lock), jobs of dead workers recovered (those whose lease lapsed at once, the rest by
 //! rq's TTL rule, one worker per period), queue depth and age
 //! gauges, and the worker registration following run-time lane changes.
+//!
+//! A job that recovery fails for good (no retries left) gets its `failed` rq Webhooks, as
+//! rq 3.0's `StartedJobRegistry.cleanup` sends them: after the failure is persisted, on
+//! tasks of their own (the loop never waits on an endpoint), counted in
+//! `mindora_webhooks_total` like every other webhook.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::store::{Recovered, RqStore};
 use super::{RqSource, SOURCE};
 use crate::core::Labels;
 use crate::metrics as m;
@@ -67,15 +73,16 @@ impl RqSource {
     pub(super) async fn recover_lapsed(&self, restarted: bool) {
         match self.store.recover_lapsed(restarted).await {
             Ok(done) => {
-                for (job_id, queue, status) in done {
-                    warn!(job_id = %job_id, queue = %queue, status = %status, "recovered a job of a worker whose lease lapsed");
-                    let labels = Labels::new(SOURCE, queue, "<abandoned>");
-                    if status == "failed" {
+                for r in &done {
+                    warn!(job_id = %r.job_id, queue = %r.queue, status = %r.status, "recovered a job of a worker whose lease lapsed");
+                    let labels = Labels::new(SOURCE, r.queue.clone(), "<abandoned>");
+                    if r.status == "failed" {
                         labels.dead_lettered();
                     } else {
                         labels.retried();
                     }
                 }
+                send_failed_webhooks(&self.store, done);
             }
             Err(e) => debug!(error = %e, "lease check failed"),
         }
@@ -96,17 +103,52 @@ impl RqSource {
             {
                 Ok(done) => {
                     let labels = Labels::new(SOURCE, q.clone(), "<abandoned>");
-                    for (job_id, status) in done {
-                        warn!(job_id = %job_id, queue = %q, status = %status, "recovered a job abandoned by a dead worker");
-                        if status == "failed" {
+                    for r in &done {
+                        warn!(job_id = %r.job_id, queue = %q, status = %r.status, "recovered a job abandoned by a dead worker");
+                        if r.status == "failed" {
                             labels.dead_lettered();
                         } else {
                             labels.retried();
                         }
                     }
+                    send_failed_webhooks(&self.store, done);
                 }
                 Err(e) => debug!(error = %e, "recovery pass failed"),
             }
         }
     }
+}
+
+/// Sends the `failed` webhooks of the jobs recovery failed (only those the scripts report
+/// as carrying webhooks: a job re-queued for a retry sends none), in the background.
+fn send_failed_webhooks(store: &RqStore, done: Vec<Recovered>) {
+    let failed: Vec<Recovered> = done
+        .into_iter()
+        .filter(|r| r.status == "failed" && r.webhooks)
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    tokio::spawn(async move {
+        for r in failed {
+            match store.job_hash(&r.job_id).await {
+                Ok(Some(hash)) => {
+                    let ended = hash.ended_at().unwrap_or_else(chrono::Utc::now);
+                    crate::webhooks::dispatch(
+                        &hash,
+                        crate::webhooks::Terminal::Failed,
+                        ended,
+                        Some(&r.exc_string),
+                    );
+                }
+                Ok(None) => debug!(job_id = %r.job_id, "recovered job is gone; no webhooks"),
+                Err(e) => {
+                    warn!(job_id = %r.job_id, error = %e, "cannot read a recovered job; its webhooks are not sent");
+                    metrics::counter!(crate::webhooks::WEBHOOKS_TOTAL, "outcome" => "failed")
+                        .increment(1);
+                }
+            }
+        }
+    });
 }

@@ -1,6 +1,7 @@
 -- Enqueue a new job as rq's Queue.enqueue_call does, deciding atomically between queued,
 -- scheduled and deferred (a parent that is not finished defers the job; rq checks this
--- under WATCH, we under the script's atomicity).
+-- under WATCH, we under the script's atomicity). A job carrying rq 3.0's RateLimit fields
+-- goes through the limiter as Queue._enqueue_rate_limited_job.
 -- ARGV: job_id, queue, now_iso, now_int, at_epoch (or ''), at_front (0/1), ttl (or ''),
 --       n_deps, dep ids..., then field pairs of the job hash (without status/enqueued_at)
 local job_id, queue, now_iso = ARGV[1], ARGV[2], ARGV[3]
@@ -33,8 +34,9 @@ elseif at ~= '' then
   redis.call('ZADD', 'rq:scheduled:' .. queue, tonumber(at), job_id)
   outcome = 'scheduled'
 else
-  push_queued(job_id, queue, now_iso, at_front)
-  outcome = 'queued'
+  -- rq 3.0: a job with a RateLimit waits as `rate_limited` unless a slot is free.
+  enqueue_maybe_limited(job_id, queue, now_iso, at_front)
+  outcome = hget(jkey, 'status') or 'queued'
 end
 if ttl ~= '' then
   local t = tonumber(ttl)

@@ -7,11 +7,20 @@
 -- as recover.lua does. A worker restarting under the name of a dead one (`restarted`)
 -- recovers that name's leftover executions at once, whatever the old lease says (its
 -- hash may be gone; a Python rq worker's hash is left alone).
+-- A job failed here (not one queued again) is reported with whether it carries rq
+-- Webhooks, so the caller sends its `failed` webhooks as rq 3.0's cleanup does.
 -- ARGV: now_int, now_iso, exc_string_b64, restarted ('' for none)
--- Returns: { {job_id, queue, outcome}, ... }
+-- Returns: { {job_id, queue, outcome, has_webhooks ('1' / '0')}, ... }
 local now_i, now_iso, exc_b64, restarted = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] or ''
 local prefix = 'rq:worker:'
 local out = {}
+
+local function failed_with_webhooks(job_id, outcome)
+  if outcome ~= 'failed' then return '0' end
+  local w = hget('rq:job:' .. job_id, 'webhooks')
+  if w and w ~= '' and w ~= '[]' then return '1' end
+  return '0'
+end
 
 local function recover_worker(wkey, worker)
   for _, composite in ipairs(redis.call('SMEMBERS', wkey .. ':executions')) do
@@ -20,7 +29,9 @@ local function recover_worker(wkey, worker)
     if queue and execution_is_live(job_id, queue, exec_id) then
       end_execution(job_id, queue, exec_id, worker)
       local outcome = abandon_job(job_id, queue, now_iso, now_i, exc_b64)
-      if outcome then table.insert(out, {job_id, queue, outcome}) end
+      if outcome then
+        table.insert(out, {job_id, queue, outcome, failed_with_webhooks(job_id, outcome)})
+      end
     else
       redis.call('SREM', wkey .. ':executions', composite)
     end

@@ -17,6 +17,7 @@ use mindora_sdk::RedisConn;
 
 pub use outcome::{FailMode, FinishError};
 pub use registration::hostname;
+pub use upkeep::Recovered;
 
 /// Redis errors, as the worker sees them.
 pub type StoreResult<T> = Result<T, redis::RedisError>;

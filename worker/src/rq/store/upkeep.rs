@@ -8,6 +8,21 @@ use mindora_sdk::wire::{self, keys, scripts};
 
 use super::{RqStore, StoreResult};
 
+/// One execution of a dead worker that recovery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The job.
+    pub job_id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its new status: `queued` / `scheduled` (retried) or `failed`.
+    pub status: String,
+    /// Failed, and carries rq Webhooks to send (rq 3.0's cleanup sends `failed` ones).
+    pub webhooks: bool,
+    /// The failure text recorded for it (rq's AbandonedJobError line).
+    pub exc_string: String,
+}
+
 impl RqStore {
     /// Moves due scheduled jobs of `queue` onto it, if this worker holds (or takes) rq's
     /// scheduler lock for the queue. Returns how many moved.
@@ -63,12 +78,12 @@ impl RqStore {
     }
 
     /// Recovers executions abandoned by dead workers on `queue` (at most one worker of the
-    /// fleet does this per `every_secs`). Returns (job id, new status) pairs.
+    /// fleet does this per `every_secs`).
     pub async fn recover_abandoned(
         &self,
         queue: &str,
         every_secs: u64,
-    ) -> StoreResult<Vec<(String, String)>> {
+    ) -> StoreResult<Vec<Recovered>> {
         let mut conn = self.conn();
         let taken: Option<String> = redis::cmd("SET")
             .arg(keys::recover_lock(queue))
@@ -87,7 +102,7 @@ impl RqStore {
             now.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
         );
         let exc = encode_exc_string(&message).unwrap_or_default();
-        let out: Vec<(String, String)> = scripts::RECOVER
+        let out: Vec<Vec<String>> = scripts::RECOVER
             .prepare_invoke()
             .arg(queue)
             .arg(epoch_secs(now))
@@ -97,17 +112,27 @@ impl RqStore {
             .invoke_async(&mut conn)
             .await?;
         self.recover_intermediate(queue).await?;
-        Ok(out)
+        // Rows are read as lists: redis-rs takes a one-row reply for a flat tuple.
+        Ok(out
+            .into_iter()
+            .filter_map(|row| match <[String; 3]>::try_from(row) {
+                Ok([job_id, status, hooks]) => Some(Recovered {
+                    job_id,
+                    queue: queue.to_string(),
+                    status,
+                    webhooks: hooks == "1",
+                    exc_string: message.clone(),
+                }),
+                Err(_) => None,
+            })
+            .collect())
     }
 
     /// Recovers, at once, the running executions of every mindora worker whose liveness
     /// lease lapsed (at most one worker of the fleet looks per second). With `restarted`,
     /// recovers instead what a dead process of this worker's own name left running (called
-    /// once at start-up, before registering). Returns (job id, queue, new status) triples.
-    pub async fn recover_lapsed(
-        &self,
-        restarted: bool,
-    ) -> StoreResult<Vec<(String, String, String)>> {
+    /// once at start-up, before registering).
+    pub async fn recover_lapsed(&self, restarted: bool) -> StoreResult<Vec<Recovered>> {
         let mut conn = self.conn();
         if !restarted {
             let taken: Option<String> = redis::cmd("SET")
@@ -128,14 +153,37 @@ impl RqStore {
             now.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
         );
         let exc = encode_exc_string(&message).unwrap_or_default();
-        scripts::RECOVER_LAPSED
+        let out: Vec<Vec<String>> = scripts::RECOVER_LAPSED
             .prepare_invoke()
             .arg(epoch_secs(now))
             .arg(utcformat(now))
             .arg(exc)
             .arg(if restarted { self.worker.as_str() } else { "" })
             .invoke_async(&mut conn)
-            .await
+            .await?;
+        Ok(out
+            .into_iter()
+            .filter_map(|row| match <[String; 4]>::try_from(row) {
+                Ok([job_id, queue, status, hooks]) => Some(Recovered {
+                    job_id,
+                    queue,
+                    status,
+                    webhooks: hooks == "1",
+                    exc_string: message.clone(),
+                }),
+                Err(_) => None,
+            })
+            .collect())
+    }
+
+    /// The job hash as it is now; `None` when the job is gone.
+    pub async fn job_hash(&self, job_id: &str) -> StoreResult<Option<wire::JobHash>> {
+        let mut conn = self.conn();
+        let fields: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(keys::job(job_id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(wire::JobHash::from_fields(job_id.to_string(), fields).ok())
     }
 
     /// Jobs left in a queue's intermediate list by a worker that died between its blocking
