@@ -36,7 +36,8 @@ fn with_common(body: &str) -> Script {
 
 /// Pop and start up to N jobs across lanes in priority order.
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/claim.lua")));
-/// Record a successful execution and enqueue ready dependents.
+/// Record successful executions (several per call, each fenced on its own) and enqueue
+/// ready dependents.
 pub static FINISH: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/finish.lua")));
 /// Record a failed execution: retry, fail (dead-letter) or stop.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/fail.lua")));

@@ -8,7 +8,8 @@
 //!    in one script call in strict lane order, or block on the first lane when idle.
 //! 3. **Run + settle** ([`unit`], [`settle`]): each claimed job runs through the core;
 //!    its outcome is recorded by one transition script (finish / fail / retry / stop /
-//!    requeue) — the settle module is the only caller of those scripts.
+//!    requeue) — the settle module is the only caller of those scripts. Successes that
+//!    end close together share one finish call (group commit).
 //! 4. **Around it**: [`heartbeat`] keeps the worker and its executions alive,
 //!    [`maintenance`] moves scheduled jobs and recovers dead workers' jobs, [`commands`]
 //!    obeys rq's shutdown / stop-job / kill-horse, [`meta`] writes progress to `job.meta`.

@@ -12,6 +12,8 @@ local exec_prefix, monitor, grace = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]
 local mode, specific = ARGV[9], ARGV[10]
 local out = {}
 local n = 0
+-- The worker's executions set expires once per call, after the longest-lived execution.
+local set_ttl = -1
 
 local function start(job_id, queue)
   local jkey = 'rq:job:' .. job_id
@@ -36,7 +38,7 @@ local function start(job_id, queue)
   redis.call('EXPIRE', 'rq:executions:' .. job_id, ttl + 60)
   redis.call('ZADD', 'rq:wip:' .. queue, now_i + ttl, composite)
   redis.call('SADD', 'rq:worker:' .. worker .. ':executions', composite)
-  redis.call('EXPIRE', 'rq:worker:' .. worker .. ':executions', ttl + 60)
+  if ttl > set_ttl then set_ttl = ttl end
   redis.call('HSET', jkey, 'last_heartbeat', now_iso, 'status', 'started',
     'started_at', now_iso, 'worker_name', worker)
   redis.call('PERSIST', jkey)
@@ -46,6 +48,7 @@ end
 
 local function mark_busy()
   if n > 0 then
+    redis.call('EXPIRE', 'rq:worker:' .. worker .. ':executions', set_ttl + 60)
     redis.call('HSET', 'rq:worker:' .. worker, 'state', 'busy', 'current_job', out[n][1])
   end
   return out
@@ -61,10 +64,12 @@ end
 for qi = 11, #ARGV do
   local queue = ARGV[qi]
   local src = 'rq:queue:' .. queue
+  -- Pop as many as slots are left in one command (never more: each id popped is started
+  -- or dropped); jobs whose hash is gone leave room for another round.
   while n < max do
-    local id = redis.call('LPOP', src)
-    if not id then break end
-    start(id, queue)
+    local ids = redis.call('LPOP', src, max - n)
+    if not ids then break end
+    for _, id in ipairs(ids) do start(id, queue) end
   end
   if n >= max then break end
 end

@@ -46,31 +46,42 @@ local function push_queued(job_id, queue, now_iso, at_front)
   end
 end
 
--- Remove one execution from every registry that tracks it.
-local function end_execution(job_id, queue, exec_id, worker)
-  local composite = job_id .. ':' .. exec_id
+-- Drop one execution's own records (its hash, its entry in the job's executions and in
+-- the worker's set); the started-registry entry is the caller's (it doubles as the fence).
+local function close_execution(job_id, exec_id, worker)
   redis.call('DEL', 'rq:execution:' .. job_id .. ':' .. exec_id)
-  redis.call('ZREM', 'rq:wip:' .. queue, composite)
   redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
   if worker ~= '' then
-    local wkey = 'rq:worker:' .. worker
-    local wexec = wkey .. ':executions'
-    redis.call('SREM', wexec, composite)
-    -- `state` and `current_job` follow the worker's whole set of running executions: idle
-    -- with no current job when none runs, else busy on one that still runs (one job
-    -- ending does not make a concurrent worker idle). A worker hash that expired or was
-    -- unregistered is not recreated.
-    if redis.call('EXISTS', wkey) == 1 then
-      local other = redis.call('SRANDMEMBER', wexec)
-      if not other then
-        redis.call('HSET', wkey, 'state', 'idle')
-        redis.call('HDEL', wkey, 'current_job')
-      elseif hget(wkey, 'current_job') == job_id then
-        local other_job = string.match(other, '^(.*):[^:]*$') or other
-        redis.call('HSET', wkey, 'current_job', other_job)
-      end
-    end
+    redis.call('SREM', 'rq:worker:' .. worker .. ':executions', job_id .. ':' .. exec_id)
   end
+end
+
+-- After executions of `ended` (a set: job id -> true) left the worker's set, `state` and
+-- `current_job` follow the worker's whole set of running executions: idle with no current
+-- job when none runs, else busy on one that still runs (one job ending does not make a
+-- concurrent worker idle). A worker hash that expired or was unregistered is not
+-- recreated. Called once per script call, however many executions it ended.
+local function worker_after_ends(worker, ended)
+  if worker == '' then return end
+  local wkey = 'rq:worker:' .. worker
+  if redis.call('EXISTS', wkey) == 0 then return end
+  local other = redis.call('SRANDMEMBER', wkey .. ':executions')
+  if not other then
+    redis.call('HSET', wkey, 'state', 'idle')
+    redis.call('HDEL', wkey, 'current_job')
+    return
+  end
+  local current = hget(wkey, 'current_job')
+  if current and ended[current] then
+    redis.call('HSET', wkey, 'current_job', string.match(other, '^(.*):[^:]*$') or other)
+  end
+end
+
+-- Remove one execution from every registry that tracks it.
+local function end_execution(job_id, queue, exec_id, worker)
+  redis.call('ZREM', 'rq:wip:' .. queue, job_id .. ':' .. exec_id)
+  close_execution(job_id, exec_id, worker)
+  worker_after_ends(worker, {[job_id] = true})
 end
 
 -- The server's clock as a float (rq's current_timestamp()), for sorted-set scores.
@@ -83,12 +94,16 @@ end
 -- carries `rate_limit_key` / `rate_limit_concurrency`; `rq:rl:<key>` holds the config,
 -- `rq:rl:<key>:allowed` the jobs holding a slot (queued or running), and
 -- `rq:rl:<key>:rate_limited` the jobs waiting for one (status `rate_limited`).
-local function rl_of(job_id)
-  local f = redis.call('HMGET', 'rq:job:' .. job_id, 'rate_limit_key', 'rate_limit_concurrency')
-  if f[1] and f[1] ~= '' and tonumber(f[2] or '') and tonumber(f[2]) > 0 then
-    return {key = f[1], concurrency = tonumber(f[2])}
+local function rl_from(key, concurrency)
+  if key and key ~= '' and tonumber(concurrency or '') and tonumber(concurrency) > 0 then
+    return {key = key, concurrency = tonumber(concurrency)}
   end
   return nil
+end
+
+local function rl_of(job_id)
+  local f = redis.call('HMGET', 'rq:job:' .. job_id, 'rate_limit_key', 'rate_limit_concurrency')
+  return rl_from(f[1], f[2])
 end
 
 -- rq's ACQUIRE_AND_ENQUEUE_SCRIPT: fill free slots with waiting jobs, oldest first.
@@ -153,20 +168,23 @@ end
 
 -- Python callbacks (on_success / on_failure / on_stopped) are not run by this worker: the
 -- job's own record says so, next to the outcome.
-local function note_callback_not_run(job_id, field, hook)
-  local name = hget('rq:job:' .. job_id, field)
+local function note_callback_named(job_id, name, hook)
   if name and name ~= '' then
     redis.call('HSET', 'rq:job:' .. job_id, 'mindora_callbacks_not_run',
       hook .. ' callback ' .. name .. ' was not run: mindora-worker runs no Python callbacks (without --python)')
   end
 end
 
+local function note_callback_not_run(job_id, field, hook)
+  note_callback_named(job_id, hget('rq:job:' .. job_id, field), hook)
+end
+
 -- rq's enqueue_dependents: a deferred dependent whose every dependency is finished (or,
 -- with allow_dependency_failures, ended in any way) leaves the deferred registry and is
 -- queued. ZREM decides who moves it, so it is moved exactly once.
-local function enqueue_dependents(parent_id, now_iso)
+local function enqueue_dependents(parent_id, now_iso, deps)
   local moved = {}
-  local deps = redis.call('SMEMBERS', 'rq:job:' .. parent_id .. ':dependents')
+  deps = deps or redis.call('SMEMBERS', 'rq:job:' .. parent_id .. ':dependents')
   for _, dep in ipairs(deps) do
     local dkey = 'rq:job:' .. dep
     local status = hget(dkey, 'status')

@@ -1,9 +1,11 @@
 //! The worker's side of the rq protocol, and the only code that talks to Redis: claiming
 //! ([`RqStore::claim`]), recording outcomes (`outcome`), the worker's own registration and
-//! heartbeat (`registration`), and fleet upkeep (`upkeep`). Every state change of a job
+//! heartbeat (`registration`), and fleet upkeep (`upkeep`); successes that end close
+//! together are recorded in one script call (`batch`). Every state change of a job
 //! calls a script from [`mindora_sdk::wire::scripts`], the one definition of rq's
 //! transitions; every key comes from [`mindora_sdk::wire::keys`].
 
+mod batch;
 mod outcome;
 mod registration;
 mod upkeep;
@@ -59,6 +61,7 @@ pub struct RqStore {
     blocking: RedisConn,
     worker: String,
     lease_ms: u64,
+    finisher: batch::Finisher,
 }
 
 impl RqStore {
@@ -69,6 +72,7 @@ impl RqStore {
             blocking,
             worker: worker.into(),
             lease_ms: 0,
+            finisher: batch::Finisher::default(),
         }
     }
 

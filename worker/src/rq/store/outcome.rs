@@ -9,6 +9,7 @@ use mindora_sdk::wire::time::{epoch_float, epoch_secs, utcformat};
 use mindora_sdk::wire::{self, keys, scripts, Serializer};
 use redis::{Script, ScriptInvocation};
 
+use super::batch::FinishArgs;
 use super::{Claimed, RqStore, StoreResult};
 use crate::handler::Output;
 
@@ -72,17 +73,40 @@ impl RqStore {
             .hash
             .result_ttl()
             .unwrap_or(wire::DEFAULT_RESULT_TTL_SECS);
-        let mut inv = self.outcome_call(&scripts::FINISH, job, ended);
-        inv.arg(result_ttl).arg(working_secs(job.started_at, ended));
-        push_fields(&mut inv, fields);
-        let mut conn = self.conn();
-        let (status, moved): (String, Vec<String>) = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(FinishError::from_redis)?;
-        if status != "gone" {
-            let hooks = crate::webhooks::Terminal::Finished;
-            crate::webhooks::dispatch(&job.hash, hooks, ended, None);
+        let mut args: Vec<Vec<u8>> = [
+            job.job_id.clone(),
+            job.queue.clone(),
+            job.exec_id.clone(),
+            utcformat(ended),
+            epoch_secs(ended).to_string(),
+            result_ttl.to_string(),
+            working_secs(job.started_at, ended),
+            fields.len().to_string(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        for (k, v) in fields {
+            args.push(k.as_bytes().to_vec());
+            args.push(v.into_bytes());
+        }
+        let (status, moved) = self
+            .finisher
+            .finish(&self.conn, &self.worker, FinishArgs(args))
+            .await?;
+        match status.as_str() {
+            "stale" => {
+                return Err(FinishError::Stale(format!(
+                    "execution {} of job {} was recovered; its outcome is dropped",
+                    job.exec_id, job.job_id
+                )))
+            }
+            "error" => return Err(FinishError::Script(moved.join("; "))),
+            "gone" => {}
+            _ => {
+                let hooks = crate::webhooks::Terminal::Finished;
+                crate::webhooks::dispatch(&job.hash, hooks, ended, None);
+            }
         }
         Ok(moved)
     }
@@ -196,6 +220,10 @@ pub enum FinishError {
     /// and the job belongs to a newer execution; this late outcome was dropped.
     #[error("stale execution: {0}")]
     Stale(String),
+    /// The script could not record this job (e.g. one of its keys holds the wrong type);
+    /// writing again would not help.
+    #[error("recording failed in Redis: {0}")]
+    Script(String),
 }
 
 impl FinishError {
