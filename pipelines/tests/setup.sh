@@ -85,8 +85,13 @@ if [ "$(cat "$pdfium_dir/fonts/VERSION" 2>/dev/null)" != "fonts-droid-fallback-$
     echo "setup: installing the CJK fallback font for PDFium (fonts-droid-fallback $droid_version)"
     tmp="$(mktemp -d)"
     chmod 0777 "$tmp"
-    (cd "$tmp" && apt-get download -qq "fonts-droid-fallback=$droid_version" 2>/dev/null \
-        || { apt-get update -qq && apt-get download -qq "fonts-droid-fallback=$droid_version"; })
+    (
+        cd "$tmp"
+        if ! apt-get download -qq "fonts-droid-fallback=$droid_version" 2>/dev/null; then
+            apt-get update -qq
+            apt-get download -qq "fonts-droid-fallback=$droid_version"
+        fi
+    )
     dpkg-deb -x "$tmp"/fonts-droid-fallback_*.deb "$tmp/x"
     mkdir -p "$pdfium_dir/fonts"
     install -m 0644 "$tmp/x/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf" "$pdfium_dir/fonts/"
