@@ -274,6 +274,34 @@ pub fn start_sentinel_with(
     Ok(d)
 }
 
+/// Enqueues `n` 20 ms `mindora.sleep` jobs for a failover run, each with rq retries: a job
+/// the old master started after the promotion is unknown to the new one, which recovers it as
+/// abandoned, and a retry runs it again.
+pub async fn enqueue_failover_jobs(client: &mindora_sdk::Client, n: usize) -> Result<Vec<String>> {
+    let opts = mindora_sdk::EnqueueOptions {
+        timeout_secs: Some(10),
+        retry: Some(mindora_sdk::RetryPolicy::Rq {
+            max: 3,
+            intervals: vec![],
+        }),
+        ..Default::default()
+    };
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let job = client
+            .enqueue(
+                "default",
+                "mindora.sleep",
+                vec![serde_json::json!(0.02)],
+                Default::default(),
+                opts.clone(),
+            )
+            .await?;
+        ids.push(job.id);
+    }
+    Ok(ids)
+}
+
 /// Starts the worker binary on `redis_url` with extra arguments (logs at warn to stderr).
 pub fn spawn_worker(redis_url: &str, name: &str, args: &[&str]) -> Result<WorkerProcess> {
     let child = Command::new(worker_binary()?)

@@ -9,10 +9,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mindora_sdk::{Client, EnqueueOptions, RetryPolicy};
-use mindora_tests::servers::{free_port, spawn_worker, start_redis, start_sentinel};
+use mindora_sdk::Client;
+use mindora_tests::servers::{
+    enqueue_failover_jobs, free_port, spawn_worker, start_redis, start_sentinel,
+};
 use mindora_tests::wait_for;
-use serde_json::json;
 
 const MASTER: &str = "mindora-main";
 const JOBS: usize = 2000;
@@ -55,29 +56,7 @@ async fn worker_follows_a_sentinel_failover_and_loses_no_job() -> Result<()> {
     let url = format!("redis+sentinel://127.0.0.1:{dead},127.0.0.1:{s1},127.0.0.1:{s2}/{MASTER}/0");
 
     let client = Client::connect(&url).await?;
-    let opts = EnqueueOptions {
-        timeout_secs: Some(10),
-        // A job the old master started after the promotion is unknown to the new one,
-        // which recovers it as abandoned: a retry runs it again.
-        retry: Some(RetryPolicy::Rq {
-            max: 3,
-            intervals: vec![],
-        }),
-        ..Default::default()
-    };
-    let mut ids = Vec::with_capacity(JOBS);
-    for _ in 0..JOBS {
-        let job = client
-            .enqueue(
-                "default",
-                "mindora.sleep",
-                vec![json!(0.02)],
-                Default::default(),
-                opts.clone(),
-            )
-            .await?;
-        ids.push(job.id);
-    }
+    let ids = enqueue_failover_jobs(&client, JOBS).await?;
     let mut worker = spawn_worker(
         &url,
         "w-sentinel",

@@ -18,14 +18,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mindora_sdk::connect::{RedisConnector, RedisSettings, SentinelSettings, TlsFiles};
-use mindora_sdk::{Client, EnqueueOptions, RetryPolicy};
+use mindora_sdk::Client;
 use mindora_tests::servers::{
-    free_port, redis_tls_config, spawn_worker, start_redis, start_sentinel_with, SentinelSecurity,
-    TestPki,
+    enqueue_failover_jobs, free_port, redis_tls_config, spawn_worker, start_redis,
+    start_sentinel_with, SentinelSecurity, TestPki,
 };
 use mindora_tests::{python, python_pool_args, repo_root};
 use redis::AsyncCommands;
-use serde_json::json;
 
 const MASTER: &str = "mindora-secure";
 const USER: &str = "app";
@@ -206,27 +205,7 @@ async fn tls_sentinel_auth_and_acl_through_a_failover() -> Result<()> {
         .manager(&mindora_sdk::connect::ManagerOptions::default())
         .await?;
 
-    let opts = EnqueueOptions {
-        timeout_secs: Some(10),
-        retry: Some(RetryPolicy::Rq {
-            max: 3,
-            intervals: vec![],
-        }),
-        ..Default::default()
-    };
-    let mut ids = Vec::with_capacity(JOBS);
-    for _ in 0..JOBS {
-        let job = client
-            .enqueue(
-                "default",
-                "mindora.sleep",
-                vec![json!(0.02)],
-                Default::default(),
-                opts.clone(),
-            )
-            .await?;
-        ids.push(job.id);
-    }
+    let ids = enqueue_failover_jobs(&client, JOBS).await?;
     let mut flags = d.worker_flags();
     flags.extend(
         [
