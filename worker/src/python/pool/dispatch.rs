@@ -113,7 +113,17 @@ impl PythonPool {
     ) -> Result<PyOutcome, Timeout> {
         let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
         let (events, mut rx) = mpsc::unbounded_channel();
-        let Some(proc_id) = self.inner.acquire(tag, job_id, events).await else {
+        let is_job = matches!(msg(0), ToRunner::Job { .. });
+        // A job stopped while it waits for a process (e.g. one being recycled) never reaches
+        // the `Abandon` guard below, but its `on_stopped` callback is owed all the same.
+        let mut waiting = Waiting {
+            pool: self,
+            job_id,
+            armed: is_job,
+        };
+        let acquired = self.inner.acquire(tag, job_id, events).await;
+        waiting.armed = false;
+        let Some(proc_id) = acquired else {
             let why = self
                 .inner
                 .lock()
@@ -126,7 +136,6 @@ impl PythonPool {
                 format!("no Python process available to run job {job_id}: {why}"),
             ));
         };
-        let is_job = matches!(msg(0), ToRunner::Job { .. });
         let mut guard = Abandon {
             pool: self.clone(),
             job_id: job_id.to_string(),
@@ -173,6 +182,22 @@ impl PythonPool {
 struct Timeout {
     proc_id: u64,
     tag: u64,
+}
+
+/// A job dropped while waiting for a process: nothing ran, but a stop command is owed its
+/// `on_stopped` callback (run once rq's status reads `stopped`, as for a running job).
+struct Waiting<'a> {
+    pool: &'a PythonPool,
+    job_id: &'a str,
+    armed: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.spawn_stopped_callback(self.job_id);
+        }
+    }
 }
 
 /// Dropped before the outcome (the worker's own timeout, a stop command, shutdown): the job
