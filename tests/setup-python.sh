@@ -10,14 +10,16 @@
 set -euo pipefail
 cache="${MINDORA_CACHE:-$HOME/.cache/mindora}"
 mkdir -p "$cache"
+redis_py=8.1.0
 make_venv() {
   local dir="$1" spec="$2"
-  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "import rq, sys; sys.exit(0 if rq.__version__ == '${spec#rq==}' else 1)" 2>/dev/null; then
+  # redis-py pinned too: an unpinned one changes under the tests from machine to machine.
+  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "import rq, redis, sys; sys.exit(0 if (rq.__version__, redis.__version__) == ('${spec#rq==}', '$redis_py') else 1)" 2>/dev/null; then
     return 0
   fi
   rm -rf "$dir"
   python3 -m venv "$dir"
-  "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec" "redis>=5,<9"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec" "redis==$redis_py"
 }
 make_venv "$cache/venv-rq212" "rq==2.12.0"
 make_venv "$cache/venv-rq30" "rq==3.0.0"
