@@ -351,33 +351,45 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
-/// A plain HTTP/1.1 GET on loopback; the whole response (status line, headers, body).
+/// One client for every loopback HTTP call of the tests (connection reuse, one timeout).
+fn http_client() -> Result<&'static reqwest::blocking::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    Ok(CLIENT.get_or_init(|| c))
+}
+
+/// A request without a body to `127.0.0.1:port`; the status code and the body.
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String)> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let reply = http_client()?
+        .request(method.clone(), format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .with_context(|| format!("{method} {path} on port {port}"))?;
+    let status = reply.status().as_u16();
+    Ok((status, reply.text()?))
+}
+
+/// The body of a GET that answered 2xx (any other status is an error naming it).
 pub fn http_get(port: u16, path: &str) -> Result<String> {
-    http_request(port, "GET", path)
+    let (status, body) = http_request(port, "GET", path)?;
+    if !(200..300).contains(&status) {
+        bail!("GET {path} on port {port}: HTTP {status}: {body}");
+    }
+    Ok(body)
 }
 
-/// A plain HTTP/1.1 request without a body on loopback; the whole response.
-pub fn http_request(port: u16, method: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
-/// The body of an HTTP response, parsed as JSON.
+/// The body of a 2xx response, parsed as JSON.
 pub fn http_json(port: u16, method: &str, path: &str) -> Result<serde_json::Value> {
-    let raw = http_request(port, method, path)?;
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .with_context(|| format!("no body in {raw:?}"))?;
-    serde_json::from_str(body).with_context(|| format!("{method} {path}: {body}"))
+    let (status, body) = http_request(port, method, path)?;
+    if !(200..300).contains(&status) {
+        bail!("{method} {path} on port {port}: HTTP {status}: {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("{method} {path}: {body}"))
 }
 
 /// A program of the rq monitoring tools venv (`venv-rqtools`: rq-dashboard,

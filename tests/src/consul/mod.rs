@@ -18,7 +18,7 @@ mod server;
 pub mod validate;
 pub mod worker;
 
-pub use worker::{free_port, http_get, ConsulWorker};
+pub use worker::ConsulWorker;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};

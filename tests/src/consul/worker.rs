@@ -1,35 +1,13 @@
 //! A real `mindora-worker` process pointed at a [`super::FakeConsul`], with JSON logs captured
 //! to a file and its `/metrics` scraped over loopback.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::{wait_for, worker_binary, RedisDb, WorkerProcess};
-
-/// GET over loopback; the whole answer (status line, headers, body).
-pub fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
-/// A free loopback port.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use crate::{free_port, http_get, http_request, wait_for, worker_binary, RedisDb, WorkerProcess};
 
 /// A worker with Consul settings, JSON logs in a temp file and metrics on a free port.
 pub struct ConsulWorker {
@@ -155,6 +133,6 @@ impl ConsulWorker {
 
     /// Whether `/readyz` answers 200.
     pub fn ready(&self) -> bool {
-        http_get(self.port, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+        http_request(self.port, "GET", "/readyz").is_ok_and(|(status, _)| status == 200)
     }
 }
