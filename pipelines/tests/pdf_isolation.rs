@@ -1,6 +1,7 @@
 //! PDF extraction in its child process (`mindora-pdf`): a page that keeps PDFium busy is
 //! stopped at the time limit, mid-page; an engine crash and a memory blow-up fail the one
-//! document with a clear reason; the worker's process is untouched by all three.
+//! document with a clear reason; the worker's process is untouched by all three. Pages rendered
+//! for OCR are drawn by the helper too, so a renderer crash or hang costs only that page.
 //!
 //! The pathological PDF is real and tiny: nested form XObjects, each drawing the next one four
 //! times, so one page holds 4^(depth-1) text objects (depth 10: 262 144, which PDFium takes
@@ -159,4 +160,64 @@ fn an_engine_crash_fails_the_document_with_the_signal() {
         panic!("expected EngineFailed, got {e}");
     };
     assert!(detail.contains("crashed (signal 11)"), "{e}");
+}
+
+fn render_request(path: PathBuf) -> isolate::RenderRequest {
+    isolate::RenderRequest {
+        page: 1,
+        dpi: 72,
+        path,
+    }
+}
+
+#[test]
+fn pages_for_ocr_are_rendered_by_the_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("page.pgm");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let request = render_request(image.clone());
+    isolate::render(&real_helper(0), &xobject_bomb(3), None, request, deadline).unwrap();
+    let pgm = std::fs::read(&image).unwrap();
+    assert!(pgm.starts_with(b"P5\n"), "not a PGM image");
+    // A page that does not exist is a reason, not a crash.
+    let mut missing = render_request(dir.path().join("none.pgm"));
+    missing.page = 9;
+    let e =
+        isolate::render(&real_helper(0), &xobject_bomb(3), None, missing, deadline).unwrap_err();
+    assert!(e.contains("could not load the page"), "{e}");
+}
+
+#[test]
+fn a_renderer_crash_or_hang_fails_the_page_not_the_worker() {
+    // Stand-ins for PDFium's renderer crashing or looping on a hostile page: the helper dies
+    // of SIGSEGV, or sleeps, when asked to render.
+    let dir = tempfile::tempdir().unwrap();
+    let script = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nhead -c 1 >/dev/null\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Helper { path, memory_mb: 0 }
+    };
+    let image = dir.path().join("page.pgm");
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let e = isolate::render(
+        &script("crash", "kill -SEGV $$"),
+        &xobject_bomb(3),
+        None,
+        render_request(image.clone()),
+        soon(),
+    )
+    .unwrap_err();
+    assert!(e.contains("crashed (signal 11)"), "{e}");
+    let started = Instant::now();
+    let e = isolate::render(
+        &script("hang", "exec sleep 600"),
+        &xobject_bomb(3),
+        None,
+        render_request(image),
+        soon(),
+    )
+    .unwrap_err();
+    assert!(e.contains("time limit"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30));
 }

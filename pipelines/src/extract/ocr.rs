@@ -1,7 +1,9 @@
 //! OCR for PDF pages that are images only (scans, photographed receipts), off by default.
 //!
 //! A page without a text layer is rendered by PDFium to a grayscale image (300 DPI by default,
-//! capped in pixels so a poster-sized page cannot take the worker's memory) and read by the
+//! capped in pixels so a poster-sized page cannot take the worker's memory; in the PDF helper
+//! process when there is one, so a page that crashes or hangs PDFium's renderer fails the
+//! document, not the worker) and read by the
 //! Tesseract command-line program (Debian `tesseract-ocr` and its `chi_sim`, `chi_tra`, `jpn`,
 //! `eng` language packs). The program runs as a child process, not through a library binding:
 //! a time limit is enforced by killing it, its memory is capped with `prlimit` (util-linux)
@@ -84,9 +86,10 @@ pub struct PageText {
 /// Largest rendered page in pixels (about A3 at 300 DPI); bigger pages get a lower DPI.
 const MAX_PIXELS: f64 = 36_000_000.0;
 
-/// OCRs one page. `Ok(None)`: Tesseract found no text on it.
+/// OCRs one page, drawn into an image file by `render` (in the PDF helper process, see
+/// [`super::pdf::isolate::render`], or in this one). `Ok(None)`: Tesseract found no text on it.
 pub fn page(
-    page: &PdfPage<'_>,
+    render: impl FnOnce(&Path) -> Result<(), String>,
     number: u32,
     options: &OcrOptions,
     deadline: Instant,
@@ -107,7 +110,7 @@ pub fn page(
         .tempdir()
         .map_err(|e| failed(number, format!("no temporary directory: {e}")))?;
     let image = dir.path().join("page.pgm");
-    render(page, options.dpi, &image).map_err(|e| failed(number, e))?;
+    render(&image).map_err(|e| failed(number, e))?;
     let out = dir.path().join("out");
     let mut cmd = command(options, &image, &out);
     let stderr = std::fs::File::create(dir.path().join("stderr"))
@@ -185,8 +188,9 @@ fn spawn_error(options: &OcrOptions, e: std::io::Error) -> ExtractProblem {
     ))
 }
 
-/// Renders `page` as an 8-bit grayscale PGM file.
-fn render(page: &PdfPage<'_>, dpi: u32, path: &Path) -> Result<(), String> {
+/// Renders `page` as an 8-bit grayscale PGM file at `dpi` (lower for pages over
+/// [`MAX_PIXELS`]).
+pub fn render(page: &PdfPage<'_>, dpi: u32, path: &Path) -> Result<(), String> {
     let (w, h) = (page.width().value as f64, page.height().value as f64);
     let mut scale = f64::from(dpi.clamp(50, 600)) / 72.0;
     let pixels = w * h * scale * scale;

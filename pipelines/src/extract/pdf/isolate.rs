@@ -40,6 +40,20 @@ pub struct Request {
     pub password: Option<String>,
     /// Length of the PDF that follows the line.
     pub bytes: u64,
+    /// Render one page to an image for OCR instead of reading the text.
+    #[serde(default)]
+    pub render: Option<RenderRequest>,
+}
+
+/// One page to draw into an image file (see [`crate::extract::ocr::render`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RenderRequest {
+    /// 1-based page number.
+    pub page: u32,
+    /// Resolution asked for.
+    pub dpi: u32,
+    /// Where the image goes.
+    pub path: PathBuf,
 }
 
 /// One line from the child.
@@ -82,6 +96,8 @@ pub enum Msg {
     },
     /// Every page was read.
     Done,
+    /// The page asked for was rendered.
+    Rendered,
 }
 
 /// The helper binary and the limits it runs under.
@@ -132,7 +148,81 @@ pub fn run(
     options: &ExtractOptions,
     out: &mut Collect,
 ) -> Result<(), ExtractProblem> {
+    let request = Request {
+        password: options.password.clone(),
+        bytes: bytes.len() as u64,
+        render: None,
+    };
     let deadline = Instant::now() + options.time_limit;
+    let ended = converse(helper, &request, bytes, deadline, |msg| {
+        match msg {
+            Msg::Open { pages } => out.open(pages)?,
+            Msg::Text { n, text } => out.page(n, PageOutcome::Text(text)),
+            Msg::ImageOnly { n } => out.page(n, PageOutcome::ImageOnly),
+            Msg::Blank { n } => out.page(n, PageOutcome::Blank),
+            Msg::Unreadable { n } => out.page(n, PageOutcome::Unreadable),
+            Msg::Failed { kind, detail } => return Err(decode(&kind, detail)),
+            Msg::Done => return Ok(true),
+            Msg::Rendered => return Err(failed("the helper rendered a page nobody asked for")),
+        }
+        Ok(false)
+    })?;
+    match ended {
+        Ended::Finished => Ok(()),
+        Ended::TimedOut => Err(out.timed_out(options)),
+    }
+}
+
+/// Renders page `page` of `bytes` into `path` in a helper process (PDFium's renderer is as
+/// exposed to hostile input as its text layer), killed at `deadline`. The error is the reason.
+pub fn render(
+    helper: &Helper,
+    bytes: &[u8],
+    password: Option<&str>,
+    page: RenderRequest,
+    deadline: Instant,
+) -> Result<(), String> {
+    let request = Request {
+        password: password.map(str::to_string),
+        bytes: bytes.len() as u64,
+        render: Some(page),
+    };
+    let ended = converse(helper, &request, bytes, deadline, |msg| match msg {
+        Msg::Rendered => Ok(true),
+        Msg::Failed { detail, .. } => Err(failed(detail)),
+        _ => Err(failed(
+            "the helper answered a render request with page text",
+        )),
+    })
+    .map_err(|e| match e {
+        ExtractProblem::EngineFailed(detail) => detail,
+        other => other.to_string(),
+    })?;
+    match ended {
+        Ended::Finished => Ok(()),
+        Ended::TimedOut => {
+            Err("rendering the page did not end within the document's time limit".into())
+        }
+    }
+}
+
+/// How a conversation with the helper ended, when it did not fail.
+enum Ended {
+    /// `on_msg` saw the last message it expected.
+    Finished,
+    /// The deadline came first; the child was killed.
+    TimedOut,
+}
+
+/// Starts the helper, sends `request` and `bytes`, and hands each answer to `on_msg` (which
+/// says whether it was the last one, or what is wrong) until the child exits or `deadline`.
+fn converse(
+    helper: &Helper,
+    request: &Request,
+    bytes: &[u8],
+    deadline: Instant,
+    mut on_msg: impl FnMut(Msg) -> Result<bool, ExtractProblem>,
+) -> Result<Ended, ExtractProblem> {
     let mut child = Command::new(&helper.path)
         .env(MEMORY_ENV, helper.memory_mb.to_string())
         .stdin(Stdio::piped())
@@ -152,11 +242,7 @@ pub fn run(
         let _ = child.wait();
         return Err(failed("the PDF helper's pipes were not set up"));
     };
-    let header = serde_json::to_string(&Request {
-        password: options.password.clone(),
-        bytes: bytes.len() as u64,
-    })
-    .map_err(|e| failed(format!("request: {e}")))?;
+    let header = serde_json::to_string(request).map_err(|e| failed(format!("request: {e}")))?;
     std::thread::scope(|s| {
         // Write errors mean the child died; its exit status says why.
         s.spawn(move || {
@@ -185,17 +271,10 @@ pub fn run(
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.max(Duration::from_millis(1))) {
                 Ok(Ok(line)) => match serde_json::from_str::<Msg>(&line) {
-                    Ok(Msg::Open { pages }) => {
-                        if let Err(e) = out.open(pages) {
-                            problem = Some(e);
-                        }
-                    }
-                    Ok(Msg::Text { n, text }) => out.page(n, PageOutcome::Text(text)),
-                    Ok(Msg::ImageOnly { n }) => out.page(n, PageOutcome::ImageOnly),
-                    Ok(Msg::Blank { n }) => out.page(n, PageOutcome::Blank),
-                    Ok(Msg::Unreadable { n }) => out.page(n, PageOutcome::Unreadable),
-                    Ok(Msg::Failed { kind, detail }) => problem = Some(decode(&kind, detail)),
-                    Ok(Msg::Done) => finished = true,
+                    Ok(msg) => match on_msg(msg) {
+                        Ok(last) => finished |= last,
+                        Err(p) => problem = Some(p),
+                    },
                     Err(e) => problem = Some(failed(format!("bad line from the helper: {e}"))),
                 },
                 Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -203,7 +282,7 @@ pub fn run(
                     if Instant::now() >= deadline {
                         let _ = child.kill();
                         let _ = child.wait();
-                        return Err(out.timed_out(options));
+                        return Ok(Ended::TimedOut);
                     }
                 }
             }
@@ -214,7 +293,7 @@ pub fn run(
             return Err(p);
         }
         if finished {
-            return Ok(());
+            return Ok(Ended::Finished);
         }
         Err(match status {
             Ok(status) => died(status, helper.memory_mb, &err_text),
@@ -287,6 +366,17 @@ pub fn serve(mut input: impl BufRead, mut output: impl Write) -> std::io::Result
         output.write_all(b"\n")?;
         output.flush()
     };
+    if let Some(page) = &request.render {
+        return send(
+            &match render_page(&bytes, request.password.as_deref(), page) {
+                Ok(()) => Msg::Rendered,
+                Err(detail) => Msg::Failed {
+                    kind: "render".into(),
+                    detail,
+                },
+            },
+        );
+    }
     let opened = engine::pdfium()
         .and_then(|pdfium| Document::open(pdfium.bindings(), &bytes, request.password.as_deref()));
     let doc = match opened {
@@ -310,6 +400,24 @@ pub fn serve(mut input: impl BufRead, mut output: impl Write) -> std::io::Result
         })?;
     }
     send(&Msg::Done)
+}
+
+/// The helper's side of [`render`].
+fn render_page(
+    bytes: &[u8],
+    password: Option<&str>,
+    request: &RenderRequest,
+) -> Result<(), String> {
+    let doc = engine::pdfium()
+        .map_err(|e| e.to_string())?
+        .load_pdf_from_byte_slice(bytes, password)
+        .map_err(|e| format!("PDFium could not open it again to render a page: {e}"))?;
+    let index = i32::try_from(request.page.saturating_sub(1)).unwrap_or(i32::MAX);
+    let page = doc
+        .pages()
+        .get(index)
+        .map_err(|e| format!("PDFium could not load the page to render it: {e}"))?;
+    crate::extract::ocr::render(&page, request.dpi, &request.path)
 }
 
 /// Caps this process's address space at `MINDORA_PDF_MEMORY_MB` (the helper calls it first).

@@ -44,12 +44,14 @@ pub struct PdfText {
 pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
     let started = Instant::now();
     let mut pages = Collect::default();
-    match isolate::helper() {
-        Some(helper) => isolate::run(&helper, bytes, options, &mut pages)?,
+    let helper = isolate::helper();
+    match &helper {
+        Some(helper) => isolate::run(helper, bytes, options, &mut pages)?,
         None => in_process(bytes, options, &mut pages)?,
     }
     if let Some(ocr) = &options.ocr {
-        pages.ocr(bytes, options, ocr, started + options.time_limit)?;
+        let deadline = started + options.time_limit;
+        pages.ocr(helper.as_ref(), bytes, options, ocr, deadline)?;
     }
     pages.finish(damage::check(bytes))
 }
@@ -117,10 +119,12 @@ impl Collect {
         }
     }
 
-    /// OCRs the image-only pages (the job asked for it, see [`super::ocr`]). Pages are rendered
-    /// in this process, one at a time; Tesseract runs as a child killed at its limits.
+    /// OCRs the image-only pages (the job asked for it, see [`super::ocr`]), one at a time:
+    /// each is rendered by a helper process (in this process without one) and read by a
+    /// Tesseract child killed at its limits.
     fn ocr(
         &mut self,
+        helper: Option<&isolate::Helper>,
         bytes: &[u8],
         options: &ExtractOptions,
         ocr: &super::ocr::OcrOptions,
@@ -129,20 +133,40 @@ impl Collect {
         if self.image_only.is_empty() {
             return Ok(());
         }
-        let doc = engine::pdfium()?
-            .load_pdf_from_byte_slice(bytes, options.password.as_deref())
-            .map_err(|e| ExtractProblem::Corrupt {
-                format: "PDF",
-                detail: format!("PDFium could not open it again to render pages for OCR: {e}"),
-            })?;
+        let password = options.password.as_deref();
+        let in_process = match helper {
+            Some(_) => None,
+            None => Some(
+                engine::pdfium()?
+                    .load_pdf_from_byte_slice(bytes, password)
+                    .map_err(|e| ExtractProblem::Corrupt {
+                        format: "PDF",
+                        detail: format!("PDFium could not open it again to render pages: {e}"),
+                    })?,
+            ),
+        };
         let mut still_images = Vec::new();
         for number in std::mem::take(&mut self.image_only) {
-            let index = i32::try_from(number - 1).unwrap_or(i32::MAX);
-            let Ok(page) = doc.pages().get(index) else {
-                still_images.push(number);
-                continue;
+            let render = |path: &std::path::Path| match (helper, &in_process) {
+                (Some(helper), _) => {
+                    let page = isolate::RenderRequest {
+                        page: number,
+                        dpi: ocr.dpi,
+                        path: path.to_path_buf(),
+                    };
+                    isolate::render(helper, bytes, password, page, deadline)
+                }
+                (None, Some(doc)) => {
+                    let index = i32::try_from(number - 1).unwrap_or(i32::MAX);
+                    let page = doc
+                        .pages()
+                        .get(index)
+                        .map_err(|e| format!("PDFium could not load the page: {e}"))?;
+                    super::ocr::render(&page, ocr.dpi, path)
+                }
+                (None, None) => Err("no PDF engine to render the page".into()),
             };
-            match super::ocr::page(&page, number, ocr, deadline, self.out.pages)? {
+            match super::ocr::page(render, number, ocr, deadline, self.out.pages)? {
                 Some(found) => {
                     self.out.ocr.add(number, &found);
                     self.texts.push((number, found.text));
