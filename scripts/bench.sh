@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark mindora-worker against Python rq's SimpleWorker on the local Redis (same run,
 # same jobs). Usage: bash scripts/bench.sh [--rq-jobs N] [--mindora-jobs N] [--concurrency N]
+#   [--baseline OTHER_MINDORA_BINARY [--rounds N]]  (before/after a change, alternating rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-python.sh >/dev/null

@@ -3,6 +3,11 @@
 Both consume no-op jobs enqueued by Python rq; throughput is jobs / (last ended_at -
 first started_at) read from the job hashes, latency is ended_at - enqueued_at of jobs sent
 one at a time to an idle worker. Prints figures and ratios; asserts nothing.
+
+With --baseline OTHER_BINARY (e.g. a build of an earlier commit), the two mindora-worker
+binaries also run the throughput test alternately, --rounds times each on the same Redis, and
+the medians are printed side by side: Redis commands and CPU per job before/after a change,
+measured in one run.
 """
 import argparse
 import os
@@ -104,6 +109,28 @@ def run_latency(r, n, cmd, env):
         proc.wait(timeout=30)
 
 
+def compare(r, url, a, env):
+    """Alternating throughput rounds of the baseline binary and ours; medians side by side."""
+    def cmd(binary):
+        return [binary, "--redis-url", url, "--queues", "bench", "--burst", "--concurrency", str(a.concurrency)]
+    runs = {"baseline": [], "this": []}
+    for i in range(a.rounds):
+        for name, binary in (("baseline", a.baseline), ("this", a.worker)):
+            t = run_throughput(r, url, a.mindora_jobs, cmd(binary), env)
+            runs[name].append(t)
+            print(f"round {i + 1} {name:>8}: {t['jobs_per_s']:.0f} jobs/s, {t['redis_cmds_per_job']:.1f} Redis commands/job, "
+                  f"{t['redis_cpu_us_per_job']:.1f} us Redis CPU/job, {t['worker_cpu_us_per_job']:.1f} us worker CPU/job", flush=True)
+    med = {n: {k: statistics.median(t[k] for t in ts) for k in ts[0]} for n, ts in runs.items()}
+    b, t = med["baseline"], med["this"]
+    print(f"\nmedians of {a.rounds} alternating rounds, {a.mindora_jobs} jobs, --concurrency {a.concurrency}")
+    print(f"{'':34}{'baseline':>18}{'this build':>18}{'this/baseline':>15}")
+    for key, label in (("jobs_per_s", "throughput (no-op jobs/s)"), ("redis_cmds_per_job", "Redis commands per job"),
+                       ("redis_cpu_us_per_job", "Redis CPU per job (us)"), ("worker_cpu_us_per_job", "worker CPU per job (us)")):
+        print(f"{label:34}{b[key]:>18.1f}{t[key]:>18.1f}{t[key] / b[key]:>14.2f}x")
+    for name, m in (("baseline", b), ("this build", t)):
+        print(f"{'Redis CPU busy, ' + name:34}{m['redis_cpu_us_per_job'] * m['jobs_per_s'] / 1e6 * 100:>17.0f}%")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", required=True, help="path to the release mindora-worker")
@@ -112,6 +139,8 @@ def main():
     ap.add_argument("--mindora-jobs", type=int, default=50000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency-jobs", type=int, default=300)
+    ap.add_argument("--baseline", help="another mindora-worker binary to compare against")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with --baseline")
     a = ap.parse_args()
     db = lease(a.redis)
     url = f"{a.redis}/{db}"
@@ -138,6 +167,8 @@ def main():
         print(f"{'enqueue-to-finish p50 (ms)':34}{rq_l['p50_ms']:>18.2f}{mw_l['p50_ms']:>18.2f}")
         print(f"{'enqueue-to-finish p99 (ms)':34}{rq_l['p99_ms']:>18.2f}{mw_l['p99_ms']:>18.2f}")
         print(f"{'idle RSS (MB)':34}{rq_l['idle_rss_mb']:>18.1f}{mw_l['idle_rss_mb']:>18.1f}")
+        if a.baseline:
+            compare(r, url, a, env)
     finally:
         r.flushdb()
         redis.Redis.from_url(a.redis + "/0").delete(f"mindora:test-db-lease:{db}")
