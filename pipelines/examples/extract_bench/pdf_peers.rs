@@ -24,7 +24,9 @@ fn corpus_pdfs() -> Option<Vec<PathBuf>> {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split('\t').collect::<Vec<_>>())
-        .filter(|c| c.len() >= 4 && c[2].ends_with(".pdf") && matches!(c[3], "text" | "gap"))
+        .filter(|c| {
+            c.len() >= 4 && c[2].ends_with(".pdf") && matches!(c[3], "text" | "gap" | "layout")
+        })
         .map(|c| dir.join(format!("{}.pdf", c[0])))
         .filter(|p| p.is_file())
         .collect();
