@@ -22,12 +22,16 @@ use unicode_normalization::UnicodeNormalization;
 const ENGLISH: (&str, u32) = ("pdf-project-history-en", 9);
 const CHINESE: (&str, u32) = ("pdf-maint-guide-zh-cn", 13);
 
-fn corpus_doc(id: &str) -> PathBuf {
-    let cache = std::env::var_os("MINDORA_CACHE")
+fn cache_dir() -> PathBuf {
+    std::env::var_os("MINDORA_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mindora")
-        });
+        })
+}
+
+fn corpus_doc(id: &str) -> PathBuf {
+    let cache = cache_dir();
     let dir = std::env::var_os("MINDORA_CORPUS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| cache.join("corpus/v1"));
@@ -246,6 +250,50 @@ fn mixed_document_says_which_pages_are_ocr() {
         .join(" ");
     assert!(on.text.starts_with(&head), "{head:?} first:\n{}", on.text);
     assert!(recall(&on.text, &reference(&original, ENGLISH.1)) >= 0.9);
+}
+
+/// Stamps a fax-style header line as real text onto page 1 of argv[1], saved as argv[2]
+/// (PyMuPDF from the pinned pipelines venv).
+const STAMP: &str = r#"
+import sys, pymupdf
+doc = pymupdf.open(sys.argv[1])
+doc[0].insert_text((20, 14), "FAX 2026-11-30 14:02 PAGE 1/1 BATES 000123", fontsize=7)
+doc.save(sys.argv[2])
+"#;
+
+/// A scan that carries a little text (a fax header a scanner or fax stamped on as text): with
+/// OCR off the header is kept and a warning says OCR would read the rest; with OCR on the
+/// page is read, as if it had no text layer.
+#[test]
+fn scan_with_a_stamped_header_is_read_too() {
+    let original = corpus_doc(ENGLISH.0);
+    let dir = tempfile::tempdir().unwrap();
+    let scanned = dir.path().join("scanned.pdf");
+    std::fs::write(&scanned, scan(&original, ENGLISH.1, dir.path())).unwrap();
+    let stamped = dir.path().join("stamped.pdf");
+    run(Command::new(cache_dir().join("venv-pipelines/bin/python"))
+        .args(["-c", STAMP])
+        .arg(&scanned)
+        .arg(&stamped));
+    let bytes = std::fs::read(&stamped).unwrap();
+
+    let off = DefaultExtractor.extract("stamped.pdf", &bytes).unwrap();
+    assert!(off.text.contains("BATES 000123"), "{off:?}");
+    assert_eq!(off.pages_ocr, None);
+    assert!(
+        off.warnings
+            .iter()
+            .any(|w| w.contains("page(s) 1 look like scans")),
+        "{off:?}"
+    );
+
+    let on = DefaultExtractor
+        .extract_with("stamped.pdf", &bytes, &with_ocr("eng"))
+        .unwrap();
+    assert_eq!(on.pages_ocr.as_deref(), Some("1"));
+    assert!(on.warnings.iter().all(|w| !w.contains("scans")), "{on:?}");
+    let r = recall(&on.text, &reference(&original, ENGLISH.1));
+    assert!(r >= 0.9, "recall {r:.3}:\n{}", on.text);
 }
 
 /// The corpus' own scanned PDF still fails honestly with OCR off.

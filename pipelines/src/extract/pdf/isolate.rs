@@ -72,6 +72,13 @@ pub enum Msg {
         /// Its text.
         text: String,
     },
+    /// A scan with a little text (see [`PageOutcome::ScanWithText`]).
+    ScanText {
+        /// 1-based page number.
+        n: u32,
+        /// Its text.
+        text: String,
+    },
     /// A page that is images only.
     ImageOnly {
         /// 1-based page number.
@@ -158,6 +165,7 @@ pub fn run(
         match msg {
             Msg::Open { pages } => out.open(pages)?,
             Msg::Text { n, text } => out.page(n, PageOutcome::Text(text)),
+            Msg::ScanText { n, text } => out.page(n, PageOutcome::ScanWithText(text)),
             Msg::ImageOnly { n } => out.page(n, PageOutcome::ImageOnly),
             Msg::Blank { n } => out.page(n, PageOutcome::Blank),
             Msg::Unreadable { n } => out.page(n, PageOutcome::Unreadable),
@@ -394,6 +402,7 @@ pub fn serve(mut input: impl BufRead, mut output: impl Write) -> std::io::Result
         let n = index + 1;
         send(&match doc.page(index) {
             PageOutcome::Text(text) => Msg::Text { n, text },
+            PageOutcome::ScanWithText(text) => Msg::ScanText { n, text },
             PageOutcome::ImageOnly => Msg::ImageOnly { n },
             PageOutcome::Blank => Msg::Blank { n },
             PageOutcome::Unreadable => Msg::Unreadable { n },

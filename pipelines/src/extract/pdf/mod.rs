@@ -83,6 +83,8 @@ pub struct Collect {
     texts: Vec<(u32, String)>,
     done: u32,
     image_only: Vec<u32>,
+    /// Scans with a little text: kept as text, OCR'd too when asked for.
+    scans: Vec<u32>,
     unreadable: Vec<u32>,
 }
 
@@ -104,6 +106,10 @@ impl Collect {
         self.done = self.done.max(number);
         match outcome {
             PageOutcome::Text(text) => self.texts.push((number, text)),
+            PageOutcome::ScanWithText(text) => {
+                self.texts.push((number, text));
+                self.scans.push(number);
+            }
             PageOutcome::ImageOnly => self.image_only.push(number),
             PageOutcome::Blank => {}
             PageOutcome::Unreadable => self.unreadable.push(number),
@@ -119,9 +125,10 @@ impl Collect {
         }
     }
 
-    /// OCRs the image-only pages (the job asked for it, see [`super::ocr`]), one at a time:
-    /// each is rendered by a helper process (in this process without one) and read by a
-    /// Tesseract child killed at its limits.
+    /// OCRs the image-only pages and the scans with a little text (the job asked for it, see
+    /// [`super::ocr`]), one at a time: each is rendered by a helper process (in this process
+    /// without one) and read by a Tesseract child killed at its limits. A scan keeps its text
+    /// layer unless OCR reads more.
     fn ocr(
         &mut self,
         helper: Option<&isolate::Helper>,
@@ -130,7 +137,7 @@ impl Collect {
         ocr: &super::ocr::OcrOptions,
         deadline: Instant,
     ) -> Result<(), ExtractProblem> {
-        if self.image_only.is_empty() {
+        if self.image_only.is_empty() && self.scans.is_empty() {
             return Ok(());
         }
         let password = options.password.as_deref();
@@ -146,7 +153,11 @@ impl Collect {
             ),
         };
         let mut still_images = Vec::new();
-        for number in std::mem::take(&mut self.image_only) {
+        let scans = std::mem::take(&mut self.scans);
+        let mut pages: Vec<u32> = std::mem::take(&mut self.image_only);
+        pages.extend(&scans);
+        pages.sort_unstable();
+        for number in pages {
             let render = |path: &std::path::Path| match (helper, &in_process) {
                 (Some(helper), _) => {
                     let page = isolate::RenderRequest {
@@ -166,7 +177,18 @@ impl Collect {
                 }
                 (None, None) => Err("no PDF engine to render the page".into()),
             };
-            match super::ocr::page(render, number, ocr, deadline, self.out.pages)? {
+            let found = super::ocr::page(render, number, ocr, deadline, self.out.pages)?;
+            if scans.contains(&number) {
+                let layer = self.texts.iter_mut().find(|(n, _)| *n == number);
+                if let (Some(found), Some((_, text))) = (found, layer) {
+                    if letters(&found.text) > letters(text) {
+                        self.out.ocr.add(number, &found);
+                        *text = found.text;
+                    }
+                }
+                continue;
+            }
+            match found {
                 Some(found) => {
                     self.out.ocr.add(number, &found);
                     self.texts.push((number, found.text));
@@ -183,6 +205,7 @@ impl Collect {
             mut out,
             mut texts,
             image_only,
+            scans,
             unreadable,
             ..
         } = self;
@@ -210,12 +233,23 @@ impl Collect {
                 ranges(&image_only)
             ));
         }
+        if !scans.is_empty() {
+            warnings.push(format!(
+                "page(s) {} look like scans with only a little text; OCR would read the rest",
+                ranges(&scans)
+            ));
+        }
         if !unreadable.is_empty() {
             warnings.push(format!("page(s) {} could not be read", ranges(&unreadable)));
         }
         out.warnings = warnings;
         Ok(out)
     }
+}
+
+/// Non-space characters: how much text a page carries.
+fn letters(text: &str) -> usize {
+    text.chars().filter(|c| !c.is_whitespace()).count()
 }
 
 /// Page numbers as compact ranges: `1-3,5,7-9`.

@@ -31,11 +31,21 @@ const FPDF_ANNOT_LINK: c_int = 2;
 const FPDF_ANNOT_POPUP: c_int = 16;
 const FORMTYPE_NONE: c_int = 0;
 
+/// At most this many non-space characters of text, over images covering at least
+/// [`SCAN_COVER`] of the page, make a page a [`PageOutcome::ScanWithText`]. A page of prose has
+/// thousands; a Bates number, date stamp or fax header has a few dozen.
+const SCAN_TEXT_CHARS: usize = 100;
+/// Share of the page's area that images must cover for a scan.
+const SCAN_COVER: f64 = 0.5;
+
 /// What one page gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageOutcome {
     /// Its text (line breaks `\n`).
     Text(String),
+    /// A little text over a page mostly covered by images: a scan that carries a page number,
+    /// a stamp or a fax header as text. OCR, when asked for, reads the rest.
+    ScanWithText(String),
     /// No text, but images: a scan.
     ImageOnly,
     /// Nothing at all (a blank page).
@@ -143,6 +153,12 @@ impl<'a> Document<'a> {
                 } else {
                     PageOutcome::Blank
                 }
+            }
+            Some(t)
+                if t.chars().filter(|c| !c.is_whitespace()).count() <= SCAN_TEXT_CHARS
+                    && self.image_cover(page) >= SCAN_COVER =>
+            {
+                PageOutcome::ScanWithText(t)
             }
             Some(t) => PageOutcome::Text(t),
         };
@@ -278,6 +294,43 @@ impl<'a> Document<'a> {
             }
         }
         out
+    }
+
+    /// Share of the page's media box covered by top-level images (overlaps counted twice,
+    /// capped at 1).
+    fn image_cover(&self, page: FPDF_PAGE) -> f64 {
+        let Some([pl, pb, pr, pt]) = self.media_box(page) else {
+            return 0.0;
+        };
+        let page_area = (pr - pl) * (pt - pb);
+        if page_area <= 0.0 {
+            return 0.0;
+        }
+        let mut covered = 0.0;
+        // SAFETY: `page` is live; object handles are owned by it; PDFium writes the floats.
+        unsafe {
+            for i in 0..self.pdfium.FPDFPage_CountObjects(page) {
+                let o = self.pdfium.FPDFPage_GetObject(page, i);
+                if o.is_null() || self.pdfium.FPDFPageObj_GetType(o) != FPDF_PAGEOBJ_IMAGE as c_int
+                {
+                    continue;
+                }
+                let (mut l, mut b, mut r, mut t) = (0f32, 0f32, 0f32, 0f32);
+                if self
+                    .pdfium
+                    .FPDFPageObj_GetBounds(o, &mut l, &mut b, &mut r, &mut t)
+                    == 0
+                {
+                    continue;
+                }
+                let w = f64::from(r).min(pr) - f64::from(l).max(pl);
+                let h = f64::from(t).min(pt) - f64::from(b).max(pb);
+                if w > 0.0 && h > 0.0 {
+                    covered += w * h;
+                }
+            }
+        }
+        (covered / page_area).min(1.0)
     }
 
     fn has_images(&self, page: FPDF_PAGE) -> bool {
