@@ -274,10 +274,14 @@ pub fn start_sentinel_with(
     Ok(d)
 }
 
-/// Enqueues `n` 20 ms `mindora.sleep` jobs for a failover run, each with rq retries: a job
-/// the old master started after the promotion is unknown to the new one, which recovers it as
-/// abandoned, and a retry runs it again.
-pub async fn enqueue_failover_jobs(client: &mindora_sdk::Client, n: usize) -> Result<Vec<String>> {
+/// Enqueues `n` `mindora.sleep` jobs of `seconds` each for a failover run, each with rq
+/// retries: a job the old master started after the promotion is unknown to the new one, which
+/// recovers it as abandoned, and a retry runs it again. Size the work to outlast the failover.
+pub async fn enqueue_failover_jobs(
+    client: &mindora_sdk::Client,
+    n: usize,
+    seconds: f64,
+) -> Result<Vec<String>> {
     let opts = mindora_sdk::EnqueueOptions {
         timeout_secs: Some(10),
         retry: Some(mindora_sdk::RetryPolicy::Rq {
@@ -292,7 +296,7 @@ pub async fn enqueue_failover_jobs(client: &mindora_sdk::Client, n: usize) -> Re
             .enqueue(
                 "default",
                 "mindora.sleep",
-                vec![serde_json::json!(0.02)],
+                vec![serde_json::json!(seconds)],
                 Default::default(),
                 opts.clone(),
             )

@@ -56,7 +56,7 @@ async fn worker_follows_a_sentinel_failover_and_loses_no_job() -> Result<()> {
     let url = format!("redis+sentinel://127.0.0.1:{dead},127.0.0.1:{s1},127.0.0.1:{s2}/{MASTER}/0");
 
     let client = Client::connect(&url).await?;
-    let ids = enqueue_failover_jobs(&client, JOBS).await?;
+    let ids = enqueue_failover_jobs(&client, JOBS, 0.02).await?;
     let mut worker = spawn_worker(
         &url,
         "w-sentinel",

@@ -205,7 +205,8 @@ async fn tls_sentinel_auth_and_acl_through_a_failover() -> Result<()> {
         .manager(&mindora_sdk::connect::ManagerOptions::default())
         .await?;
 
-    let ids = enqueue_failover_jobs(&client, JOBS).await?;
+    // 600 jobs of 0.1 s on 4 slots: ~15 s of work, most of it left when the failover is sent.
+    let ids = enqueue_failover_jobs(&client, JOBS, 0.1).await?;
     let mut flags = d.worker_flags();
     flags.extend(
         [
@@ -221,7 +222,6 @@ async fn tls_sentinel_auth_and_acl_through_a_failover() -> Result<()> {
         .map(String::from),
     );
     let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut worker = spawn_worker(&d.url(), "w-secure-sentinel", &flag_refs)?;
 
     // The Sentinels must see a healthy replica before they can fail over.
     let mut s = d.sentinel(0).await?;
@@ -243,12 +243,19 @@ async fn tls_sentinel_auth_and_acl_through_a_failover() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Started only now, so the Sentinels' wait above does not eat the work.
+    let mut worker = spawn_worker(&d.url(), "w-secure-sentinel", &flag_refs)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while zcard(&mut reads, "rq:finished:default").await? < 100 {
         anyhow::ensure!(Instant::now() < deadline, "the worker made no progress");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let before = zcard(&mut reads, "rq:finished:default").await?;
+    let left: i64 = reads.llen("rq:queue:default").await?;
+    anyhow::ensure!(
+        left > 0,
+        "all jobs finished before the failover: the run measures nothing (make the work longer)"
+    );
 
     let t0 = Instant::now();
     loop {
