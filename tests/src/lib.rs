@@ -278,6 +278,11 @@ pub fn status(conn: &mut redis::Connection, job_id: &str) -> Result<Option<Strin
     Ok(conn.hget(format!("rq:job:{job_id}"), "status")?)
 }
 
+/// Job ids as [`wait_statuses`] and friends take them.
+pub fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 /// Waits until every job id has one of `statuses`.
 pub fn wait_statuses(
     db: &RedisDb,

@@ -5,14 +5,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use mindora_tests::{
-    python_pool_args, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
+    ids, python_pool_args, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
 };
 
 const T: Duration = Duration::from_secs(60);
-
-fn ids(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 fn start(
     db: &RedisDb,

@@ -4,13 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use mindora_tests::{run_python, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS};
+use mindora_tests::{ids, run_python, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS};
 
 const T: Duration = Duration::from_secs(30);
-
-fn ids(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn results_statuses_and_registries_read_back_natively() -> Result<()> {

@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mindora_tests::hook_server::{dead_url, HookServer, Recorded};
-use mindora_tests::{run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS};
+use mindora_tests::{
+    ids, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
+};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
-
-fn ids(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn repeat_follows_rq_interval_indexing_and_failed_runs_do_not_repeat() -> Result<()> {
