@@ -141,16 +141,16 @@ impl Collect {
             return Ok(());
         }
         let password = options.password.as_deref();
-        let in_process = match helper {
-            Some(_) => None,
-            None => Some(
+        let renderer = match helper {
+            Some(helper) => Renderer::Helper(helper),
+            None => Renderer::InProcess(Box::new(
                 engine::pdfium()?
                     .load_pdf_from_byte_slice(bytes, password)
                     .map_err(|e| ExtractProblem::Corrupt {
                         format: "PDF",
                         detail: format!("PDFium could not open it again to render pages: {e}"),
                     })?,
-            ),
+            )),
         };
         let mut still_images = Vec::new();
         let scans = std::mem::take(&mut self.scans);
@@ -158,8 +158,8 @@ impl Collect {
         pages.extend(&scans);
         pages.sort_unstable();
         for number in pages {
-            let render = |path: &std::path::Path| match (helper, &in_process) {
-                (Some(helper), _) => {
+            let render = |path: &std::path::Path| match &renderer {
+                Renderer::Helper(helper) => {
                     let page = isolate::RenderRequest {
                         page: number,
                         dpi: ocr.dpi,
@@ -167,7 +167,7 @@ impl Collect {
                     };
                     isolate::render(helper, bytes, password, page, deadline)
                 }
-                (None, Some(doc)) => {
+                Renderer::InProcess(doc) => {
                     let index = i32::try_from(number - 1).unwrap_or(i32::MAX);
                     let page = doc
                         .pages()
@@ -175,7 +175,6 @@ impl Collect {
                         .map_err(|e| format!("PDFium could not load the page: {e}"))?;
                     super::ocr::render(&page, ocr.dpi, path)
                 }
-                (None, None) => Err("no PDF engine to render the page".into()),
             };
             let found = super::ocr::page(render, number, ocr, deadline, self.out.pages)?;
             if scans.contains(&number) {
@@ -245,6 +244,12 @@ impl Collect {
         out.warnings = warnings;
         Ok(out)
     }
+}
+
+/// Where pages are drawn for OCR: a helper process per page, or this process without one.
+enum Renderer<'a> {
+    Helper(&'a isolate::Helper),
+    InProcess(Box<pdfium_render::prelude::PdfDocument<'a>>),
 }
 
 /// Non-space characters: how much text a page carries.
