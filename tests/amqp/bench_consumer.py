@@ -1,9 +1,11 @@
 """Baseline for the AMQP benchmark: a Python pika consumer doing what the worker does per
 message (decode the envelope, look the function up, call it, ack after it returned).
 
-    bench_consumer.py URL QUEUE COUNT PREFETCH
+    bench_consumer.py URL QUEUE COUNT PREFETCH [ACK_EVERY]
 
-Prints one JSON line: {"messages": N, "seconds": S, "per_sec": R}.
+ACK_EVERY (default 1: one ack per message, what a plain pika consumer does) > 1 acks with
+multiple=True every ACK_EVERY messages instead: the reference for what coalesced acks can save
+the broker at best. Prints one JSON line: {"messages": N, "seconds": S, "per_sec": R}.
 """
 import json
 import sys
@@ -21,6 +23,7 @@ HANDLERS = {"mindora.noop": noop}
 
 def main():
     url, queue, count, prefetch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    ack_every = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=prefetch)
@@ -32,8 +35,11 @@ def main():
             state["cpu"] = time.process_time()
         env = json.loads(body)
         HANDLERS[env["function"]](*env.get("args", []), **env.get("kwargs", {}))
-        channel.basic_ack(method.delivery_tag)
         state["n"] += 1
+        if ack_every == 1:
+            channel.basic_ack(method.delivery_tag)
+        elif state["n"] % ack_every == 0 or state["n"] >= count:
+            channel.basic_ack(method.delivery_tag, multiple=True)
         if state["n"] >= count:
             channel.stop_consuming()
 

@@ -22,9 +22,10 @@
 //!    shared broker, scale with time, not messages).
 //!
 //! Throughput is timed from the first to the last handled message. The worker coalesces
-//! acks (`multiple=true`); pika acks each message. The broker's pid is `pgrep -o beam.smp`
-//! unless `MINDORA_BENCH_BROKER_PID` names it (e.g. a private node on its own port, with
-//! `MINDORA_TEST_AMQP_URL` pointing at it).
+//! acks (`multiple=true`); pika acks each message, or with `multiple=true` every N messages
+//! when `MINDORA_BENCH_PIKA_ACK_EVERY=N` (what coalescing can save the broker at best). The
+//! broker's pid is `pgrep -o beam.smp` unless `MINDORA_BENCH_BROKER_PID` names it (e.g. a
+//! private node on its own port, with `MINDORA_TEST_AMQP_URL` pointing at it).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -177,6 +178,9 @@ struct Bench {
     broker: String,
     python: PathBuf,
     script: PathBuf,
+    /// `MINDORA_BENCH_PIKA_ACK_EVERY`: 1 (default) acks each message; N > 1 makes the pika
+    /// consumer ack with `multiple=true` every N messages, the reference for coalesced acks.
+    pika_ack_every: u32,
     metrics: PrometheusHandle,
 }
 
@@ -272,6 +276,7 @@ impl Bench {
                 self.queue.clone(),
                 self.n.to_string(),
                 self.concurrency.to_string(),
+                self.pika_ack_every.to_string(),
             ])
             .output()
             .await?;
@@ -351,6 +356,11 @@ async fn main() -> Result<()> {
         broker,
         python,
         script,
+        pika_ack_every: std::env::var("MINDORA_BENCH_PIKA_ACK_EVERY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(1),
         metrics,
     };
 
