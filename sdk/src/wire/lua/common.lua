@@ -276,6 +276,15 @@ local function abandon_job(job_id, queue, now_iso, now_i, exc_b64)
   return 'failed'
 end
 
+-- '1' when an abandoned job ended `failed` and has rq 3.0 webhooks to send (the worker sends
+-- them after the script, as rq's cleanup does), else '0'.
+local function failed_with_webhooks(job_id, outcome)
+  if outcome ~= 'failed' then return '0' end
+  local w = hget('rq:job:' .. job_id, 'webhooks')
+  if w and w ~= '' and w ~= '[]' then return '1' end
+  return '0'
+end
+
 -- Fencing: an execution may record an outcome only while it is still live, i.e. its member
 -- `<job_id>:<exec_id>` is still in the started registry. Recovery (ours after a lapsed
 -- lease, or rq's TTL rule) removes it, so the late outcome of a recovered execution must

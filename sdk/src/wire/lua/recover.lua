@@ -10,12 +10,6 @@
 local queue, now_i, now_iso, exc_b64 = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local wip = 'rq:wip:' .. queue
 local out = {}
-local function failed_with_webhooks(job_id, outcome)
-  if outcome ~= 'failed' then return '0' end
-  local w = hget('rq:job:' .. job_id, 'webhooks')
-  if w and w ~= '' and w ~= '[]' then return '1' end
-  return '0'
-end
 local members = redis.call('ZRANGEBYSCORE', wip, 0, now_i)
 for _, member in ipairs(members) do
   local job_id, exec_id = string.match(member, '^(.*):([^:]*)$')

@@ -15,13 +15,6 @@ local now_i, now_iso, exc_b64, restarted = tonumber(ARGV[1]), ARGV[2], ARGV[3], 
 local prefix = 'rq:worker:'
 local out = {}
 
-local function failed_with_webhooks(job_id, outcome)
-  if outcome ~= 'failed' then return '0' end
-  local w = hget('rq:job:' .. job_id, 'webhooks')
-  if w and w ~= '' and w ~= '[]' then return '1' end
-  return '0'
-end
-
 local function recover_worker(wkey, worker)
   for _, composite in ipairs(redis.call('SMEMBERS', wkey .. ':executions')) do
     local job_id, exec_id = string.match(composite, '^(.*):([^:]*)$')
