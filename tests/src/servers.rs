@@ -306,6 +306,34 @@ pub async fn enqueue_failover_jobs(
     Ok(ids)
 }
 
+/// Why the SDK could not connect with `settings` (`None` when it could), bounded at 20 s so a
+/// connection that hangs fails the test instead of holding it.
+pub async fn connect_error(
+    settings: mindora_sdk::connect::RedisSettings,
+) -> Result<Option<String>> {
+    let connector = mindora_sdk::connect::RedisConnector::new(&settings)?;
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        mindora_sdk::Client::connect_with(&connector),
+    )
+    .await
+    .context("connect hung")?;
+    Ok(r.err().map(|e| e.to_string()))
+}
+
+/// Worker flags for a failover run: 4 slots, and heartbeat, recovery and abandon grace short
+/// enough that jobs lost in the switch come back within seconds.
+pub const FAILOVER_WORKER_FLAGS: [&str; 8] = [
+    "--concurrency",
+    "4",
+    "--heartbeat-secs",
+    "1",
+    "--recover-every-secs",
+    "1",
+    "--abandon-grace-secs",
+    "2",
+];
+
 /// Starts the worker binary on `redis_url` with extra arguments (logs at warn to stderr).
 pub fn spawn_worker(redis_url: &str, name: &str, args: &[&str]) -> Result<WorkerProcess> {
     let child = Command::new(worker_binary()?)

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use mindora_sdk::Client;
 use mindora_tests::servers::{
     enqueue_failover_jobs, free_port, spawn_worker, start_redis, start_sentinel,
+    FAILOVER_WORKER_FLAGS,
 };
 use mindora_tests::wait_for;
 
@@ -57,20 +58,7 @@ async fn worker_follows_a_sentinel_failover_and_loses_no_job() -> Result<()> {
 
     let client = Client::connect(&url).await?;
     let ids = enqueue_failover_jobs(&client, JOBS, 0.02).await?;
-    let mut worker = spawn_worker(
-        &url,
-        "w-sentinel",
-        &[
-            "--concurrency",
-            "4",
-            "--heartbeat-secs",
-            "1",
-            "--recover-every-secs",
-            "1",
-            "--abandon-grace-secs",
-            "2",
-        ],
-    )?;
+    let mut worker = spawn_worker(&url, "w-sentinel", &FAILOVER_WORKER_FLAGS)?;
 
     // Sentinel must know a healthy replica before it can fail over.
     let mut s = conn(s1)?;

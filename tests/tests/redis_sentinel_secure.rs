@@ -20,8 +20,8 @@ use anyhow::{bail, Context, Result};
 use mindora_sdk::connect::{RedisConnector, RedisSettings, SentinelSettings, TlsFiles};
 use mindora_sdk::Client;
 use mindora_tests::servers::{
-    enqueue_failover_jobs, free_port, redis_tls_config, spawn_worker, start_redis,
-    start_sentinel_with, SentinelSecurity, TestPki,
+    connect_error, enqueue_failover_jobs, free_port, redis_tls_config, spawn_worker, start_redis,
+    start_sentinel_with, SentinelSecurity, TestPki, FAILOVER_WORKER_FLAGS,
 };
 use mindora_tests::{python, python_pool_args, repo_root};
 use redis::AsyncCommands;
@@ -208,19 +208,7 @@ async fn tls_sentinel_auth_and_acl_through_a_failover() -> Result<()> {
     // 600 jobs of 0.1 s on 4 slots: ~15 s of work, most of it left when the failover is sent.
     let ids = enqueue_failover_jobs(&client, JOBS, 0.1).await?;
     let mut flags = d.worker_flags();
-    flags.extend(
-        [
-            "--concurrency",
-            "4",
-            "--heartbeat-secs",
-            "1",
-            "--recover-every-secs",
-            "1",
-            "--abandon-grace-secs",
-            "2",
-        ]
-        .map(String::from),
-    );
+    flags.extend(FAILOVER_WORKER_FLAGS.map(String::from));
     let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
 
     // The Sentinels must see a healthy replica before they can fail over.
@@ -379,25 +367,28 @@ print("ok")
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_sentinel_or_data_credentials_are_clear_errors() -> Result<()> {
     let d = deploy()?;
-    let attempt = |settings: RedisSettings| async move {
-        let connector = RedisConnector::new(&settings)?;
-        let r = tokio::time::timeout(Duration::from_secs(20), Client::connect_with(&connector))
-            .await
-            .context("connect hung")?;
-        Ok::<_, anyhow::Error>(r.err().map(|e| e.to_string()))
-    };
-    assert_eq!(attempt(d.flag_settings()).await?, None, "good settings");
+    assert_eq!(
+        connect_error(d.flag_settings()).await?,
+        None,
+        "good settings"
+    );
     let mut wrong = d.flag_settings();
     wrong.sentinel.password = Some("nope".into());
-    let err = attempt(wrong).await?.context("wrong Sentinel password")?;
+    let err = connect_error(wrong)
+        .await?
+        .context("wrong Sentinel password")?;
     eprintln!("wrong Sentinel password: {err}");
     let mut missing = d.flag_settings();
     missing.sentinel.password = None;
-    let err = attempt(missing).await?.context("no Sentinel password")?;
+    let err = connect_error(missing)
+        .await?
+        .context("no Sentinel password")?;
     eprintln!("no Sentinel password: {err}");
     let mut wrong_data = d.flag_settings();
     wrong_data.password = Some("nope".into());
-    let err = attempt(wrong_data).await?.context("wrong data password")?;
+    let err = connect_error(wrong_data)
+        .await?
+        .context("wrong data password")?;
     assert!(
         err.contains("WRONGPASS") || err.to_lowercase().contains("auth"),
         "{err}"

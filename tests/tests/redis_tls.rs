@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use mindora_sdk::connect::{RedisConnector, RedisSettings, TlsFiles};
 use mindora_sdk::{Client, EnqueueOptions};
-use mindora_tests::servers::{free_port, secs, spawn_worker, start_redis, TestPki};
+use mindora_tests::servers::{connect_error, free_port, secs, spawn_worker, start_redis, TestPki};
 
 const USER: &str = "mindora";
 const PASSWORD: &str = "s3cret-pass";
@@ -169,17 +169,10 @@ async fn worker_and_sdk_over_tls_with_an_acl_user() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_acl_failures_are_clear_errors() -> Result<()> {
     let s = setup()?;
-    let quick = |settings: RedisSettings| async move {
-        let connector = RedisConnector::new(&settings)?;
-        let r = tokio::time::timeout(Duration::from_secs(20), Client::connect_with(&connector))
-            .await
-            .context("connect hung")?;
-        Ok::<_, anyhow::Error>(r.err().map(|e| e.to_string()))
-    };
     // A CA that did not sign the server's certificate.
     let mut wrong_ca = s.tls_settings(0);
     wrong_ca.tls.ca_file = Some(s.pki.other_ca.clone());
-    let err = quick(wrong_ca)
+    let err = connect_error(wrong_ca)
         .await?
         .context("a foreign CA must be refused")?;
     assert!(err.to_lowercase().contains("certificate"), "{err}");
@@ -188,13 +181,13 @@ async fn tls_and_acl_failures_are_clear_errors() -> Result<()> {
     no_cert.tls.client_cert = None;
     no_cert.tls.client_key = None;
     assert!(
-        quick(no_cert).await?.is_some(),
+        connect_error(no_cert).await?.is_some(),
         "mutual TLS must be enforced"
     );
     // A wrong password for the ACL user.
     let mut wrong_pass = s.tls_settings(0);
     wrong_pass.password = Some("nope".into());
-    let err = quick(wrong_pass)
+    let err = connect_error(wrong_pass)
         .await?
         .context("a wrong password must be refused")?;
     assert!(
