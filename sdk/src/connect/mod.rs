@@ -8,6 +8,7 @@
 //! - `amqp://` / `amqps://` with CA and client certificates, several brokers tried in turn
 //!   ([`amqp`]).
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
 mod conn;
 pub mod settings;
