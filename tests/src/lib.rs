@@ -2,6 +2,7 @@
 //! tests run in parallel and twice in a row), runs real Python `rq` from pinned venvs, and
 //! starts real `mindora-worker` processes.
 
+pub mod amqp;
 pub mod consul;
 pub mod hook_server;
 
@@ -60,7 +61,7 @@ pub fn worker_binary() -> Result<PathBuf> {
     let bin = dir.join("mindora-worker");
     if !bin.exists() {
         bail!(
-            "{} is missing: run `cargo build -p mindora-worker` first",
+            "{} is missing: run `cargo build -p mindora-app --bin mindora-worker` first",
             bin.display()
         );
     }

@@ -3,7 +3,6 @@
 //! on free loopback ports in a temp dir, stopped on drop. The shared services are never
 //! touched.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,10 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{wait_for, worker_binary, WorkerProcess};
 
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use crate::free_port;
 
 /// Whether a program is installed (`tests/scale/setup.sh` installs what these need).
 pub fn have(program: &str) -> bool {

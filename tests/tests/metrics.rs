@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mindora_tests::{run_python, wait_for, wait_statuses, RedisDb, WorkerProcess};
+use mindora_tests::{free_port, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess};
 
 fn get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -20,12 +20,6 @@ fn get(port: u16, path: &str) -> Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[test]

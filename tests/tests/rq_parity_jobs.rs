@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mindora_tests::hook_server::{dead_url, HookServer, Recorded};
 use mindora_tests::{
-    ids, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
+    free_port, ids, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
 };
 use serde_json::Value;
 
@@ -94,12 +94,6 @@ fn scrape(port: u16) -> Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[test]

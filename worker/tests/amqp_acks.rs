@@ -1,13 +1,11 @@
 //! Coalesced acks never reach past a delivery that still runs: with the first delivery
 //! running and every later one finished, the broker still holds exactly that one unacked.
 
-mod amqp_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_common::*;
 use mindora_sdk::amqp::Envelope;
+use mindora_tests::amqp::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,12 @@
 //! Publish → handled → acked; malformed bodies and unknown functions straight to the DLQ;
 //! a panicking handler is a failed attempt, not a dead worker; topology is idempotent.
 
-mod amqp_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_common::*;
 use lapin::BasicProperties;
 use mindora_sdk::amqp::{Envelope, HEADER_DEAD_REASON, HEADER_ERROR, HEADER_QUEUE};
+use mindora_tests::amqp::*;
 use mindora_worker::amqp::declare_topology;
 use serde_json::json;
 

@@ -1,12 +1,10 @@
 //! With a backlog, higher-priority tasks run first (classic queue with x-max-priority).
 
-mod amqp_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_common::*;
 use mindora_sdk::amqp::Envelope;
+use mindora_tests::amqp::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

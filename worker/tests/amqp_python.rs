@@ -1,14 +1,12 @@
 //! Interop: a plain Python `pika` publisher (tests/amqp/publish.py) feeds the worker, and
 //! its RPC call gets the worker's reply. Needs the venv from `tests/amqp/setup.sh`.
 
-mod amqp_common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_common::*;
+use mindora_tests::amqp::*;
 use serde_json::{json, Value};
 
 fn python() -> PathBuf {

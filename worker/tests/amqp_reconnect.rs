@@ -2,14 +2,12 @@
 //! backoff, re-declares, resumes, and no task is lost (unacked ones are redelivered).
 //! Graceful shutdown finishes running tasks, acks them, and leaves the rest queued.
 
-mod amqp_common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_common::*;
 use mindora_sdk::amqp::Envelope;
+use mindora_tests::amqp::*;
 use serde_json::{json, Map};
 
 fn record(i: usize, sleep_ms: u64) -> Envelope {

@@ -1,15 +1,13 @@
 //! A failing task goes through the delay queues with growing delays, then lands in the
 //! DLQ with its error, the attempt history and the original body byte-for-byte.
 
-mod amqp_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_common::*;
 use mindora_sdk::amqp::{
     AttemptRecord, Envelope, HEADER_ATTEMPT, HEADER_DEAD_REASON, HEADER_ERROR, HEADER_HISTORY,
 };
+use mindora_tests::amqp::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

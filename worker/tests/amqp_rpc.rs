@@ -1,12 +1,10 @@
 //! RPC over reply_to + correlation_id with the SDK's `call`.
 
-mod amqp_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_common::*;
 use mindora_sdk::amqp::{AmqpError, Envelope};
+use mindora_tests::amqp::*;
 use serde_json::{json, Map};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

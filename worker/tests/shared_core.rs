@@ -4,21 +4,13 @@
 //! queue), and `/readyz` (axum, read with a real HTTP client) follows Redis, the AMQP
 //! session and draining.
 
-mod amqp_common;
-
 use std::time::{Duration, Instant};
 
-use amqp_common::*;
 use anyhow::Result;
 use mindora_sdk::amqp::Envelope;
-use mindora_tests::{RedisDb, WorkerProcess};
+use mindora_tests::amqp::*;
+use mindora_tests::{free_port, RedisDb, WorkerProcess};
 use serde_json::json;
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))

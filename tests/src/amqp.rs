@@ -1,7 +1,6 @@
 //! Shared fixture of the AMQP integration tests: a unique queue family per test (so tests
 //! run in parallel and twice in a row), the worker's AMQP source running in-process, and
 //! clean-up of everything the test declared.
-#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
