@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 url="${REDIS_URL:-redis://127.0.0.1:6379/9}"
 bash tests/setup-python.sh
 py="${MINDORA_CACHE:-$HOME/.cache/mindora}/venv-rq30/bin/python"
-cargo build -p mindora-worker
+cargo build -p mindora-app --bin mindora-worker
 target="${CARGO_TARGET_DIR:-target}"
 REDIS_URL="$url" "$py" - <<'PY'
 import os, redis

@@ -6,7 +6,7 @@
 //! them.
 //!
 //! Needs `pipelines/tests/setup.sh` (s3s-fs), `tests/setup-python.sh` (rq venvs) and
-//! `cargo build -p mindora-worker` in the same target dir.
+//! `cargo build -p mindora-app --bin mindora-worker` in the same target dir.
 
 #[path = "../../pipelines/tests/common/mod.rs"]
 mod common;

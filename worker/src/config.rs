@@ -1,40 +1,12 @@
-//! Command line and environment (every flag is also a `MINDORA_*` variable).
+//! The engine's flags and environment (every flag is also a `MINDORA_*` variable); the
+//! `mindora-worker` binary adds its subcommands, pipelines and Consul flags in `app/src/cli.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use mindora_sdk::RetryPolicy;
-
-/// mindora-worker: an RQ-compatible job worker that runs many jobs at once.
-#[derive(Debug, Parser)]
-#[command(name = "mindora-worker", version, about)]
-pub struct Cli {
-    /// What to do (default: run the worker).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Worker settings.
-    #[command(flatten)]
-    pub worker: WorkerArgs,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the worker (the default).
-    Run,
-    /// Exit 0 if the worker on --metrics-addr answers /healthz (container healthcheck).
-    Healthcheck,
-    /// Declare the RabbitMQ topology (queues, exchanges, DLQs, retry queues) and exit.
-    Topology,
-    /// Apply the pipelines' PostgreSQL migrations to each app's schema and exit.
-    Migrate {
-        /// App name (repeatable); default: MINDORA_APPS.
-        #[arg(long = "app")]
-        apps: Vec<String>,
-    },
-}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -115,15 +87,9 @@ pub struct WorkerArgs {
     /// RabbitMQ source (off unless --amqp-url / MINDORA_AMQP_URL is set).
     #[command(flatten)]
     pub amqp: crate::amqp::AmqpArgs,
-    /// Document pipelines (each stage off until its service is configured).
-    #[command(flatten)]
-    pub pipelines: mindora_pipelines::PipelineConfig,
     /// Python tasks (`--python`): a process pool for rq jobs not built in.
     #[command(flatten)]
     pub python: crate::python::PythonArgs,
-    /// Consul registration and KV settings (off unless --consul-addr / CONSUL_HTTP_ADDR).
-    #[command(flatten)]
-    pub consul: crate::consul::ConsulArgs,
 }
 
 /// A malformed setting.

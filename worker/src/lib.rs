@@ -1,5 +1,9 @@
 //! # mindora-worker
 //!
+//! The embeddable engine. It links none of the document pipelines' stack (S3, PostgreSQL,
+//! Elasticsearch, Qdrant, PDFium): the `mindora-worker` binary, with the `pipelines.*`
+//! handlers and Consul, is the `mindora-app` crate on top of it.
+//!
 //! An RQ-compatible worker: it consumes the Redis queues Python's `rq` writes (and
 //! RabbitMQ queues), runs many jobs at once per process, and records every outcome exactly
 //! as rq does, so Python code keeps reading statuses and results with `rq` itself.
@@ -13,11 +17,9 @@
 //! - [`amqp`]: the RabbitMQ source (consume, settle, topology).
 //! - [`builtins`]: `mindora.echo`, `mindora.sleep`, `mindora.fail`, `mindora.noop`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
-//! - [`pipelines`]: the `pipelines.*` document handlers.
 //! - [`python`]: the `--python` pool running rq jobs written in Python.
-//! - [`config`]: command line and environment; [`connect_args`]: TLS / ACL / Sentinel flags.
+//! - [`config`]: the engine's flags and environment; [`connect_args`]: TLS / ACL / Sentinel flags.
 //! - [`backlog`]: the `mindora_queue_backlog` gauge autoscalers read.
-//! - [`consul`]: Consul registration, KV settings and live reload.
 //! - [`logging`]: the log subscriber with a reloadable filter.
 //! - [`webhooks`]: rq's `Webhook`s, sent after an outcome is persisted.
 //! - [`ratelimit`]: maintenance of rq 3.0's `RateLimit` slots.
@@ -31,7 +33,6 @@ pub mod backoff;
 pub mod builtins;
 pub mod config;
 pub mod connect_args;
-pub mod consul;
 pub mod core;
 pub mod cron;
 pub mod handler;
@@ -39,7 +40,6 @@ pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod pipelines;
 pub mod python;
 pub mod ratelimit;
 pub mod rq;

@@ -30,7 +30,7 @@ pub use registration::{Announced, Identity};
 pub use reload::{LiveTarget, Reloader, WorkerControl};
 pub use settings::{evaluate, KvTree, Layout, LiveSettings, Pinned};
 
-use crate::config::WorkerArgs;
+use mindora_worker::config::WorkerArgs;
 
 /// Metric names (a contract with `infra/`).
 pub mod metric_names {
@@ -95,9 +95,9 @@ pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 /// The execution core's run-time handle applies concurrency and queue changes.
-impl WorkerControl for crate::WorkerHandle {
+impl WorkerControl for mindora_worker::WorkerHandle {
     fn set_concurrency(&self, concurrency: usize) {
-        crate::WorkerHandle::set_concurrency(self, concurrency);
+        mindora_worker::WorkerHandle::set_concurrency(self, concurrency);
     }
 
     fn set_queues(&self, queues: Vec<String>) {
@@ -141,11 +141,12 @@ impl Session {
     /// `None` without a Consul address. Reads the KV tree once (for at most 3 s): when Consul
     /// does not answer the worker starts without it and the watches catch up later.
     pub async fn open(
+        c: &ConsulArgs,
         args: &WorkerArgs,
+        apps: &[String],
         pinned: Pinned,
         log_level: &str,
     ) -> Result<Option<Session>, SetupError> {
-        let c = &args.consul;
         let Some(addr) = c.consul_addr.as_deref().filter(|a| !a.trim().is_empty()) else {
             return Ok(None);
         };
@@ -164,9 +165,7 @@ impl Session {
         let client = ConsulClient::new(addr, token)?;
         let layout = Layout {
             env: c.consul_env.clone(),
-            apps: args
-                .pipelines
-                .apps
+            apps: apps
                 .iter()
                 .filter(|a| !a.trim().is_empty())
                 .cloned()
@@ -193,7 +192,7 @@ impl Session {
             args: c.clone(),
             layout,
             pinned,
-            base: LiveSettings::from_args(args, log_level),
+            base: LiveSettings::from_args(args, apps, log_level),
             kv,
             initial,
         }))
@@ -287,7 +286,7 @@ impl Session {
                 .args
                 .consul_advertise
                 .clone()
-                .unwrap_or_else(crate::rq::store::hostname),
+                .unwrap_or_else(mindora_worker::rq::store::hostname),
             health_port: args.metrics_addr.map(|a| a.port()),
             sources,
             version: env!("CARGO_PKG_VERSION").to_string(),

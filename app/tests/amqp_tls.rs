@@ -13,13 +13,10 @@
 //! - Prints the worker's throughput over TLS against plain AMQP on the same node (no
 //!   timing assertion).
 
-mod amqp_common;
-
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amqp_common::*;
 use lapin::options::BasicGetOptions;
 use lapin::ConnectionProperties;
 use mindora_pipelines::model::App;
@@ -27,6 +24,7 @@ use mindora_pipelines::notify::{BrokerNotifier, Notifier};
 use mindora_sdk::amqp::Envelope;
 use mindora_sdk::connect::amqp::{is_config_error, AmqpConnector};
 use mindora_sdk::connect::TlsFiles;
+use mindora_tests::amqp::*;
 use mindora_tests::servers::{free_port, start_rabbitmq, RabbitNode, TestPki};
 use mindora_tests::{worker_binary, RedisDb};
 use mindora_worker::connect_args::AmqpTlsArgs;

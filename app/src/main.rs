@@ -1,13 +1,15 @@
-//! `mindora-worker` binary: the embeddable [`Worker`] with the document pipelines, plus
-//! the `healthcheck`, `topology` and `migrate` subcommands.
+//! `mindora-worker` binary: the embeddable engine's [`Worker`] with the document pipelines
+//! and Consul, plus the `healthcheck`, `topology` and `migrate` subcommands.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches};
-use mindora_worker::config::{Cli, Command, LogFormat, WorkerArgs};
-use mindora_worker::consul::{self, Announced, LiveTarget, Pinned};
+use mindora_app::cli::{Cli, Command};
+use mindora_app::consul::{self, Announced, LiveTarget, Pinned};
+use mindora_pipelines::PipelineConfig;
+use mindora_worker::config::{LogFormat, WorkerArgs};
 use mindora_worker::logging::{self, LogLevelHandle};
 use mindora_worker::Worker;
 
@@ -35,11 +37,23 @@ async fn migrate_apps(
     Ok(())
 }
 
-async fn run(mut args: WorkerArgs, pinned: Pinned, log: LogLevelHandle) -> Result<()> {
+async fn run(
+    mut args: WorkerArgs,
+    config: PipelineConfig,
+    consul_args: consul::ConsulArgs,
+    pinned: Pinned,
+    log: LogLevelHandle,
+) -> Result<()> {
     // Consul KV fills what the command line and environment leave unset.
-    let consul = consul::Session::open(&args, pinned, &logging::initial_filter())
-        .await
-        .context("Consul settings")?;
+    let consul = consul::Session::open(
+        &consul_args,
+        &args,
+        &config.apps,
+        pinned,
+        &logging::initial_filter(),
+    )
+    .await
+    .context("Consul settings")?;
     if let Some(c) = &consul {
         c.apply_at_start(&mut args);
     }
@@ -48,11 +62,11 @@ async fn run(mut args: WorkerArgs, pinned: Pinned, log: LogLevelHandle) -> Resul
         .get_or_insert_with(mindora_worker::worker::default_name)
         .clone();
     let mut worker = Worker::from_args(args).context("worker settings")?;
-    let pipelines = mindora_pipelines::Pipelines::new(worker.args().pipelines.clone())
+    let pipelines = mindora_pipelines::Pipelines::new(config.clone())
         .await
         .context("configuring the document pipelines")?;
-    migrate_apps(&pipelines, &worker.args().pipelines.apps, false).await?;
-    mindora_worker::pipelines::register(worker.registry_mut(), pipelines.clone());
+    migrate_apps(&pipelines, &config.apps, false).await?;
+    mindora_app::pipelines::register(worker.registry_mut(), pipelines.clone());
     // --python: jobs naming no built-in function run on a pool of Python processes.
     let redis = worker.args().redis.settings(&worker.args().redis_url);
     let python = mindora_worker::python::start_pool(&worker.args().python, &redis)
@@ -118,21 +132,21 @@ async fn main() -> Result<()> {
         Some(Command::Migrate { apps }) => {
             let _ = init_logging(cli.worker.log_format);
             let apps = if apps.is_empty() {
-                cli.worker.pipelines.apps.clone()
+                cli.pipelines.apps.clone()
             } else {
                 apps
             };
             if apps.is_empty() {
                 anyhow::bail!("name the apps with --app NAME or MINDORA_APPS");
             }
-            let pipelines = mindora_pipelines::Pipelines::new(cli.worker.pipelines.clone())
+            let pipelines = mindora_pipelines::Pipelines::new(cli.pipelines.clone())
                 .await
                 .context("configuring the document pipelines")?;
             migrate_apps(&pipelines, &apps, true).await
         }
         Some(Command::Run) | None => {
             let log = init_logging(cli.worker.log_format);
-            run(cli.worker, pinned, log).await
+            run(cli.worker, cli.pipelines, cli.consul, pinned, log).await
         }
     }
 }

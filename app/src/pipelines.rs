@@ -4,7 +4,7 @@
 use mindora_pipelines::{JobInfo, PipelineError, Pipelines, ProgressSink};
 use serde_json::{Map, Value};
 
-use crate::handler::{HandlerError, JobContext, ProgressFn, Registry};
+use mindora_worker::handler::{HandlerError, JobContext, ProgressFn, Registry};
 
 /// Forwards pipeline progress to the job's progress callback.
 struct Progress(Option<ProgressFn>);

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mindora_pipelines::AppOptions;
 
-use crate::config::WorkerArgs;
+use mindora_worker::config::WorkerArgs;
 
 /// Fleet keys applied while the worker runs.
 pub const LIVE_KEYS: &[&str] = &["concurrency", "queues", "retry", "queue_retry", "log_level"];
@@ -157,16 +157,14 @@ pub struct LiveSettings {
 
 impl LiveSettings {
     /// The values from the command line, environment and defaults.
-    pub fn from_args(args: &WorkerArgs, log_level: &str) -> Self {
+    pub fn from_args(args: &WorkerArgs, apps: &[String], log_level: &str) -> Self {
         LiveSettings {
             concurrency: args.concurrency.max(1),
             queues: args.queues.clone(),
             retry: args.retry.clone(),
             queue_retry: args.queue_retry.clone(),
             log_level: log_level.to_string(),
-            apps: args
-                .pipelines
-                .apps
+            apps: apps
                 .iter()
                 .map(|a| (a.clone(), AppOptions::default()))
                 .collect(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mindora_pipelines::AppOptions;
 use serde_json::Value;
 
-use crate::config::{parse_policy, RetryDefaults};
+use mindora_worker::config::{parse_policy, RetryDefaults};
 
 use super::values::{optional_spec, parse_concurrency, parse_log_level, parse_queues, text};
 use super::{

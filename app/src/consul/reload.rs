@@ -12,8 +12,8 @@ use super::metric_names::{CONFIG_RELOADS, OUTCOME};
 use super::registration::Announced;
 use super::settings::{evaluate, KvTree, Layout, LiveSettings, Pinned, Problem};
 use super::watch::Snapshot;
-use crate::config::RetryDefaults;
-use crate::logging::LogLevelHandle;
+use mindora_worker::config::RetryDefaults;
+use mindora_worker::logging::LogLevelHandle;
 
 /// Resizes and re-targets the running job loops (provided by the execution core).
 pub trait WorkerControl: Send + Sync {
