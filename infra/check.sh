@@ -150,7 +150,7 @@ check_nginx() {
     # Throwaway self-signed cert + htpasswd made by the real script.
     DOMAIN=localhost ADMIN_USER=check ADMIN_PASSWORD=check sh infra/scripts/gen-certs.sh "$p/mindora" >/dev/null
     sed -i "s#/etc/nginx/conf.d/#$p/conf.d/#; s#/var/run/nginx.pid#$p/nginx.pid#" "$p/nginx.conf"
-    sed -i "s#/etc/nginx/mindora/#$p/mindora/#g" "$p"/conf.d/*.conf
+    sed -i "s#/etc/nginx/mindora/#$p/mindora/#g; s#/etc/nginx/snippets/#$p/snippets/#g" "$p"/conf.d/*.conf "$p"/snippets/*.conf
     if [ ! -f /etc/nginx/mime.types ]; then
         sed -i "s#/etc/nginx/mime.types#$p/mime.types#" "$p/nginx.conf"
         echo 'types { text/html html; }' > "$p/mime.types"
