@@ -290,6 +290,44 @@ if [ "$n_pass" -eq 0 ] && [ "$n_fail" -eq 0 ]; then n_fail=1; fi
 passed=$((passed + n_pass))
 failed=$((failed + n_fail))
 
+# ------------------------------------------------------------------ image minimums
+check_image_minimums() {
+    local dfs=()
+    while IFS= read -r f; do dfs+=(--dockerfile "$f"); done < <(find infra worker -name '*Dockerfile*' -type f | sort)
+    "$PY" infra/scripts/check-image-minimums.py --compose docker-compose.yml "${dfs[@]}"
+}
+run "every pinned image at or above its minimum patched version (infra/tests/image-minimums.txt)" check_image_minimums
+
+check_image_minimums_refuse_old() {
+    # The pins before issue 23 must all be refused (exceptions ignored): a downgrade fails CI.
+    local out n want
+    if out=$("$PY" infra/scripts/check-image-minimums.py --no-exceptions --images infra/tests/image-pins-before-issue23.txt); then
+        echo "$out"; echo "the old pins passed"; return 1
+    fi
+    n=$(printf '%s\n' "$out" | grep -c '^BELOW ' || true)
+    want=$(grep -cv -e '^#' -e '^$' infra/tests/image-pins-before-issue23.txt)
+    printf '%s\n' "$out" | tail -n 1
+    [ "$n" -eq "$want" ] || { echo "$n of $want old pins refused"; return 1; }
+}
+run "the image-minimum check refuses each of the pins before issue 23" check_image_minimums_refuse_old
+
+# ------------------------------------------------------------------ secrets
+check_secrets_gate() {
+    local gen="$TMP/gen.env" out
+    if out=$(sh infra/scripts/check-secrets.sh .env.example 2>&1); then
+        echo "$out"; echo ".env.example passed the secrets check"; return 1
+    fi
+    printf '%s\n' "$out" | grep -q '^secrets-check: ADMIN_PASSWORD: ' || { echo "$out"; return 1; }
+    printf '%s\n' "$out" | tail -n 1
+    bash scripts/gen-env.sh "$gen" >/dev/null
+    sh infra/scripts/check-secrets.sh "$gen"
+    # a weak value is refused by name
+    sed 's/^REDIS_PASSWORD=.*/REDIS_PASSWORD=password123456789/' "$gen" > "$TMP/weak.env"
+    if out=$(sh infra/scripts/check-secrets.sh "$TMP/weak.env" 2>&1); then echo "weak REDIS_PASSWORD passed"; return 1; fi
+    printf '%s\n' "$out" | grep -q '^secrets-check: REDIS_PASSWORD: a well-known' || { echo "$out"; return 1; }
+}
+run "secrets-check refuses .env.example (naming each variable) and a weak value; a scripts/gen-env.sh .env passes" check_secrets_gate
+
 check_self_contained() {
     # Nothing of the checks may depend on files beside the repository.
     if grep -rn --include='*.sh' --include='*.py' -e '\.\./shared' -e 'ROOT/\.\.' infra tests/e2e; then return 1; fi

@@ -41,4 +41,31 @@ grep -v '^#' "$rendered" | grep -v '^[[:space:]]*$' | while IFS="$tab" read -r k
     esac
 done
 rm -f "$rendered"
+
+# ACLs: the worker's policy (read its keys, register itself) and its token, whose secret is
+# CONSUL_WORKER_TOKEN from .env. consul-init itself runs with the management token.
+if [ -n "${CONSUL_WORKER_TOKEN:-}" ]; then
+    rules=$(mktemp)
+    while IFS= read -r line; do
+        if [ "$line" = "{apps}" ]; then
+            for app in $apps; do
+                printf 'key_prefix "%s/" {\n  policy = "read"\n}\n' "$app"
+            done
+        else
+            printf '%s\n' "$line"
+        fi
+    done < "$INFRA/consul/policy-worker.hcl" > "$rules"
+    if consul acl policy read -name mindora-worker >/dev/null 2>&1; then
+        consul acl policy update -name mindora-worker -rules @"$rules" >/dev/null
+    else
+        consul acl policy create -name mindora-worker -description "mindora-worker: read settings, register" \
+            -rules @"$rules" >/dev/null
+    fi
+    if ! CONSUL_HTTP_TOKEN=$CONSUL_WORKER_TOKEN consul acl token read -self >/dev/null 2>&1; then
+        consul acl token create -secret "$CONSUL_WORKER_TOKEN" -policy-name mindora-worker \
+            -description "mindora-worker" >/dev/null
+    fi
+    rm -f "$rules"
+    log "ACL policy mindora-worker and the worker token"
+fi
 log "done"

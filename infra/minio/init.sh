@@ -52,4 +52,7 @@ JSON
     ensure_user "${MINIO_WORKER_ACCESS_KEY:?}" "${MINIO_WORKER_SECRET_KEY:?}" mindora-worker
     log "worker key ${MINIO_WORKER_ACCESS_KEY}"
 fi
+# The named console login (built-in readonly policy) instead of the root user.
+ensure_user "${MINIO_UI_USER:?}" "${MINIO_UI_PASSWORD:?}" readonly
+log "console user ${MINIO_UI_USER} (readonly)"
 log "done"

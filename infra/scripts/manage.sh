@@ -31,26 +31,17 @@ compose() {
 die() { echo "manage.sh: $*" >&2; exit 1; }
 
 load_env() {
-    [ -f .env ] || die ".env missing: run '$0 deploy' or 'cp .env.example .env'"
+    [ -f .env ] || die ".env missing: run '$0 deploy' or scripts/gen-env.sh"
     set -a
     # shellcheck disable=SC1091
     . ./.env
     set +a
 }
 
-# .env from .env.example with every change-me value replaced by a random URL-safe secret.
+# .env from .env.example with a random value for every secret (scripts/gen-env.sh).
 make_env() {
     [ -f .env ] && return 0
-    command -v openssl >/dev/null || die "openssl is needed to generate secrets"
-    umask 077
-    while IFS= read -r line; do
-        if [[ "$line" =~ ^([A-Za-z_][A-Za-z0-9_]*)=change-me ]]; then
-            printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 24)"
-        else
-            printf '%s\n' "$line"
-        fi
-    done < .env.example > .env
-    echo "created .env with generated secrets (edit EMBED_API_KEY, ALERT_* and DOMAIN as needed)"
+    bash "$ROOT/scripts/gen-env.sh" "$ROOT/.env"
 }
 
 wait_healthy() {
