@@ -43,7 +43,7 @@ while IFS= read -r line; do
         EMBED_API_KEY|ALERT_SMTP_PASSWORD) optional=1 ;;
         *) optional=0 ;;
     esac
-    lower=$(printf '%s' "$value" | tr 'A-Z' 'a-z')
+    lower=$(printf '%s' "$value" | tr '[:upper:]' '[:lower:]')
     case "$lower" in
         *change-me*|*changeme*|*change_me*) refuse "$name" "still the placeholder from .env.example (run scripts/gen-env.sh)"; continue ;;
     esac
