@@ -328,6 +328,16 @@ check_secrets_gate() {
 }
 run "secrets-check refuses .env.example (naming each variable) and a weak value; a scripts/gen-env.sh .env passes" check_secrets_gate
 
+check_reserved_app_name() {
+    # An app named mindora would share mindora-logs-* with the container-logs data stream.
+    if APPS=demo,mindora sh -c '. infra/scripts/lib.sh; app_list' >/dev/null 2>"$TMP/err"; then
+        echo "APPS=demo,mindora accepted"; return 1
+    fi
+    cat "$TMP/err"
+    APPS=demo,billing_eu sh -c '. infra/scripts/lib.sh; app_list' >/dev/null
+}
+run "app name mindora refused (its logs indices would fall under the container-logs template)" check_reserved_app_name
+
 check_self_contained() {
     # Nothing of the checks may depend on files beside the repository.
     if grep -rn --include='*.sh' --include='*.py' -e '\.\./shared' -e 'ROOT/\.\.' infra tests/e2e; then return 1; fi

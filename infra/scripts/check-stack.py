@@ -408,6 +408,15 @@ def check_logs(worker_log):
     for v in views:
         if v["title"].endswith("-documents-*") and v["timeFieldName"] not in read("pipelines/src/index_fulltext.rs"):
             problems.append(f"data view {v['id']}: time field {v['timeFieldName']} not in the worker's mapping")
+    ilm = read("infra/elasticsearch/ilm-logs.json")
+    for var in ("ES_ROLLOVER_MAX_SIZE", "ES_ROLLOVER_MAX_AGE", "ES_LOGS_RETENTION"):
+        if "${%s}" % var not in ilm:
+            problems.append(f"ILM policy ilm-logs.json ignores {var}")
+    # Another container's JSON (Elasticsearch's ECS log line) is not decoded into mindora.*.
+    es_line = ('{"@timestamp":"2026-12-07T10:00:00.000Z","log.level":"INFO","message":"started",'
+               '"ecs.version":"1.2.0","service.name":"ES_ECS","process.thread.name":"main"}')
+    if get_path(replay(fb["processors"], es_line, service="elasticsearch"), "mindora") is not None:
+        problems.append("Filebeat decodes other containers' JSON (Elasticsearch's ECS lines) into mindora.*")
     # Replay on real worker log lines.
     mapped = mapped_fields(template["template"]["mappings"]["properties"])
     lines = [ln for ln in read(worker_log).splitlines() if ln.startswith("{")]
