@@ -68,4 +68,16 @@ if [ -n "${CONSUL_WORKER_TOKEN:-}" ]; then
     rm -f "$rules"
     log "ACL policy mindora-worker and the worker token"
 fi
+# Prometheus scrapes /v1/agent/metrics: agent:read, nothing else.
+if [ -n "${CONSUL_PROMETHEUS_TOKEN:-}" ]; then
+    if ! consul acl policy read -name prometheus-metrics >/dev/null 2>&1; then
+        consul acl policy create -name prometheus-metrics -description "Prometheus: agent metrics" \
+            -rules 'agent_prefix "" { policy = "read" }' >/dev/null
+    fi
+    if ! CONSUL_HTTP_TOKEN=$CONSUL_PROMETHEUS_TOKEN consul acl token read -self >/dev/null 2>&1; then
+        consul acl token create -secret "$CONSUL_PROMETHEUS_TOKEN" -policy-name prometheus-metrics \
+            -description "prometheus" >/dev/null
+    fi
+    log "ACL policy prometheus-metrics and Prometheus' token"
+fi
 log "done"
