@@ -36,7 +36,7 @@ STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "minio", "ela
             "prometheus", "alertmanager", "grafana"]
 
 # One-shot jobs that only provision a UI: nothing has to wait for them.
-LEAF_ONESHOTS = {"kibana-init"}
+LEAF_ONESHOTS = {"kibana-init", "grafana-init"}
 # Host paths a service may read (read-only) besides ${DATA_ROOT} and ./infra: the log shipper
 # reads every container's json-file log and asks Docker for container names.
 HOST_READ_ONLY = {"filebeat": {"/var/lib/docker/containers", "/var/run/docker.sock"}}
