@@ -32,7 +32,7 @@ import yaml
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 BRACED_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CONFIG_EXT = (".yml", ".yaml", ".json", ".conf", ".txt", ".hcl", ".tmpl", ".template")
-STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "minio", "elasticsearch", "kibana", "qdrant",
+STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "s3", "elasticsearch", "kibana", "qdrant",
             "prometheus", "alertmanager", "grafana"]
 
 # One-shot jobs that only provision a UI: nothing has to wait for them.

@@ -4,7 +4,7 @@
 
 # app_list: the APPS variable split on commas/whitespace, validated ([a-z][a-z0-9_]*).
 app_list() {
-    # No grep/sed: this runs in minimal images too (the minio image is ubi-micro).
+    # No grep/sed: this runs in minimal images too.
     for a in $(printf '%s' "${APPS:-}" | tr ',' ' '); do
         case "$a" in
             [a-z]*) ;;

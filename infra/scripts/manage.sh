@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 # shellcheck source=infra/scripts/lib.sh
 . "$ROOT/infra/scripts/lib.sh"
-INIT_SERVICES=(postgres-init minio-init rabbitmq-init es-init qdrant-init consul-init)
+INIT_SERVICES=(postgres-init s3-init rabbitmq-init es-init qdrant-init consul-init)
 
 compose() {
     if docker compose version >/dev/null 2>&1; then
@@ -126,7 +126,7 @@ cmd_app_credentials() {
     cat <<EOF
 app $name
   PostgreSQL     postgres://$name:$(app_secret "$name" postgres)@postgres:5432/$POSTGRES_DB  (schema $name)
-  MinIO          access key app-$name  secret $(app_secret "$name" minio)  bucket $(app_bucket "$name")
+  S3             access key app-$name  secret $(app_secret "$name" s3)  bucket $(app_bucket "$name")
   RabbitMQ       amqp://$name:$(app_secret "$name" rabbitmq)@rabbitmq:5672/$RABBITMQ_VHOST  queue ${name}_internal_tasks
   Elasticsearch  user app_$name  password $(app_secret "$name" elasticsearch)  indices $name-documents-* (read alias $name-documents), $name-logs-*
   Qdrant         collection ${name}_documents (QDRANT_API_KEY)

@@ -155,21 +155,21 @@ PY'
 }
 check "Python rq job mindora.echo(1, x=2) finished by a worker with the echoed result" rq_roundtrip
 
-# Issue 5's end to end on the real stack: a document in MinIO, pipelines.process_document
+# Issue 5's end to end on the real stack: a document in S3, pipelines.process_document
 # enqueued from Python rq, then its chunks in Elasticsearch and its vectors in Qdrant.
 # Needs a real embeddings API: E2E_EMBED_API_KEY (+ optional E2E_EMBED_BASE_URL, _MODEL,
 # _DIMENSIONS, e.g. a local Ollama's OpenAI-compatible endpoint); skipped otherwise.
-MINIO_IMAGE=$(sed -n 's/^ *image: \(quay.io\/minio\/minio:.*\)$/\1/p' "$ROOT/docker-compose.yml" | head -n1)
 pipeline_roundtrip() {
     local app bucket
     app=$(env_get APPS | cut -d, -f1)
     bucket=${app//_/-}
-    docker run --rm --network "$NETWORK" --entrypoint /bin/bash \
-        -e MC_USER="$(env_get MINIO_ROOT_USER)" -e MC_PASSWORD="$(env_get MINIO_ROOT_PASSWORD)" \
-        -e BUCKET="$bucket" "$MINIO_IMAGE" -c '
-mc alias set e2e http://minio:9000 "$MC_USER" "$MC_PASSWORD" >/dev/null &&
-printf "mindora end to end.\n\nA document uploaded to MinIO becomes searchable by words and by meaning.\n" > /tmp/e2e.txt &&
-mc cp /tmp/e2e.txt "e2e/$BUCKET/e2e/doc.txt" >/dev/null' || return 1
+    # the app's own key, derived like s3-init does (infra/scripts/lib.sh app_secret)
+    docker run --rm --network "$NETWORK" -v "$ROOT/infra:/infra:ro" --entrypoint /bin/sh \
+        -e S3_URL=http://s3:8333 -e S3_ACCESS_KEY="app-$app" \
+        -e S3_SECRET_KEY="$(printf '%s' "$(env_get APP_CREDENTIALS_SECRET):$app:s3" | sha256sum | cut -c1-32)" \
+        -e BUCKET="$bucket" python:3.13.15-slim -c '
+printf "mindora end to end.\n\nA document uploaded to S3 becomes searchable by words and by meaning.\n" > /tmp/e2e.txt &&
+python3 /infra/scripts/s3sync.py put "$BUCKET" e2e/doc.txt /tmp/e2e.txt' || return 1
     docker run --rm --network "$NETWORK" -e REDIS_PASSWORD="$REDIS_PASSWORD" -e APP="$app" \
         -e BUCKET="$bucket" -e ELASTIC_PASSWORD="$(env_get ELASTIC_PASSWORD)" \
         -e QDRANT_API_KEY="$(env_get QDRANT_API_KEY)" python:3.12-slim sh -c '
@@ -255,7 +255,7 @@ ui_status() { # HOST [curl args...]: the HTTP status nginx answers for HOST
 }
 nginx_logins() {
     local ui st
-    for ui in grafana kibana rabbitmq minio consul prometheus alertmanager rq; do
+    for ui in grafana kibana rabbitmq consul prometheus alertmanager rq; do
         st=$(ui_status "$ui.localhost")
         [ "$st" = 401 ] || { echo "$ui without login: $st" >&2; return 1; }
     done

@@ -243,12 +243,12 @@ def main():
         admin = {"Authorization": basic(ADMIN_USER, ADMIN_PASSWORD)}
         # --- upload limit (client_max_body_size 100m = 100 MiB)
         Upstream.hits.clear()
-        st, _, body = request(https_port, f"minio.{DOMAIN}", "/upload", method="PUT", ctx=ctx, length=100 * MIB,
+        st, _, body = request(https_port, f"grafana.{DOMAIN}", "/upload", method="PUT", ctx=ctx, length=100 * MIB,
                               headers=admin)
         got = json.loads(body).get("body") if st == 200 else None
         report.check("a 100 MiB upload reaches the upstream whole", st == 200 and got == 100 * MIB, f"{st}, {got} bytes")
         Upstream.hits.clear()
-        st, _, _ = request(https_port, f"minio.{DOMAIN}", "/upload", method="PUT", ctx=ctx, length=100 * MIB + 1,
+        st, _, _ = request(https_port, f"grafana.{DOMAIN}", "/upload", method="PUT", ctx=ctx, length=100 * MIB + 1,
                            headers=admin)
         report.check("a 100 MiB + 1 byte upload gets 413, the upstream sees nothing", st == 413 and not Upstream.hits,
                      f"{st}, upstream hits {Upstream.hits}")

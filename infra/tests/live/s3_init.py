@@ -8,22 +8,21 @@ pipelines' client signs them (path-style, region us-east-1):
 
 Asserts: buckets exist with versioning Enabled; an app key writes and reads its own bucket and
 is refused on another app's; the worker key GETs (the only call pipelines/src/fetch.rs makes)
-from every app bucket and may not write; a wrong secret is refused; the admin key lists buckets.
+from every app bucket and may not write; a wrong secret is refused; infra/scripts/s3sync.py
+(backups, restores) round-trips the objects with the admin key.
 """
-import datetime
 import hashlib
-import hmac
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, Procs, Report, free_port, retry, wait_port  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "infra", "scripts"))
+from s3sync import S3  # noqa: E402
 
 REGION = "us-east-1"
 SECRET = "ci-app-credentials-secret-0123456789"
@@ -38,35 +37,8 @@ def weed_binary():
 
 
 def s3(port, key, secret, method, path, body=b"", query=""):
-    """One SigV4-signed request (path-style); returns (status, body)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    amz, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    host = f"127.0.0.1:{port}"
-    payload = hashlib.sha256(body).hexdigest()
-    canon_q = "&".join(sorted(
-        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
-        for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)))
-    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz}
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join([method, urllib.parse.quote(path, safe="/-_.~"), canon_q,
-                           "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), signed, payload])
-    scope = f"{day}/{REGION}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    k = ("AWS4" + secret).encode()
-    for part in (day, REGION, "s3", "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(f"http://{host}{path}" + (f"?{query}" if query else ""), data=body or None,
-                                 method=method)
-    for h, v in headers.items():
-        if h != "host":
-            req.add_header(h, v)
-    req.add_header("Authorization", f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders={signed}, Signature={sig}")
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    """One SigV4-signed request (path-style) by infra/scripts/s3sync.py's client."""
+    return S3(f"http://127.0.0.1:{port}", key, secret, REGION).request(method, path, body, query)
 
 
 def app_secret(app):
@@ -127,6 +99,21 @@ def main():
         report.check("every app bucket has versioning Enabled",
                      all(st == 200 and b"<Status>Enabled</Status>" in body for st, body in vers),
                      f"{[(st, body[-80:]) for st, body in vers]}")
+        # Backup and restore as manage.sh does them (s3sync.py download / upload, admin key).
+        senv = dict(os.environ, S3_URL=f"http://127.0.0.1:{port}", S3_ACCESS_KEY="ci-admin",
+                    S3_SECRET_KEY="ci-admin-secret-0123456789", S3_REGION=REGION)
+        sync = os.path.join(ROOT, "infra/scripts/s3sync.py")
+        backup = os.path.join(tmp, "backup")
+        down = subprocess.run([sys.executable, sync, "download", backup], env=senv, capture_output=True, text=True)
+        files = sorted(os.path.relpath(os.path.join(d, f), backup) for d, _, fs in os.walk(backup) for f in fs)
+        gone = s3(port, "ci-admin", "ci-admin-secret-0123456789", "DELETE", "/demo/docs/a.txt")[0]
+        up = subprocess.run([sys.executable, sync, "upload", backup], env=senv, capture_output=True, text=True)
+        back = s3(port, *worker, "GET", "/demo/docs/a.txt")
+        report.check("backup (s3sync.py download) and restore (upload) round-trip an object",
+                     down.returncode == 0 and up.returncode == 0 and gone in (200, 204)
+                     and files == ["billing-eu/in/b.txt", "demo/docs/a.txt"] and back == (200, b"hello demo"),
+                     f"{files}; delete {gone}; {down.stdout.strip()} {up.stdout.strip()} {down.stderr[-200:]}"
+                     f"{up.stderr[-200:]}; get {back[0]}")
     except Exception as e:  # noqa: BLE001 - report, then clean up
         report.check("run", False, f"{type(e).__name__}: {e}")
         log = os.path.join(tmp, "weed.log")
