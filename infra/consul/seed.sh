@@ -68,6 +68,18 @@ if [ -n "${CONSUL_WORKER_TOKEN:-}" ]; then
     rm -f "$rules"
     log "ACL policy mindora-worker and the worker token"
 fi
+# The named read-only UI login (consul.DOMAIN asks for a token): read keys, services, nodes.
+if [ -n "${CONSUL_UI_TOKEN:-}" ]; then
+    if ! consul acl policy read -name ui-read >/dev/null 2>&1; then
+        printf '%s\n' 'key_prefix "" {' '  policy = "read"' '}' 'service_prefix "" {' '  policy = "read"' '}' \
+            'node_prefix "" {' '  policy = "read"' '}' > /tmp/ui-read.hcl
+        consul acl policy create -name ui-read -description "Consul UI: read only" -rules @/tmp/ui-read.hcl >/dev/null
+    fi
+    if ! CONSUL_HTTP_TOKEN=$CONSUL_UI_TOKEN consul acl token read -self >/dev/null 2>&1; then
+        consul acl token create -secret "$CONSUL_UI_TOKEN" -policy-name ui-read -description "ui (read only)" >/dev/null
+    fi
+    log "ACL policy ui-read and the UI token"
+fi
 # Prometheus scrapes /v1/agent/metrics: agent:read, nothing else.
 if [ -n "${CONSUL_PROMETHEUS_TOKEN:-}" ]; then
     if ! consul acl policy read -name prometheus-metrics >/dev/null 2>&1; then
