@@ -150,7 +150,7 @@ check_nginx() {
     # Throwaway self-signed cert + htpasswd made by the real script.
     DOMAIN=localhost ADMIN_USER=check ADMIN_PASSWORD=check sh infra/scripts/gen-certs.sh "$p/mindora" >/dev/null
     sed -i "s#/etc/nginx/conf.d/#$p/conf.d/#; s#/var/run/nginx.pid#$p/nginx.pid#" "$p/nginx.conf"
-    sed -i "s#/etc/nginx/mindora/#$p/mindora/#g" "$p"/conf.d/*.conf
+    sed -i "s#/etc/nginx/mindora/#$p/mindora/#g; s#/etc/nginx/snippets/#$p/snippets/#g" "$p"/conf.d/*.conf "$p"/snippets/*.conf
     if [ ! -f /etc/nginx/mime.types ]; then
         sed -i "s#/etc/nginx/mime.types#$p/mime.types#" "$p/nginx.conf"
         echo 'types { text/html html; }' > "$p/mime.types"
@@ -289,6 +289,54 @@ n_fail=$(printf '%s\n' "$out" | grep -c '^FAIL' || true)
 if [ "$n_pass" -eq 0 ] && [ "$n_fail" -eq 0 ]; then n_fail=1; fi
 passed=$((passed + n_pass))
 failed=$((failed + n_fail))
+
+# ------------------------------------------------------------------ image minimums
+check_image_minimums() {
+    local dfs=()
+    while IFS= read -r f; do dfs+=(--dockerfile "$f"); done < <(find infra worker -name '*Dockerfile*' -type f | sort)
+    "$PY" infra/scripts/check-image-minimums.py --compose docker-compose.yml "${dfs[@]}"
+}
+run "every pinned image at or above its minimum patched version (infra/tests/image-minimums.txt)" check_image_minimums
+
+check_image_minimums_refuse_old() {
+    # The pins before issue 23 must all be refused (exceptions ignored): a downgrade fails CI.
+    local out n want
+    if out=$("$PY" infra/scripts/check-image-minimums.py --no-exceptions --images infra/tests/image-pins-before-issue23.txt); then
+        echo "$out"; echo "the old pins passed"; return 1
+    fi
+    n=$(printf '%s\n' "$out" | grep -c '^BELOW ' || true)
+    want=$(grep -cv -e '^#' -e '^$' infra/tests/image-pins-before-issue23.txt)
+    printf '%s\n' "$out" | tail -n 1
+    [ "$n" -eq "$want" ] || { echo "$n of $want old pins refused"; return 1; }
+}
+run "the image-minimum check refuses each of the pins before issue 23" check_image_minimums_refuse_old
+
+# ------------------------------------------------------------------ secrets
+check_secrets_gate() {
+    local gen="$TMP/gen.env" out
+    if out=$(sh infra/scripts/check-secrets.sh .env.example 2>&1); then
+        echo "$out"; echo ".env.example passed the secrets check"; return 1
+    fi
+    printf '%s\n' "$out" | grep -q '^secrets-check: ADMIN_PASSWORD: ' || { echo "$out"; return 1; }
+    printf '%s\n' "$out" | tail -n 1
+    bash scripts/gen-env.sh "$gen" >/dev/null
+    sh infra/scripts/check-secrets.sh "$gen"
+    # a weak value is refused by name
+    sed 's/^REDIS_PASSWORD=.*/REDIS_PASSWORD=password123456789/' "$gen" > "$TMP/weak.env"
+    if out=$(sh infra/scripts/check-secrets.sh "$TMP/weak.env" 2>&1); then echo "weak REDIS_PASSWORD passed"; return 1; fi
+    printf '%s\n' "$out" | grep -q '^secrets-check: REDIS_PASSWORD: a well-known' || { echo "$out"; return 1; }
+}
+run "secrets-check refuses .env.example (naming each variable) and a weak value; a scripts/gen-env.sh .env passes" check_secrets_gate
+
+check_reserved_app_name() {
+    # An app named mindora would share mindora-logs-* with the container-logs data stream.
+    if APPS=demo,mindora sh -c '. infra/scripts/lib.sh; app_list' >/dev/null 2>"$TMP/err"; then
+        echo "APPS=demo,mindora accepted"; return 1
+    fi
+    cat "$TMP/err"
+    APPS=demo,billing_eu sh -c '. infra/scripts/lib.sh; app_list' >/dev/null
+}
+run "app name mindora refused (its logs indices would fall under the container-logs template)" check_reserved_app_name
 
 check_self_contained() {
     # Nothing of the checks may depend on files beside the repository.

@@ -41,4 +41,55 @@ grep -v '^#' "$rendered" | grep -v '^[[:space:]]*$' | while IFS="$tab" read -r k
     esac
 done
 rm -f "$rendered"
+
+# ACLs: the worker's policy (read its keys, register itself) and its token, whose secret is
+# CONSUL_WORKER_TOKEN from .env. consul-init itself runs with the management token.
+if [ -n "${CONSUL_WORKER_TOKEN:-}" ]; then
+    rules=$(mktemp)
+    while IFS= read -r line; do
+        if [ "$line" = "{apps}" ]; then
+            for app in $apps; do
+                printf 'key_prefix "%s/" {\n  policy = "read"\n}\n' "$app"
+            done
+        else
+            printf '%s\n' "$line"
+        fi
+    done < "$INFRA/consul/policy-worker.hcl" > "$rules"
+    if consul acl policy read -name mindora-worker >/dev/null 2>&1; then
+        consul acl policy update -name mindora-worker -rules @"$rules" >/dev/null
+    else
+        consul acl policy create -name mindora-worker -description "mindora-worker: read settings, register" \
+            -rules @"$rules" >/dev/null
+    fi
+    if ! CONSUL_HTTP_TOKEN=$CONSUL_WORKER_TOKEN consul acl token read -self >/dev/null 2>&1; then
+        consul acl token create -secret "$CONSUL_WORKER_TOKEN" -policy-name mindora-worker \
+            -description "mindora-worker" >/dev/null
+    fi
+    rm -f "$rules"
+    log "ACL policy mindora-worker and the worker token"
+fi
+# The named read-only UI login (consul.DOMAIN asks for a token): read keys, services, nodes.
+if [ -n "${CONSUL_UI_TOKEN:-}" ]; then
+    if ! consul acl policy read -name ui-read >/dev/null 2>&1; then
+        printf '%s\n' 'key_prefix "" {' '  policy = "read"' '}' 'service_prefix "" {' '  policy = "read"' '}' \
+            'node_prefix "" {' '  policy = "read"' '}' > /tmp/ui-read.hcl
+        consul acl policy create -name ui-read -description "Consul UI: read only" -rules @/tmp/ui-read.hcl >/dev/null
+    fi
+    if ! CONSUL_HTTP_TOKEN=$CONSUL_UI_TOKEN consul acl token read -self >/dev/null 2>&1; then
+        consul acl token create -secret "$CONSUL_UI_TOKEN" -policy-name ui-read -description "ui (read only)" >/dev/null
+    fi
+    log "ACL policy ui-read and the UI token"
+fi
+# Prometheus scrapes /v1/agent/metrics: agent:read, nothing else.
+if [ -n "${CONSUL_PROMETHEUS_TOKEN:-}" ]; then
+    if ! consul acl policy read -name prometheus-metrics >/dev/null 2>&1; then
+        consul acl policy create -name prometheus-metrics -description "Prometheus: agent metrics" \
+            -rules 'agent_prefix "" { policy = "read" }' >/dev/null
+    fi
+    if ! CONSUL_HTTP_TOKEN=$CONSUL_PROMETHEUS_TOKEN consul acl token read -self >/dev/null 2>&1; then
+        consul acl token create -secret "$CONSUL_PROMETHEUS_TOKEN" -policy-name prometheus-metrics \
+            -description "prometheus" >/dev/null
+    fi
+    log "ACL policy prometheus-metrics and Prometheus' token"
+fi
 log "done"

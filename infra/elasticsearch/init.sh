@@ -38,7 +38,10 @@ es PUT /_security/role/elasticsearch_exporter "$(cat "$INFRA/elasticsearch/role-
 es PUT /_security/user/elasticsearch_exporter "{\"password\":\"${ELASTIC_EXPORTER_PASSWORD:?}\",\"roles\":[\"elasticsearch_exporter\"]}"
 es PUT /_security/role/log_shipper "$(cat "$INFRA/elasticsearch/role-log_shipper.json")"
 es PUT /_security/user/log_shipper "{\"password\":\"${ELASTIC_SHIPPER_PASSWORD:?}\",\"roles\":[\"log_shipper\"]}"
-log "users kibana_system, mindora_worker, elasticsearch_exporter, log_shipper"
+# The named Kibana login (not the elastic superuser).
+es PUT /_security/role/mindora_ui "$(cat "$INFRA/elasticsearch/role-mindora_ui.json")"
+es PUT "/_security/user/${KIBANA_UI_USER:?}" "{\"password\":\"${KIBANA_UI_PASSWORD:?}\",\"roles\":[\"mindora_ui\"]}"
+log "users kibana_system, mindora_worker, elasticsearch_exporter, log_shipper, $KIBANA_UI_USER (Kibana login)"
 
 es PUT /_ilm/policy/mindora-logs "$(render "$INFRA/elasticsearch/ilm-logs.json")"
 es PUT /_index_template/mindora-logs "$(cat "$INFRA/elasticsearch/template-container-logs.json")"

@@ -212,10 +212,10 @@ def infra():
                                          ("sum(rate(elasticsearch_indices_search_query_total[$__rate_interval]))", "queries/s")], unit="ops", w=12)
     b.panel("Data disk free", [("elasticsearch_filesystem_data_available_bytes / elasticsearch_filesystem_data_size_bytes", "{{name}}")], unit="percentunit", w=12)
 
-    b.row("MinIO, Qdrant, Consul")
-    b.panel("MinIO capacity free", [("minio_cluster_capacity_usable_free_bytes / minio_cluster_capacity_usable_total_bytes", "free")], unit="percentunit", w=6)
-    b.panel("MinIO S3 requests", [("sum by (api) (rate(minio_s3_requests_total[$__rate_interval]))", "{{api}}"),
-                                  ("sum(rate(minio_s3_requests_errors_total[$__rate_interval]))", "errors")], unit="ops", w=6)
+    b.row("S3 (SeaweedFS), Qdrant, Consul")
+    b.panel("S3 disk free", [('SeaweedFS_volumeServer_resource{type="avail"} / ignoring(type) SeaweedFS_volumeServer_resource{type="all"}', "free")], unit="percentunit", w=6)
+    b.panel("S3 requests", [("sum by (type) (rate(SeaweedFS_s3_request_total[$__rate_interval]))", "{{type}}"),
+                            ('sum(rate(SeaweedFS_s3_request_total{code=~"5.."}[$__rate_interval]))', "5xx")], unit="ops", w=6)
     b.panel("Qdrant collections / vectors", [("collections_total", "collections"), ("sum(collections_vector_total)", "vectors")], w=6)
     b.panel("Qdrant REST requests", [("sum(rate(rest_responses_total[$__rate_interval]))", "requests/s"),
                                      ("sum(rate(rest_responses_fail_total[$__rate_interval]))", "failures/s")], unit="ops", w=6)

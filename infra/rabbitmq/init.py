@@ -10,7 +10,8 @@
 
 mindora-worker also declares the same topology idempotently at start (`mindora-worker
 topology`); the queue arguments here must stay identical to the worker's.
-Runs in the rabbitmq-init container (python3 ships with the management image).
+Standard library only; runs in the rabbitmq-init container (a Python image: the RabbitMQ 4.x
+images ship no python3), talking to the broker over the management HTTP API only.
 """
 import base64
 import hashlib
@@ -109,6 +110,14 @@ def main():
     ensure_user(worker, os.environ["RABBITMQ_WORKER_PASSWORD"])
     own = r"^(ai_processing_tasks(\..*)?|user_notifications|mindora\.dlx|system_events|inter_app_communication|[a-z][a-z0-9_]*_internal_tasks(\.dlq)?|amq\.gen-.*)$"
     ensure_permissions(worker, own, own + r"|^amq\.default$", own)
+
+    # The named management-UI login: sees the broker (tag monitoring), reads the vhost,
+    # changes nothing. nginx checks this same login (htpasswd-rabbitmq).
+    ui = os.environ.get("RABBITMQ_UI_USER", "")
+    if ui:
+        ensure_user(ui, os.environ["RABBITMQ_UI_PASSWORD"], "monitoring")
+        ensure_permissions(ui, "^$", "^$", ".*")
+        log(f"UI user {ui} (monitoring, read-only)")
 
     template = open(os.path.join(HERE, "definitions-app.json")).read()
     for app in apps():

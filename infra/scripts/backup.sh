@@ -9,7 +9,7 @@
 #   postgres.sql            pg_dumpall (roles, schemas, data)
 #   redis.rdb               RDB snapshot fetched with redis-cli --rdb
 #   consul-kv.json          consul kv export
-#   minio/<bucket>/...      mc mirror of every bucket (current object versions)
+#   s3/<bucket>/...         every object of every bucket (current versions; infra/scripts/s3sync.py)
 #   elasticsearch.tar       the fs snapshot repository after a fresh snapshot
 #   qdrant.tar              a fresh snapshot of every collection
 #   env                     the .env in use (secrets: the archive is mode 600)
@@ -20,6 +20,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 : "${BACKUP_DIR:?load .env first (use manage.sh backup)}"
 : "${BACKUP_RETENTION_DAYS:?}"
+: "${S3_ROOT_ACCESS_KEY:?}" "${S3_ROOT_SECRET_KEY:?}" "${CONSUL_MANAGEMENT_TOKEN:?}"
 
 compose() {
     if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
@@ -39,17 +40,13 @@ log "Redis: RDB"
 compose exec -T redis sh -c 'redis-cli --no-auth-warning -a "$REDIS_PASSWORD" --rdb /tmp/backup.rdb >/dev/null && cat /tmp/backup.rdb && rm -f /tmp/backup.rdb' > "$work/redis.rdb"
 
 log "Consul: KV export"
-compose exec -T consul consul kv export '' > "$work/consul-kv.json"
+compose exec -T -e CONSUL_HTTP_TOKEN="${CONSUL_MANAGEMENT_TOKEN:?}" consul consul kv export '' > "$work/consul-kv.json"
 
-log "MinIO: mirror buckets"
-mkdir -p "$work/minio"
-compose run --rm --no-deps -T -v "$work/minio:/backup" --entrypoint /bin/bash minio-init -c '
-    set -euo pipefail
-    mc alias set local "$MINIO_URL" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null
-    for b in $(mc ls --json local | sed -n "s/.*\"key\":\"\([^\"]*\)\/\".*/\1/p"); do
-        mc mirror --quiet --preserve "local/$b" "/backup/$b" >/dev/null
-        echo "  bucket $b"
-    done'
+log "S3: every bucket (s3sync.py, admin key, in the Python image of rabbitmq-init)"
+mkdir -p "$work/s3"
+compose run --rm --no-deps -T -v "$work/s3:/backup" -e S3_URL=http://s3:8333 \
+    -e S3_ACCESS_KEY="$S3_ROOT_ACCESS_KEY" -e S3_SECRET_KEY="$S3_ROOT_SECRET_KEY" -e S3_REGION="$S3_REGION" \
+    --entrypoint python3 rabbitmq-init /infra/scripts/s3sync.py download /backup
 
 log "Elasticsearch: snapshot"
 compose exec -T elasticsearch sh -c "curl -fsS -u \"elastic:\$ELASTIC_PASSWORD\" -X PUT -H 'Content-Type: application/json' \

@@ -13,6 +13,9 @@ Checks (one PASS/FAIL line each; exit 1 on any failure):
                 one-shot services (restart "no") disable their healthcheck and are waited
                 for with service_completed_successfully, long-running ones with
                 service_healthy; images pinned; no container_name; only nginx has ports
+  exposure      nginx publishes only on ${NGINX_BIND_ADDRESS} (loopback in .env.example);
+                secrets-check receives every secret of .env.example; every service holding
+                a secret waits for it (directly or through its dependencies), nginx directly
   data          stateful services keep their data under ${DATA_ROOT}/<service>
   worker        scalable and locked down: no ports/container_name/hostname/MINDORA_NAME,
                 read_only, cap_drop ALL, no-new-privileges, non-root user, healthcheck
@@ -29,11 +32,11 @@ import yaml
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 BRACED_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CONFIG_EXT = (".yml", ".yaml", ".json", ".conf", ".txt", ".hcl", ".tmpl", ".template")
-STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "minio", "elasticsearch", "kibana", "qdrant",
+STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "s3", "elasticsearch", "kibana", "qdrant",
             "prometheus", "alertmanager", "grafana"]
 
 # One-shot jobs that only provision a UI: nothing has to wait for them.
-LEAF_ONESHOTS = {"kibana-init"}
+LEAF_ONESHOTS = {"kibana-init", "grafana-init"}
 # Host paths a service may read (read-only) besides ${DATA_ROOT} and ./infra: the log shipper
 # reads every container's json-file log and asks Docker for container names.
 HOST_READ_ONLY = {"filebeat": {"/var/lib/docker/containers", "/var/run/docker.sock"}}
@@ -189,6 +192,37 @@ def main():
             problems.append(f"{o}: one-shot service nothing waits for")
     report("services", not problems, "; ".join(problems) or
            f"{len(services)} services ({len(oneshots)} one-shot): healthchecks, restart, log caps, memory limits, pinned images, health-gated depends_on")
+
+    # --- exposure and secrets
+    problems = []
+    secret_re = re.compile(r".*_(PASSWORD|SECRET|SECRET_KEY|API_KEY|ENCRYPTION_KEY|TOKEN)$")
+    secrets = {k for k in env if secret_re.fullmatch(k)}
+    gate = services.get("secrets-check") or {}
+    genv = gate.get("environment") or {}
+    missing = sorted(k for k in secrets if genv.get(k) != "${%s}" % k)
+    if missing:
+        problems.append("secrets-check does not receive " + ", ".join(missing))
+
+    def needs(name, seen=()):
+        deps = services.get(name, {}).get("depends_on") or {}
+        return "secrets-check" in deps or any(needs(d, seen + (name,)) for d in deps if d not in seen)
+    for name, s in services.items():
+        if name == "secrets-check":
+            continue
+        holds = any(re.search(r"\$\{(%s)\}" % "|".join(secrets), str(v)) for v in
+                    [s.get("environment"), s.get("command"), s.get("healthcheck")])
+        if holds and not needs(name):
+            problems.append(f"{name} holds a secret but does not wait for secrets-check")
+    if "secrets-check" not in (services.get("nginx", {}).get("depends_on") or {}):
+        problems.append("nginx does not wait for secrets-check directly")
+    for p in services.get("nginx", {}).get("ports", []):
+        if not str(p).startswith("${NGINX_BIND_ADDRESS}:"):
+            problems.append(f"nginx port {p} not bound to ${{NGINX_BIND_ADDRESS}}")
+    if env.get("NGINX_BIND_ADDRESS") not in ("127.0.0.1", "::1"):
+        problems.append(f"NGINX_BIND_ADDRESS defaults to {env.get('NGINX_BIND_ADDRESS')!r}, not loopback")
+    report("exposure", not problems, "; ".join(problems) or
+           f"nginx alone publishes, on NGINX_BIND_ADDRESS={env.get('NGINX_BIND_ADDRESS')}; secrets-check receives all "
+           f"{len(secrets)} secrets and every service holding one waits for it")
 
     # --- data
     problems = []

@@ -32,16 +32,35 @@ def set_path(d, dotted, value):
     cur[parts[-1]] = value
 
 
-def replay(processors, line):
-    """The subset of Filebeat processors the config uses, applied to one container log line."""
+def matches(event, cond):
+    """Filebeat's `when` conditions used by the config: and, or, not, regexp, equals."""
+    if not cond:
+        return True
+    (kind, arg), = cond.items()
+    if kind == "and":
+        return all(matches(event, c) for c in arg)
+    if kind == "or":
+        return any(matches(event, c) for c in arg)
+    if kind == "not":
+        return not matches(event, arg)
+    if kind == "regexp":
+        return all(re.search(rx, str(get_path(event, f) or "")) for f, rx in arg.items())
+    if kind == "equals":
+        return all(get_path(event, f) == v for f, v in arg.items())
+    raise ValueError(f"condition {kind} not understood by the replay")
+
+
+def replay(processors, line, service="worker"):
+    """The subset of Filebeat processors the config uses, applied to one container log line
+    of the compose service `service` (what add_docker_metadata would label it with)."""
     event = {"message": line}
     for proc in processors:
         (kind, conf), = proc.items()
         if kind == "add_docker_metadata":
+            set_path(event, "container.labels.com_docker_compose_service", service)
             continue
         if kind == "decode_json_fields":
-            regexp = (conf.get("when") or {}).get("regexp", {}).get("message")
-            if regexp and not re.search(regexp, event.get("message", "")):
+            if not matches(event, conf.get("when")):
                 continue
             for field in conf["fields"]:
                 try:

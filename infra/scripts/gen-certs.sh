@@ -1,10 +1,13 @@
 #!/bin/sh
-# gen-certs.sh DIR: make a self-signed TLS certificate for local use and the basic-auth
-# file for nginx, unless they already exist. Idempotent.
+# gen-certs.sh DIR: make a self-signed TLS certificate for local use (unless one exists) and
+# nginx's generated configuration. Idempotent.
 #
 #   DIR/certs/fullchain.pem, DIR/certs/privkey.pem   (SAN: DOMAIN and *.DOMAIN)
-#   DIR/htpasswd                                     (ADMIN_USER / ADMIN_PASSWORD)
+#   DIR/htpasswd                                     (ADMIN_USER / ADMIN_PASSWORD: every UI)
+#   DIR/htpasswd-rabbitmq                            (RABBITMQ_UI_USER / RABBITMQ_UI_PASSWORD)
 #   DIR/https-port.conf                              (NGINX_HTTPS_PORT, for HTTP -> HTTPS redirects)
+#   DIR/hosts/<ui>.conf, DIR/hosts/all.conf          (exact server_name <ui>.DOMAIN)
+#   DIR/allow.conf                                   (NGINX_ALLOW_FROM: allow CIDR; ... deny all;)
 #
 # Real certificates: put them at ${DATA_ROOT}/nginx/certs/fullchain.pem and privkey.pem
 # (e.g. from certbot) and this script leaves them alone. FORCE=1 regenerates both files.
@@ -13,19 +16,23 @@ dir=${1:?usage: gen-certs.sh DIR}
 domain=${DOMAIN:-localhost}
 days=${CERT_DAYS:-825}
 
+# The UI host names (nginx server_name, certificate SAN): keep in step with conf.d/mindora.conf.
+UIS="grafana kibana rabbitmq consul prometheus alertmanager rq"
+
+# openssl is baked into the nginx-init image (infra/nginx/init.Dockerfile): nothing is
+# installed at run time.
 if ! command -v openssl >/dev/null 2>&1; then
-    if [ "${INSTALL_OPENSSL:-0}" = 1 ] && command -v apk >/dev/null 2>&1; then
-        apk add --no-cache openssl >/dev/null
-    else
-        echo "gen-certs: openssl is required" >&2
-        exit 1
-    fi
+    echo "gen-certs: openssl is required" >&2
+    exit 1
 fi
+case "$domain" in
+    ''|*[!A-Za-z0-9.-]*) echo "gen-certs: DOMAIN must be a host name, got '$domain'" >&2; exit 1 ;;
+esac
 
 mkdir -p "$dir/certs"
 if [ "${FORCE:-0}" = 1 ] || [ ! -s "$dir/certs/fullchain.pem" ] || [ ! -s "$dir/certs/privkey.pem" ]; then
     san="DNS:$domain,DNS:*.$domain"
-    for sub in grafana kibana rabbitmq minio consul prometheus alertmanager; do
+    for sub in $UIS; do
         san="$san,DNS:$sub.$domain"
     done
     openssl req -x509 -newkey rsa:2048 -sha256 -nodes -days "$days" \
@@ -52,11 +59,43 @@ suffix=":$port"
 printf 'set $https_port_suffix "%s";\n' "$suffix" > "$dir/https-port.conf.tmp"
 mv "$dir/https-port.conf.tmp" "$dir/https-port.conf"
 
-if [ -n "${ADMIN_USER:-}" ] && [ -n "${ADMIN_PASSWORD:-}" ]; then
-    # Rewritten every run so a password change in .env takes effect on the next `up`.
-    hash=$(printf '%s' "$ADMIN_PASSWORD" | openssl passwd -apr1 -stdin)
-    printf '%s:%s\n' "$ADMIN_USER" "$hash" > "$dir/htpasswd.tmp"
-    chmod 644 "$dir/htpasswd.tmp"
-    mv "$dir/htpasswd.tmp" "$dir/htpasswd"
-    echo "gen-certs: htpasswd written for $ADMIN_USER"
+# Exact host names, one file per UI and one with all of them (the HTTP redirect server).
+mkdir -p "$dir/hosts"
+all=""
+for sub in $UIS; do
+    printf 'server_name %s.%s;\n' "$sub" "$domain" > "$dir/hosts/$sub.conf"
+    all="$all $sub.$domain"
+done
+printf 'server_name%s;\n' "$all" > "$dir/hosts/all.conf"
+
+# Optional IP allowlist for every UI: NGINX_ALLOW_FROM="10.0.0.0/8,192.168.1.7" (empty: any
+# address that reaches the published port, still behind the logins).
+: > "$dir/allow.conf.tmp"
+if [ -n "${NGINX_ALLOW_FROM:-}" ]; then
+    for net in $(printf '%s' "$NGINX_ALLOW_FROM" | tr ',' ' '); do
+        case "$net" in
+            *[!0-9A-Fa-f.:/]*) echo "gen-certs: NGINX_ALLOW_FROM: '$net' is not an address or CIDR" >&2; exit 1 ;;
+        esac
+        printf 'allow %s;\n' "$net" >> "$dir/allow.conf.tmp"
+    done
+    printf 'deny all;\n' >> "$dir/allow.conf.tmp"
 fi
+mv "$dir/allow.conf.tmp" "$dir/allow.conf"
+
+# htpasswd FILE USER PASSWORD: rewritten every run so a password change in .env takes effect
+# on the next `up`. Without both values the file holds no account (every login fails).
+htpasswd() {
+    if [ -n "$2" ] && [ -n "$3" ]; then
+        hash=$(printf '%s' "$3" | openssl passwd -apr1 -stdin)
+        printf '%s:%s\n' "$2" "$hash" > "$1.tmp"
+        echo "gen-certs: $(basename "$1") written for $2"
+    else
+        : > "$1.tmp"
+        echo "gen-certs: $(basename "$1") holds no account (user or password empty)" >&2
+    fi
+    chmod 644 "$1.tmp"
+    mv "$1.tmp" "$1"
+}
+htpasswd "$dir/htpasswd" "${ADMIN_USER:-}" "${ADMIN_PASSWORD:-}"
+htpasswd "$dir/htpasswd-rabbitmq" "${RABBITMQ_UI_USER:-}" "${RABBITMQ_UI_PASSWORD:-}"
+

@@ -4,7 +4,7 @@
 
 # app_list: the APPS variable split on commas/whitespace, validated ([a-z][a-z0-9_]*).
 app_list() {
-    # No grep/sed: this runs in minimal images too (the minio image is ubi-micro).
+    # No grep/sed: this runs in minimal images too.
     for a in $(printf '%s' "${APPS:-}" | tr ',' ' '); do
         case "$a" in
             [a-z]*) ;;
@@ -13,6 +13,12 @@ app_list() {
         case "$a" in
             *[!a-z0-9_]*) echo "invalid app name '$a' (want [a-z][a-z0-9_]*)" >&2; return 1 ;;
         esac
+        # mindora-logs-* belongs to the container-logs data stream: an app named mindora
+        # would put its {app}-logs-* indices under that template.
+        if [ "$a" = mindora ]; then
+            echo "invalid app name 'mindora' (reserved: the stack's own logs are mindora-logs-*)" >&2
+            return 1
+        fi
         if [ "${#a}" -lt 3 ] || [ "${#a}" -gt 40 ]; then
             echo "invalid app name '$a' (3 to 40 characters: it names an S3 bucket)" >&2
             return 1

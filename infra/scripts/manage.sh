@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 # shellcheck source=infra/scripts/lib.sh
 . "$ROOT/infra/scripts/lib.sh"
-INIT_SERVICES=(postgres-init minio-init rabbitmq-init es-init qdrant-init consul-init)
+INIT_SERVICES=(postgres-init s3-init rabbitmq-init es-init qdrant-init consul-init)
 
 compose() {
     if docker compose version >/dev/null 2>&1; then
@@ -31,26 +31,17 @@ compose() {
 die() { echo "manage.sh: $*" >&2; exit 1; }
 
 load_env() {
-    [ -f .env ] || die ".env missing: run '$0 deploy' or 'cp .env.example .env'"
+    [ -f .env ] || die ".env missing: run '$0 deploy' or scripts/gen-env.sh"
     set -a
     # shellcheck disable=SC1091
     . ./.env
     set +a
 }
 
-# .env from .env.example with every change-me value replaced by a random URL-safe secret.
+# .env from .env.example with a random value for every secret (scripts/gen-env.sh).
 make_env() {
     [ -f .env ] && return 0
-    command -v openssl >/dev/null || die "openssl is needed to generate secrets"
-    umask 077
-    while IFS= read -r line; do
-        if [[ "$line" =~ ^([A-Za-z_][A-Za-z0-9_]*)=change-me ]]; then
-            printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 24)"
-        else
-            printf '%s\n' "$line"
-        fi
-    done < .env.example > .env
-    echo "created .env with generated secrets (edit EMBED_API_KEY, ALERT_* and DOMAIN as needed)"
+    bash "$ROOT/scripts/gen-env.sh" "$ROOT/.env"
 }
 
 wait_healthy() {
@@ -135,7 +126,7 @@ cmd_app_credentials() {
     cat <<EOF
 app $name
   PostgreSQL     postgres://$name:$(app_secret "$name" postgres)@postgres:5432/$POSTGRES_DB  (schema $name)
-  MinIO          access key app-$name  secret $(app_secret "$name" minio)  bucket $(app_bucket "$name")
+  S3             access key app-$name  secret $(app_secret "$name" s3)  bucket $(app_bucket "$name")
   RabbitMQ       amqp://$name:$(app_secret "$name" rabbitmq)@rabbitmq:5672/$RABBITMQ_VHOST  queue ${name}_internal_tasks
   Elasticsearch  user app_$name  password $(app_secret "$name" elasticsearch)  indices $name-documents-* (read alias $name-documents), $name-logs-*
   Qdrant         collection ${name}_documents (QDRANT_API_KEY)

@@ -17,7 +17,7 @@ consul 100:1000 750
 postgres 999:999 700
 redis 999:999 750
 rabbitmq 999:999 750
-minio 0:0 750
+s3 0:0 750
 elasticsearch 1000:0 770
 elasticsearch/data 1000:0 770
 elasticsearch/snapshots 1000:0 770

@@ -49,19 +49,16 @@ compose run --rm --no-deps -T --entrypoint sh redis -c '
 compose up -d redis
 
 log "Consul KV"
-compose exec -T consul consul kv import - < "$work/consul-kv.json" >/dev/null
+compose exec -T -e CONSUL_HTTP_TOKEN="${CONSUL_MANAGEMENT_TOKEN:?load .env first (use manage.sh restore)}" consul consul kv import - < "$work/consul-kv.json" >/dev/null
 
-log "MinIO buckets"
-compose run --rm --no-deps -T -v "$work/minio:/backup:ro" --entrypoint /bin/bash minio-init -c '
-    set -euo pipefail
-    mc alias set local "$MINIO_URL" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null
-    for d in /backup/*/; do
-        [ -d "$d" ] || continue
-        b=$(basename "$d")
-        mc mb --ignore-existing "local/$b" >/dev/null
-        mc mirror --quiet --overwrite "$d" "local/$b" >/dev/null
-        echo "  bucket $b"
-    done'
+log "S3 buckets (s3sync.py, admin key)"
+if [ -d "$work/s3" ]; then
+    compose run --rm --no-deps -T -v "$work/s3:/backup:ro" -e S3_URL=http://s3:8333 \
+        -e S3_ACCESS_KEY="$S3_ROOT_ACCESS_KEY" -e S3_SECRET_KEY="$S3_ROOT_SECRET_KEY" -e S3_REGION="$S3_REGION" \
+        --entrypoint python3 rabbitmq-init /infra/scripts/s3sync.py upload /backup
+else
+    log "  no s3/ in the archive (an archive of the MinIO stack has minio/: upload it with s3sync.py upload)"
+fi
 
 log "Elasticsearch"
 compose exec -T elasticsearch sh -c 'tar -C /usr/share/elasticsearch/snapshots -xf -' < "$work/elasticsearch.tar"

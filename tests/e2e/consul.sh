@@ -21,8 +21,12 @@ PROJECT=${E2E_PROJECT:-mindora-e2e}
 ENV_NAME=${DEPLOY_ENV:-dev}
 KEY="mindora/$ENV_NAME/worker/concurrency"
 dc() { docker compose -p "$PROJECT" "$@"; }
-consul() { dc exec -T consul consul "$@"; }
-api() { dc exec -T consul wget -qO- "http://127.0.0.1:8500$1"; }
+# ACLs are on: the management token from the stack's .env (CONSUL_MANAGEMENT_TOKEN, or E2E_ENV_FILE).
+ENV_FILE=${E2E_ENV_FILE:-$ROOT/.env}
+TOKEN=${CONSUL_MANAGEMENT_TOKEN:-$(sed -n 's/^CONSUL_MANAGEMENT_TOKEN=//p' "$ENV_FILE" 2>/dev/null | tail -n1)}
+[ -n "$TOKEN" ] || { echo "e2e consul: CONSUL_MANAGEMENT_TOKEN not set and not in $ENV_FILE"; exit 1; }
+consul() { dc exec -T -e CONSUL_HTTP_TOKEN="$TOKEN" consul consul "$@"; }
+api() { dc exec -T consul wget -qO- --header "X-Consul-Token: $TOKEN" "http://127.0.0.1:8500$1"; }
 passed=0
 failed=0
 ok() { echo "ok   $1"; passed=$((passed + 1)); }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The stack's init scripts for real (bash/sh + curl, as in their containers) against local
 stand-ins of the servers that cannot be installed here: Elasticsearch (es-init), Qdrant
-(qdrant-init) and Kibana (kibana-init). Each stand-in checks every request against the real
+(qdrant-init), Kibana (kibana-init) and Grafana (grafana-init: the named Editor login). Each stand-in checks every request against the real
 API's wire format (method, path, auth header, JSON body shape) and answers like the server.
 Each script runs twice: the second run must succeed and create nothing (idempotence).
 
@@ -62,7 +62,7 @@ class Stub(http.server.BaseHTTPRequestHandler):
         status, answer = st["route"](st, self.command, path, body, self.headers)
         self._send(status, answer)
 
-    do_GET = do_PUT = do_POST = do_DELETE = handle_any
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = handle_any
 
     def log_message(self, *args):
         pass
@@ -188,6 +188,46 @@ def kibana_route(st, method, path, body, headers):
     return 400, {}
 
 
+def grafana_route(st, method, path, body, headers):
+    env = st["env"]
+    if not basic(headers, env["GRAFANA_ADMIN_USER"], env["GRAFANA_ADMIN_PASSWORD"]):
+        st["violations"].append(f"{method} {path}: not authenticated as the Grafana admin")
+        return 401, {}
+    users = st.setdefault("users", {})
+    if method == "GET" and path == "/api/health":
+        return 200, {"database": "ok"}
+    m = re.fullmatch(r"/api/users/lookup\?loginOrEmail=(.+)", path)
+    if m and method == "GET":
+        u = users.get(m.group(1))
+        return (200, {"id": u["id"], "login": m.group(1)}) if u else (404, {"message": "user not found"})
+    if method == "POST" and path == "/api/admin/users":
+        for k in ("login", "password"):
+            if not (body or {}).get(k):
+                st["violations"].append(f"create user without {k}")
+        if body.get("login") in users:
+            st["violations"].append(f"user {body.get('login')} created twice")
+        users[body["login"]] = {"id": len(users) + 2, "password": body.get("password"), "role": "Viewer"}
+        st["created"].append(body["login"])
+        return 200, {"id": users[body["login"]]["id"], "message": "User created"}
+    by_id = {u["id"]: u for u in users.values()}
+    m = re.fullmatch(r"/api/admin/users/(\d+)/password", path)
+    if m and method == "PUT":
+        if int(m.group(1)) not in by_id or not (body or {}).get("password"):
+            st["violations"].append(f"{path}: unknown user or no password")
+        else:
+            by_id[int(m.group(1))]["password"] = body["password"]
+        return 200, {"message": "User password updated"}
+    m = re.fullmatch(r"/api/org/users/(\d+)", path)
+    if m and method == "PATCH":
+        if int(m.group(1)) not in by_id or (body or {}).get("role") not in ("Viewer", "Editor", "Admin"):
+            st["violations"].append(f"{path}: unknown user or role {body}")
+        else:
+            by_id[int(m.group(1))]["role"] = body["role"]
+        return 200, {"message": "Organization user updated"}
+    st["violations"].append(f"unexpected {method} {path}")
+    return 400, {}
+
+
 def serve(route, env):
     st = {"requests": [], "violations": [], "created": [], "route": route, "env": env, "roles": {},
           "ilm": set(), "templates": {}, "aliases": set(), "collections": set(), "indexed": set(), "views": {}}
@@ -211,6 +251,7 @@ def main():
         ("es-init", es_route, "infra/elasticsearch/init.sh", "bash", "ES_URL"),
         ("qdrant-init", qdrant_route, "infra/qdrant/init.sh", "sh", "QDRANT_URL"),
         ("kibana-init", kibana_route, "infra/kibana/init.sh", "sh", "KIBANA_URL"),
+        ("grafana-init", grafana_route, "infra/grafana/init.sh", "sh", "GRAFANA_URL"),
     ):
         srv, st = serve(route, env)
         e = dict(env, **{url_var: f"http://127.0.0.1:{srv.server_address[1]}"})
@@ -235,6 +276,11 @@ def main():
             views = json.load(open(os.path.join(ROOT, "infra/kibana/data-views.json")))
             ok = ok and set(st["views"]) == {v["id"] for v in views}
             detail += f"; data views {sorted(st['views'])}"
+        if name == "grafana-init":
+            u = st.get("users", {}).get(env["GRAFANA_UI_USER"], {})
+            ok = ok and u.get("role") == "Editor" and u.get("password") == env["GRAFANA_UI_PASSWORD"] \
+                and env["GRAFANA_ADMIN_USER"] not in st.get("users", {})
+            detail += f"; users {sorted(st.get('users', {}))}, role {u.get('role')}"
         if st["violations"]:
             detail += f"; violations {st['violations'][:5]}"
         if first.returncode or second.returncode:

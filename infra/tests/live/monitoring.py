@@ -11,7 +11,7 @@ loopback ports; scrape/evaluation intervals 15s -> 1s; alert `for:` durations ->
 durations are covered by `promtool test rules`); Alertmanager group_wait -> 1s and the
 webhook URL -> a local receiver. The worker job's DNS discovery (one A record per compose
 replica) becomes file discovery of the 3 local replicas. Jobs of services that cannot run here
-(grafana, exporters of PostgreSQL/Redis/Elasticsearch, MinIO, Qdrant, Consul) are dropped.
+(grafana, exporters of PostgreSQL/Redis/Elasticsearch, S3 (SeaweedFS), Qdrant, Consul) are dropped.
 
 The 3 replicas also run one cron schedule (`--cron`, a 2-second tick written by this script),
 so the dashboard's Cron panels have real series.
