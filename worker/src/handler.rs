@@ -55,8 +55,8 @@ pub struct JobContext {
     pub id: String,
     /// Queue (lane) the job came from.
     pub queue: String,
-    /// `redis` or `amqp`.
-    pub source: &'static str,
+    /// Where it came from (compares with `"redis"` / `"amqp"` text too).
+    pub source: crate::core::Source,
     /// The function name the job asked for.
     pub function: String,
     /// Positional arguments.
@@ -75,7 +75,7 @@ impl JobContext {
     pub fn new(
         id: String,
         queue: String,
-        source: &'static str,
+        source: crate::core::Source,
         function: String,
         args: Vec<Value>,
         kwargs: Map<String, Value>,

@@ -21,6 +21,7 @@
 //! - [`config`]: the engine's flags and environment; [`connect_args`]: TLS / ACL / Sentinel flags.
 //! - [`backlog`]: the `mindora_queue_backlog` gauge autoscalers read.
 //! - [`logging`]: the log subscriber with a reloadable filter.
+//! - [`memory`]: an in-process source (tests; embedding without a broker).
 //! - [`webhooks`]: rq's `Webhook`s, sent after an outcome is persisted.
 //! - [`ratelimit`]: maintenance of rq 3.0's `RateLimit` slots.
 //! - [`cron`]: periodic jobs, each tick enqueued once across replicas.
@@ -39,6 +40,7 @@ pub mod handler;
 pub mod healthcheck;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod python;
 pub mod ratelimit;

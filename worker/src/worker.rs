@@ -227,7 +227,7 @@ impl Worker {
         }
         let budget = self.handle.budget.clone();
         metrics::gauge!(m::WORKER_CONCURRENCY).set(budget.size() as f64);
-        metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => crate::rq::SOURCE).set(0.0);
+        metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => crate::rq::SOURCE.as_str()).set(0.0);
         let redis = args
             .redis
             .connector(&args.redis_url)

@@ -41,7 +41,7 @@ use crate::metrics as m;
 pub const AMQP_RECONNECTS: &str = "mindora_amqp_reconnects_total";
 
 /// Source label of AMQP tasks in metrics and handler contexts.
-pub const SOURCE: &str = "amqp";
+pub const SOURCE: crate::core::Source = crate::core::Source::Amqp;
 
 /// What every settling task shares.
 pub(super) struct Shared {
@@ -76,7 +76,7 @@ pub(super) async fn run(
     core.health()
         .amqp_enabled
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => SOURCE).set(0.0);
+    metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => SOURCE.as_str()).set(0.0);
     let mut ever_up = false;
     loop {
         if shutdown.is_cancelled() {
@@ -186,8 +186,7 @@ async fn session(
                         _ = shutdown.cancelled() => break SessionEnd::Shutdown,
                     };
                     let id = delivery.delivery_tag.to_string();
-                    let unit = super::settle::process(
-                        core.clone(),
+                    let unit = super::settle::AmqpUnit::new(
                         shared.clone(),
                         queue.clone(),
                         delivery,
@@ -196,8 +195,9 @@ async fn session(
                     );
                     active.send_modify(|n| *n += 1);
                     let active = active.clone();
+                    let worker = core.clone();
                     core.spawn(slot, SOURCE, &id, &queue, async move {
-                        unit.await;
+                        worker.work(unit).await;
                         active.send_modify(|n| *n = n.saturating_sub(1));
                     });
                 }
@@ -299,7 +299,7 @@ async fn depth_loop(ch: Channel, topology: Topology, every: Duration, stop: Canc
                     .await
                 {
                     Ok(info) => {
-                        metrics::gauge!(m::QUEUE_DEPTH, "source" => SOURCE, "queue" => name)
+                        metrics::gauge!(m::QUEUE_DEPTH, "source" => SOURCE.as_str(), "queue" => name)
                             .set(f64::from(info.message_count()));
                     }
                     // The session notices a dead connection on its own.

@@ -1,10 +1,12 @@
 //! Settle: how an AMQP task's outcome is recorded, always publish-then-ack so a crash in
-//! between re-runs a task rather than losing it (at-least-once): success → reply (if
-//! `reply_to`) → ack; retryable failure with attempts left → body unchanged to
+//! between re-runs a task rather than losing it (at-least-once). What to do is
+//! [`crate::core::decide`]'s, from the task's attempt of its maximum; this file applies it:
+//! success → reply (if `reply_to`) → ack; retry → body unchanged to
 //! `<queue>.retry.<delay>` with the next attempt and the history in headers → ack;
-//! otherwise → `<queue>.dlq` with error, history and reason → error reply → ack. Malformed
-//! bodies go straight to the DLQ. Acks are coalesced per channel ([`super::acks`]). A task interrupted at the end of the shutdown grace is
-//! nacked with requeue (the broker gives it to another consumer).
+//! dead letter → `<queue>.dlq` with error, history and reason → error reply → ack.
+//! Malformed bodies go straight to the DLQ. Acks are coalesced per channel
+//! ([`super::acks`]). A task interrupted at the end of the shutdown grace is nacked with
+//! requeue (the broker gives it to another consumer).
 
 use std::sync::Arc;
 
@@ -23,96 +25,174 @@ use tracing::{debug, info, warn};
 use super::acks::Acks;
 use super::consumer::{Shared, SOURCE};
 use super::envelope::{self, history_value, text, Task};
-use crate::core::{Core, Labels, Outcome};
+use crate::core::{
+    Action, DeadReason, Executed, Labels, Outcome, Ready, RetryPlan, Source, UnitOfWork,
+};
 use crate::handler::{HandlerError, JobContext, Output, RawJob};
 
-/// The unit of work of one delivery: parse, run through the core, settle. Never returns
-/// without either settling the message or leaving it for redelivery.
-pub(super) async fn process(
-    core: Arc<Core>,
+/// One delivery and where its outcome goes: the settle functions' shared arguments.
+struct Settling<'a> {
+    queue: &'a str,
+    delivery: &'a Delivery,
+    publisher: &'a Channel,
+    acks: &'a Acks,
+}
+
+/// The unit of work of one delivery ([`UnitOfWork`]): parsed, run through the core,
+/// settled. Never ends without either settling the message or leaving it for redelivery.
+pub(super) struct AmqpUnit {
     shared: Arc<Shared>,
     queue: Arc<str>,
     delivery: Delivery,
     publisher: Channel,
     acks: Acks,
-) {
-    let task = match envelope::parse(&delivery.data, &delivery.properties, shared.defaults) {
-        Ok(t) => t,
-        Err(reason) => {
-            let labels = Labels::new(SOURCE, queue.to_string(), "<malformed>");
-            labels.rejected();
-            warn!(%reason, "malformed message; dead-lettering");
-            let err = HandlerError::permanent("MalformedEnvelope", reason);
-            if dead_letter(
-                &queue,
-                &delivery,
-                &publisher,
-                &acks,
-                &err,
-                "malformed",
-                &[],
-                1,
-            )
-            .await
-            {
+    /// The parsed task, or why the body is malformed (set by `ready`).
+    task: Option<Result<Task, String>>,
+}
+
+impl AmqpUnit {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        queue: Arc<str>,
+        delivery: Delivery,
+        publisher: Channel,
+        acks: Acks,
+    ) -> Self {
+        let task = Some(envelope::parse(
+            &delivery.data,
+            &delivery.properties,
+            shared.defaults,
+        ));
+        AmqpUnit {
+            shared,
+            queue,
+            delivery,
+            publisher,
+            acks,
+            task,
+        }
+    }
+
+    fn task(&self) -> Option<&Task> {
+        self.task.as_ref().and_then(|t| t.as_ref().ok())
+    }
+}
+
+impl UnitOfWork for AmqpUnit {
+    fn source(&self) -> Source {
+        SOURCE
+    }
+
+    fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn rejected_function(&self) -> &'static str {
+        "<malformed>"
+    }
+
+    fn ready(&mut self) -> Result<Ready, HandlerError> {
+        let task = match &self.task {
+            Some(Ok(task)) => task,
+            Some(Err(reason)) => {
+                warn!(%reason, "malformed message; dead-lettering");
+                return Err(HandlerError::permanent("MalformedEnvelope", reason.clone()));
+            }
+            None => return Err(HandlerError::permanent("MalformedEnvelope", "not parsed")),
+        };
+        let env = &task.envelope;
+        let ctx = JobContext::new(
+            task.id.clone(),
+            self.queue.to_string(),
+            SOURCE,
+            env.function.clone(),
+            env.args.clone(),
+            env.kwargs.clone(),
+            task.attempt,
+            None,
+        )
+        .with_raw(RawJob {
+            data: self.delivery.data.clone(),
+            serializer: None,
+            description: None,
+            timeout: task.timeout,
+        });
+        Ok(Ready {
+            ctx,
+            timeout: task.timeout,
+        })
+    }
+
+    fn retry_plan(&self) -> RetryPlan {
+        match self.task() {
+            Some(task) => RetryPlan::Own {
+                remaining: task.max_attempts.saturating_sub(task.attempt),
+                delay_secs: self.shared.topology.delay_for(task.attempt) as f64,
+            },
+            None => RetryPlan::None,
+        }
+    }
+
+    async fn apply(self, executed: Executed, action: Action) {
+        let s = Settling {
+            queue: &self.queue,
+            delivery: &self.delivery,
+            publisher: &self.publisher,
+            acks: &self.acks,
+        };
+        let Some(task) = self.task() else {
+            let labels = Labels::new(SOURCE, self.queue.to_string(), "<malformed>");
+            let err = match executed.outcome {
+                Outcome::Failed(err) => err,
+                _ => HandlerError::permanent("MalformedEnvelope", "malformed message"),
+            };
+            if dead_letter(&s, &err, "malformed", &[], 1).await {
                 labels.dead_lettered();
             }
             return;
-        }
-    };
-    let env = &task.envelope;
-    let labels = Labels::new(SOURCE, queue.to_string(), env.function.clone());
-    let ctx = JobContext::new(
-        task.id.clone(),
-        queue.to_string(),
-        SOURCE,
-        env.function.clone(),
-        env.args.clone(),
-        env.kwargs.clone(),
-        task.attempt,
-        None,
-    )
-    .with_raw(RawJob {
-        data: delivery.data.clone(),
-        serializer: None,
-        description: None,
-        timeout: task.timeout,
-    });
-    let executed = core.execute(ctx, task.timeout, None).await;
-    match executed.outcome {
-        Outcome::Done(output) => {
-            debug!(task = %task.id, function = %labels.function, ms = executed.elapsed.as_millis() as u64, "task finished");
-            let reply = Reply {
-                id: task.id.clone(),
-                ok: true,
-                result: output_value(output),
-                error: None,
-                attempt: task.attempt,
-            };
-            if send_reply(&delivery, &publisher, &reply).await {
-                acks.ack(delivery.delivery_tag);
+        };
+        let labels = Labels::new(
+            SOURCE,
+            self.queue.to_string(),
+            task.envelope.function.clone(),
+        );
+        match (action, executed.outcome) {
+            (Action::Finish, Outcome::Done(output)) => {
+                debug!(task = %task.id, function = %labels.function, ms = executed.elapsed.as_millis() as u64, "task finished");
+                let reply = Reply {
+                    id: task.id.clone(),
+                    ok: true,
+                    result: output_value(output),
+                    error: None,
+                    attempt: task.attempt,
+                };
+                if send_reply(s.delivery, s.publisher, &reply).await {
+                    s.acks.ack(s.delivery.delivery_tag);
+                }
             }
-        }
-        Outcome::Failed(err) => {
-            settle_failure(
-                &shared, &queue, &delivery, &publisher, &acks, &task, &labels, err,
-            )
-            .await
-        }
-        Outcome::Interrupted(_) => {
-            // Shutdown grace ran out: back to the broker, no attempt spent.
-            warn!(task = %task.id, "shutdown grace expired; task returned to the broker");
-            if let Err(e) = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await
-            {
-                debug!(error = %e, "nack failed; the broker redelivers when the channel closes");
+            (Action::Retry { delay_secs, .. }, Outcome::Failed(err)) => {
+                schedule_retry(&s, task, &labels, err, delay_secs).await
             }
-            acks.released(delivery.delivery_tag);
+            (Action::DeadLetter(reason), Outcome::Failed(err)) => {
+                dead_letter_task(&s, task, &labels, err, reason).await
+            }
+            // Shutdown grace ran out (AMQP has no stop command): back to the broker, no
+            // attempt spent.
+            _ => {
+                warn!(task = %task.id, "shutdown grace expired; task returned to the broker");
+                if let Err(e) = s
+                    .delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await
+                {
+                    debug!(error = %e, "nack failed; the broker redelivers when the channel closes");
+                }
+                s.acks.released(s.delivery.delivery_tag);
+            }
         }
     }
 }
@@ -126,19 +206,8 @@ fn output_value(output: Output) -> Value {
     }
 }
 
-/// Retry queue or DLQ.
-#[allow(clippy::too_many_arguments)]
-async fn settle_failure(
-    shared: &Shared,
-    queue: &str,
-    delivery: &Delivery,
-    publisher: &Channel,
-    acks: &Acks,
-    task: &Task,
-    labels: &Labels,
-    err: HandlerError,
-) {
-    let function = labels.function.as_str();
+/// The attempt history with this failure appended.
+fn history_with(task: &Task, err: &HandlerError) -> Vec<AttemptRecord> {
     let mut history = task.history.clone();
     history.push(AttemptRecord {
         attempt: task.attempt,
@@ -146,38 +215,53 @@ async fn settle_failure(
         message: err.message.clone(),
         at: chrono::Utc::now().to_rfc3339(),
     });
-    if err.retryable && task.attempt < task.max_attempts {
-        let delay = shared.topology.delay_for(task.attempt);
-        let target = retry_queue_name(queue, delay);
-        let props = envelope::with_headers(
-            &delivery.properties,
-            [
-                (
-                    HEADER_ATTEMPT,
-                    AMQPValue::LongLongInt(i64::from(task.attempt) + 1),
-                ),
-                (HEADER_HISTORY, history_value(&history)),
-            ],
-        );
-        match publish_confirmed(publisher, "", &target, &delivery.data, props).await {
-            Ok(()) => {
-                info!(task = %task.id, function, attempt = task.attempt, delay_secs = delay, error = %err, "task failed; retry scheduled");
-                acks.ack(delivery.delivery_tag);
-                labels.retried();
-            }
-            Err(e) => {
-                // Left unacked: the broker redelivers it and this attempt re-runs.
-                warn!(task = %task.id, error = %e, "could not schedule the retry; leaving the message for redelivery");
-            }
+    history
+}
+
+/// Body unchanged to `<queue>.retry.<delay>` with the next attempt; acked once confirmed.
+async fn schedule_retry(
+    s: &Settling<'_>,
+    task: &Task,
+    labels: &Labels,
+    err: HandlerError,
+    delay: u64,
+) {
+    let history = history_with(task, &err);
+    let target = retry_queue_name(s.queue, delay);
+    let props = envelope::with_headers(
+        &s.delivery.properties,
+        [
+            (
+                HEADER_ATTEMPT,
+                AMQPValue::LongLongInt(i64::from(task.attempt) + 1),
+            ),
+            (HEADER_HISTORY, history_value(&history)),
+        ],
+    );
+    match publish_confirmed(s.publisher, "", &target, &s.delivery.data, props).await {
+        Ok(()) => {
+            info!(task = %task.id, function = %labels.function, attempt = task.attempt, delay_secs = delay, error = %err, "task failed; retry scheduled");
+            s.acks.ack(s.delivery.delivery_tag);
+            labels.retried();
         }
-        return;
+        Err(e) => {
+            // Left unacked: the broker redelivers it and this attempt re-runs.
+            warn!(task = %task.id, error = %e, "could not schedule the retry; leaving the message for redelivery");
+        }
     }
-    let reason = if err.retryable {
-        "max_attempts"
-    } else {
-        "permanent_error"
-    };
-    warn!(task = %task.id, function, attempt = task.attempt, error = %err, reason, "task dead-lettered");
+}
+
+/// To the DLQ with the history, then the error reply to the caller.
+async fn dead_letter_task(
+    s: &Settling<'_>,
+    task: &Task,
+    labels: &Labels,
+    err: HandlerError,
+    reason: DeadReason,
+) {
+    let history = history_with(task, &err);
+    let reason = reason.as_str();
+    warn!(task = %task.id, function = %labels.function, attempt = task.attempt, error = %err, reason, "task dead-lettered");
     let reply = Reply {
         id: task.id.clone(),
         ok: false,
@@ -188,19 +272,8 @@ async fn settle_failure(
         }),
         attempt: task.attempt,
     };
-    if dead_letter(
-        queue,
-        delivery,
-        publisher,
-        acks,
-        &err,
-        reason,
-        &history,
-        task.attempt,
-    )
-    .await
-    {
-        send_reply(delivery, publisher, &reply).await;
+    if dead_letter(s, &err, reason, &history, task.attempt).await {
+        send_reply(s.delivery, s.publisher, &reply).await;
         labels.dead_lettered();
     }
 }
@@ -243,17 +316,14 @@ async fn send_reply(delivery: &Delivery, publisher: &Channel, reply: &Reply) -> 
 /// Returns whether the message reached a dead-letter queue (only then does it count as
 /// dead-lettered). If the DLQ route itself is missing, rejects without requeue so the
 /// queue's own dead-letter arguments still keep the message.
-#[allow(clippy::too_many_arguments)]
 async fn dead_letter(
-    queue: &str,
-    delivery: &Delivery,
-    publisher: &Channel,
-    acks: &Acks,
+    s: &Settling<'_>,
     err: &HandlerError,
     reason: &'static str,
     history: &[AttemptRecord],
     attempt: u32,
 ) -> bool {
+    let (queue, delivery, acks) = (s.queue, s.delivery, s.acks);
     let props = envelope::with_headers(
         &delivery.properties,
         [
@@ -265,7 +335,7 @@ async fn dead_letter(
         ],
     );
     let dlq = dlq_name(queue);
-    match publish_confirmed(publisher, DLX_EXCHANGE, &dlq, &delivery.data, props).await {
+    match publish_confirmed(s.publisher, DLX_EXCHANGE, &dlq, &delivery.data, props).await {
         Ok(()) => {
             acks.ack(delivery.delivery_tag);
             true

@@ -16,6 +16,9 @@
 //!    gives it back (rq: head of its queue; AMQP: nack with requeue).
 
 mod budget;
+pub mod decide;
+mod source;
+mod unit;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{warn, Instrument};
 
 pub use budget::{Budget, Slot};
+pub use decide::{decide, Action, DeadReason, Fence, RetryPlan};
+pub use source::Source;
+pub use unit::{Ready, UnitOfWork};
 
 use crate::handler::{HandlerError, JobContext, Output, Registry};
 use crate::metrics::{self as m, Health};
@@ -61,8 +67,8 @@ pub struct Executed {
 /// Metric labels of one job, the same on every source.
 #[derive(Debug, Clone)]
 pub struct Labels {
-    /// `redis` or `amqp`.
-    pub source: &'static str,
+    /// Where it came from.
+    pub source: Source,
     /// Queue (lane) it came from.
     pub queue: String,
     /// Function it names (`<malformed>`, `<undecodable>` when unreadable).
@@ -71,11 +77,7 @@ pub struct Labels {
 
 impl Labels {
     /// Labels for a job.
-    pub fn new(
-        source: &'static str,
-        queue: impl Into<String>,
-        function: impl Into<String>,
-    ) -> Self {
+    pub fn new(source: Source, queue: impl Into<String>, function: impl Into<String>) -> Self {
         Labels {
             source,
             queue: queue.into(),
@@ -85,7 +87,7 @@ impl Labels {
 
     fn pairs(&self) -> [(&'static str, String); 3] {
         [
-            ("source", self.source.to_string()),
+            ("source", self.source.as_str().to_string()),
             ("queue", self.queue.clone()),
             ("function", self.function.clone()),
         ]
@@ -146,11 +148,13 @@ impl Core {
     /// Runs one unit of work (execute, then settle) as its own task in a `job` span; it
     /// counts in the in-flight gauge (same meaning on every source: claimed and not yet
     /// settled) and the slot is given back once the unit ends.
-    pub fn spawn<F>(&self, slot: Slot, source: &'static str, job_id: &str, queue: &str, unit: F)
+    pub fn spawn<F>(&self, slot: Slot, source: Source, job_id: &str, queue: &str, unit: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let span = tracing::info_span!("job", source, job_id = %job_id, queue = %queue);
+        let span =
+            tracing::info_span!("job", source = source.as_str(), job_id = %job_id, queue = %queue);
+        let source = source.as_str();
         metrics::gauge!(m::JOBS_IN_FLIGHT, "source" => source).increment(1.0);
         tokio::spawn(
             async move {

@@ -54,9 +54,9 @@ impl RqSource {
                 crate::backlog::refresh(self.store.connection(), &lanes).await;
                 if let Ok(stats) = self.store.queue_stats(&lanes).await {
                     for (q, depth, age) in stats {
-                        metrics::gauge!(m::QUEUE_DEPTH, "source" => SOURCE, "queue" => q.clone())
+                        metrics::gauge!(m::QUEUE_DEPTH, "source" => SOURCE.as_str(), "queue" => q.clone())
                             .set(depth as f64);
-                        metrics::gauge!(m::QUEUE_OLDEST_AGE, "source" => SOURCE, "queue" => q)
+                        metrics::gauge!(m::QUEUE_OLDEST_AGE, "source" => SOURCE.as_str(), "queue" => q)
                             .set(age);
                     }
                 }

@@ -43,7 +43,7 @@ use crate::metrics as m;
 use store::RqStore;
 
 /// Source label of rq jobs in metrics and handler contexts.
-pub const SOURCE: &str = "redis";
+pub const SOURCE: crate::core::Source = crate::core::Source::Redis;
 
 /// rq's job monitoring interval: executions are considered abandoned this long plus the
 /// abandon grace after their last heartbeat.

@@ -1,6 +1,7 @@
 //! Settle: the only place an rq job's outcome is written, each by one transition script
 //! from `mindora_sdk::wire::scripts` (through the store): finish, fail (retry / dead
-//! letter / stopped) and requeue. Writes are retried (with backoff) until Redis takes them;
+//! letter / stopped) and requeue. What to write is [`crate::core::decide`]'s, from the
+//! job's retry budget ([`RqSource::retry_plan`]); this file only writes it. Writes are retried (with backoff) until Redis takes them;
 //! retried / dead-lettered are counted only once recorded.
 
 use std::time::Duration;
@@ -8,12 +9,13 @@ use std::time::Duration;
 use backon::Retryable;
 use mindora_sdk::wire::retry::rq_interval;
 use mindora_sdk::wire::Serializer;
+use mindora_sdk::RetryPolicy;
 use tracing::{debug, error, warn};
 
 use super::store::{Claimed, FailMode, FinishError};
 use super::{RqSource, SOURCE};
 use crate::backoff;
-use crate::core::{Interrupt, Labels};
+use crate::core::{decide, Action, Fence, Interrupt, Labels, Outcome, RetryPlan};
 use crate::handler::{HandlerError, Output};
 use crate::metrics as m;
 
@@ -51,8 +53,8 @@ impl RqSource {
         }
     }
 
-    /// Records a failed execution: retried (rq's `Retry` or the queue's default policy),
-    /// dead-lettered (failed registry), or stopped.
+    /// Settles a failed execution (or one stopped on request): the decision
+    /// ([`crate::core::decide`]) says retry, dead letter or stopped; this writes it.
     pub(super) async fn settle_failure(
         &self,
         job: &Claimed,
@@ -61,10 +63,18 @@ impl RqSource {
         interrupt: Option<Interrupt>,
         elapsed: Duration,
     ) {
-        let mode = if interrupt == Some(Interrupt::Stop) {
-            FailMode::Stopped
-        } else {
-            self.failure_mode(job, &err).await
+        let outcome = match interrupt {
+            Some(i) => Outcome::Interrupted(i),
+            None => Outcome::Failed(err.clone()),
+        };
+        let mode = match decide(&outcome, &self.retry_plan(job), Fence::Held) {
+            Action::Retry { delay_secs, adopt } => {
+                self.retry_mode(job, delay_secs, adopt.as_ref()).await
+            }
+            Action::Stopped => FailMode::Stopped,
+            Action::DeadLetter(_) => FailMode::Failed,
+            // Not reachable from a failure; dead-lettering keeps the error on record.
+            Action::Finish | Action::GiveBack | Action::Drop => FailMode::Failed,
         };
         let exc = err.exc_string.clone().unwrap_or_else(|| {
             format!(
@@ -116,39 +126,42 @@ impl RqSource {
         }
     }
 
-    /// rq's retry rules, plus the queue's default exponential policy for jobs without one.
-    async fn failure_mode(&self, job: &Claimed, err: &HandlerError) -> FailMode {
-        if !err.retryable {
-            return FailMode::Failed;
-        }
+    /// The job's retry budget as rq records it: `retries_left` with mindora's policy or
+    /// rq's intervals, else the queue's default policy (`--retry`, `--queue-retry`).
+    fn retry_plan(&self, job: &Claimed) -> RetryPlan {
         match job.hash.retries_left() {
-            Some(left) if left > 0 => {
-                let delay = match job.hash.mindora_retry() {
+            Some(left) => RetryPlan::Own {
+                remaining: u32::try_from(left.max(0)).unwrap_or(u32::MAX),
+                delay_secs: match job.hash.mindora_retry() {
                     Some(policy) => policy.delay_secs(left),
                     None => {
                         rq_interval(&job.hash.retry_intervals().unwrap_or_default(), left) as f64
                     }
-                };
-                FailMode::Retry {
-                    delay_secs: delay.ceil() as i64,
-                }
-            }
-            Some(_) => FailMode::Failed,
-            None => match self.cfg.retry_defaults.for_queue(&job.queue) {
-                Some(policy) if policy.retries() > 0 => {
-                    match self.store.adopt_retry_policy(&job.job_id, &policy).await {
-                        Ok(()) => FailMode::Retry {
-                            delay_secs: policy.delay_secs(i64::from(policy.retries())).ceil()
-                                as i64,
-                        },
-                        Err(e) => {
-                            warn!(error = %e, "could not attach the default retry policy");
-                            FailMode::Failed
-                        }
-                    }
-                }
-                _ => FailMode::Failed,
+                },
             },
+            None => match self.cfg.retry_defaults.for_queue(&job.queue) {
+                Some(policy) => RetryPlan::QueueDefault(policy),
+                None => RetryPlan::None,
+            },
+        }
+    }
+
+    /// A retry; a queue default policy is written into the job first (as rq's fields),
+    /// and if that fails the job is dead-lettered rather than retried without a budget.
+    async fn retry_mode(
+        &self,
+        job: &Claimed,
+        delay_secs: u64,
+        adopt: Option<&RetryPolicy>,
+    ) -> FailMode {
+        if let Some(policy) = adopt {
+            if let Err(e) = self.store.adopt_retry_policy(&job.job_id, policy).await {
+                warn!(error = %e, "could not attach the default retry policy");
+                return FailMode::Failed;
+            }
+        }
+        FailMode::Retry {
+            delay_secs: i64::try_from(delay_secs).unwrap_or(i64::MAX),
         }
     }
 }
@@ -165,6 +178,6 @@ fn stale_outcome(job: &Claimed, outcome: &str, why: &str) {
         reason = why,
         "late outcome of a recovered execution dropped (fencing)"
     );
-    metrics::counter!(m::STALE_OUTCOMES, "source" => SOURCE, "queue" => job.queue.clone())
+    metrics::counter!(m::STALE_OUTCOMES, "source" => SOURCE.as_str(), "queue" => job.queue.clone())
         .increment(1);
 }
