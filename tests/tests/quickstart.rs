@@ -41,13 +41,19 @@ fn quickstart_starts_its_own_redis_when_none_runs() -> Result<()> {
         stdout.contains(&format!("started redis-server on 127.0.0.1:{port}")),
         "{stdout}"
     );
-    for line in [
-        "qs-echo    finished",
-        "qs-child   finished",
-        "qs-later   finished",
-        "qs-fail    failed",
+    // rq 3.0 prints statuses as `JobStatus.FINISHED`.
+    for (id, status) in [
+        ("qs-echo", "finished"),
+        ("qs-child", "finished"),
+        ("qs-later", "finished"),
+        ("qs-fail", "failed"),
     ] {
-        assert!(stdout.contains(line), "no `{line}` in:\n{stdout}\n{stderr}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(id) && l.to_lowercase().contains(status)),
+            "{id} not {status}:\n{stdout}\n{stderr}"
+        );
     }
     Ok(())
 }
