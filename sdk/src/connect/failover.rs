@@ -30,20 +30,91 @@ const CHANNELS: [&str; 5] = [
     "-failover-abort-*",
 ];
 
-/// Starts one listener per Sentinel; they end when every receiver is dropped.
+/// How often the Sentinels are asked for the other Sentinels of the master.
+const DISCOVER_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts one listener per Sentinel, those configured and those they know of (`SENTINEL
+/// SENTINELS`: a failover's first events come only from the Sentinel leading it, which
+/// may not be one the worker was given); they end when every receiver is dropped.
 pub(super) fn spawn(sentinels: Vec<redis::Client>, master: String) -> watch::Receiver<Phase> {
     let (tx, rx) = watch::channel(Phase::Stable);
-    for client in sentinels {
-        let tx = tx.clone();
-        let master = master.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = listen(&client, &master, &tx) => {}
-                _ = tx.closed() => {}
-            }
-        });
+    let mut known = std::collections::HashSet::new();
+    for client in &sentinels {
+        known.insert(client.get_connection_info().addr().to_string());
+        start_listener(client.clone(), master.clone(), tx.clone());
     }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = discover(sentinels, master, tx.clone(), known) => {}
+            _ = tx.closed() => {}
+        }
+    });
     rx
+}
+
+fn start_listener(client: redis::Client, master: String, tx: watch::Sender<Phase>) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = listen(&client, &master, &tx) => {}
+            _ = tx.closed() => {}
+        }
+    });
+}
+
+/// Listens to the Sentinels the configured ones know of, too (same TLS and credentials).
+async fn discover(
+    configured: Vec<redis::Client>,
+    master: String,
+    tx: watch::Sender<Phase>,
+    mut known: std::collections::HashSet<String>,
+) {
+    loop {
+        for client in &configured {
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                continue;
+            };
+            let others: Vec<std::collections::HashMap<String, String>> =
+                match redis::cmd("SENTINEL")
+                    .arg("SENTINELS")
+                    .arg(&master)
+                    .query_async(&mut conn)
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(_) => continue,
+                };
+            for other in others {
+                let (Some(ip), Some(port)) = (
+                    other.get("ip"),
+                    other.get("port").and_then(|p| p.parse::<u16>().ok()),
+                ) else {
+                    continue;
+                };
+                if !known.insert(format!("{ip}:{port}")) {
+                    continue;
+                }
+                let info = client.get_connection_info().clone();
+                let addr = match info.addr() {
+                    redis::ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => redis::ConnectionAddr::TcpTls {
+                        host: ip.clone(),
+                        port,
+                        insecure: *insecure,
+                        tls_params: tls_params.clone(),
+                    },
+                    _ => redis::ConnectionAddr::Tcp(ip.clone(), port),
+                };
+                if let Ok(found) = redis::Client::open(info.set_addr(addr)) {
+                    tracing::debug!(sentinel = %format!("{ip}:{port}"), "listening to another Sentinel's failover events");
+                    start_listener(found, master.clone(), tx.clone());
+                }
+            }
+        }
+        tokio::time::sleep(DISCOVER_EVERY).await;
+    }
 }
 
 /// Listens to one Sentinel, reconnecting (this Sentinel may be down for a while).
