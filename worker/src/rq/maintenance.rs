@@ -20,10 +20,14 @@ use crate::core::Labels;
 use crate::metrics as m;
 
 impl RqSource {
-    pub(super) async fn maintenance_loop(self: Arc<Self>, stop: CancellationToken) {
+    /// `registered`: the lanes the worker registered with.
+    pub(super) async fn maintenance_loop(
+        self: Arc<Self>,
+        stop: CancellationToken,
+        mut registered: Arc<Vec<String>>,
+    ) {
         let mut last_recover = Instant::now() - self.cfg.recover_every;
         let mut last_stats = Instant::now() - Duration::from_secs(60);
-        let mut registered = self.lanes.get();
         let mut master = self.store.conn().server();
         loop {
             let now_master = self.store.conn().server();

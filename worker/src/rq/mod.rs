@@ -240,7 +240,11 @@ impl RqSource {
 
         let background = CancellationToken::new();
         let hb = tokio::spawn(self.clone().heartbeat_loop(background.clone()));
-        let mt = tokio::spawn(self.clone().maintenance_loop(background.clone()));
+        // The lanes may have changed since `queues` was registered: the loop catches up.
+        let mt = tokio::spawn(
+            self.clone()
+                .maintenance_loop(background.clone(), queues.clone()),
+        );
         let ps = tokio::spawn(self.clone().command_loop(background.clone()));
 
         self.fetch_loop().await;
