@@ -203,18 +203,29 @@ fn cron_on_three_replicas_enqueues_every_tick_exactly_once() -> Result<()> {
     replicas[1].wait_exit(Duration::from_secs(10))?;
     replicas[1] = WorkerProcess::start(&db, "cron-b2", &args)?;
     std::thread::sleep(Duration::from_secs(secs - secs / 2));
-    for version in RQ_VERSIONS {
-        let out = run_python(
-            version,
-            &db,
-            r#"
+    // Every live replica's entry is current (rq saves after each enqueue and heartbeats
+    // every loop): its last enqueue is at most a tick and 3 s old, its next one not in the
+    // past. (The killed cron-b stays listed, frozen, until rq's 120 s TTL drops it.)
+    let fresh = format!(
+        r#"
+from datetime import datetime, timedelta, timezone
 from rq.cron import CronScheduler
+def utc(t):
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+now = datetime.now(timezone.utc)
 names = sorted(s.name for s in CronScheduler.all(r))
-jobs = [j for s in CronScheduler.all(r) for j in s.get_jobs()]
-assert all(j.name == "beat" and j.queue_name == "cronq" and j.next_enqueue_time for j in jobs), jobs
+jobs = [(s.name, j) for s in CronScheduler.all(r) for j in s.get_jobs()]
+assert all(j.name == "beat" and j.queue_name == "cronq" and j.next_enqueue_time for _, j in jobs), jobs
+stale = [(n, j.latest_enqueue_time, j.next_enqueue_time) for n, j in jobs
+         if n != "cron-b" and (j.latest_enqueue_time is None
+         or now - utc(j.latest_enqueue_time) > timedelta(seconds={tick} + 3)
+         or utc(j.next_enqueue_time) < now - timedelta(seconds=3))]
+assert not stale, (now, stale)
 print(",".join(names))
-"#,
-        )?;
+"#
+    );
+    for version in RQ_VERSIONS {
+        let out = run_python(version, &db, &fresh)?;
         assert!(
             out.contains("cron-a") && out.contains("cron-b2") && out.contains("cron-c"),
             "rq {version}: {out}"

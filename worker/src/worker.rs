@@ -233,7 +233,13 @@ impl Worker {
             .connector(&args.redis_url)
             .map_err(|e| WorkerError::Config(format!("Redis settings: {e}")))?;
         let unusable = |e: redis::RedisError| {
-            WorkerError::Config(format!("cannot use Redis {}: {e}", redis.describe()))
+            let reason = if crate::rq::access::is_denied(&e) {
+                crate::rq::access::explain(&e, &format!("connect to {}", redis.describe()))
+            } else {
+                format!("cannot use Redis {}: {e}", redis.describe())
+            };
+            tracing::error!("{reason}; stopping");
+            WorkerError::Config(reason)
         };
         let conn = connect::connect_with_retry(&redis, Duration::from_secs(10))
             .await
@@ -288,13 +294,13 @@ impl Worker {
             shutdown.clone(),
             self.version,
         );
-        rq.run().await;
+        let rq_result = rq.run().await;
         // The Redis side is done (burst, shutdown command or signal): stop the AMQP side too.
         shutdown.cancel();
         if let Some(cron) = cron {
             let _ = cron.await;
         }
-        let mut result = Ok(());
+        let mut result = rq_result.map_err(WorkerError::Config);
         if let Some(amqp) = amqp {
             match amqp.await {
                 Ok(Ok(())) => {}

@@ -11,6 +11,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod conn;
+pub mod failover;
 pub mod settings;
 pub mod tls;
 
@@ -117,6 +118,10 @@ struct SentinelTarget {
     master: String,
     /// A kept connection to one Sentinel for the cheap "where is the master" poll.
     probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// One client per Sentinel, for their failover events.
+    sentinels: Vec<redis::Client>,
+    /// The failover events, listened to from the first connection that asks.
+    events: std::sync::OnceLock<tokio::sync::watch::Receiver<failover::Phase>>,
 }
 
 /// Opens connections to one Redis deployment (direct or through Sentinel); cheap to clone.
@@ -161,6 +166,7 @@ impl RedisConnector {
                 parsed.password = password;
             }
             let master = parsed.master.clone();
+            let sentinels = sentinel_nodes(&parsed, &settings.sentinel, certs.as_ref())?;
             Target::Sentinel(SentinelTarget {
                 client: tokio::sync::Mutex::new(sentinel_client(
                     parsed,
@@ -169,6 +175,8 @@ impl RedisConnector {
                 )?),
                 master,
                 probe: tokio::sync::Mutex::new(None),
+                sentinels,
+                events: std::sync::OnceLock::new(),
             })
         } else {
             let info = url
@@ -256,6 +264,19 @@ impl RedisConnector {
         }
     }
 
+    /// Under Sentinel, the failover events of the master (listening starts on the first
+    /// call, which must be inside a tokio runtime); `None` for a direct target.
+    pub fn failover_events(&self) -> Option<tokio::sync::watch::Receiver<failover::Phase>> {
+        let Target::Sentinel(s) = &*self.target else {
+            return None;
+        };
+        Some(
+            s.events
+                .get_or_init(|| failover::spawn(s.sentinels.clone(), s.master.clone()))
+                .clone(),
+        )
+    }
+
     /// A reconnecting connection; under Sentinel it follows the master when it moves.
     pub async fn manager(&self, options: &ManagerOptions) -> RedisResult<RedisConn> {
         RedisConn::open(self, options).await
@@ -308,6 +329,41 @@ fn from_sentinel_flags(settings: &RedisSettings) -> Result<settings::SentinelUrl
         master,
         db: r.db(),
     })
+}
+
+/// A client per Sentinel (TLS and the Sentinels' own credentials as configured).
+fn sentinel_nodes(
+    target: &settings::SentinelUrl,
+    sentinel: &SentinelSettings,
+    certs: Option<&redis::TlsCertificates>,
+) -> Result<Vec<redis::Client>, ConnectError> {
+    let mut out = Vec::with_capacity(target.nodes.len());
+    for (host, port) in &target.nodes {
+        let addr = if target.tls {
+            ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.clone(), *port)
+        };
+        let info = addr.into_connection_info()?;
+        let mut r = info.redis_settings().clone();
+        if let Some(u) = &sentinel.username {
+            r = r.set_username(u);
+        }
+        if let Some(p) = &sentinel.password {
+            r = r.set_password(p);
+        }
+        let info = info.set_redis_settings(r);
+        out.push(match certs {
+            Some(c) if target.tls => redis::Client::build_with_tls(info, c.clone())?,
+            _ => redis::Client::open(info)?,
+        });
+    }
+    Ok(out)
 }
 
 fn sentinel_client(

@@ -3,7 +3,8 @@
 //! `rq:cron_scheduler:<name>` (`hostname`, `pid`, `name`, `created_at`, `config_file`,
 //! `cron_jobs` as a JSON list of rq's `CronJob.to_dict`), with rq's 120 s TTL. So
 //! `CronScheduler.all()` lists every replica running a schedule, with each entry's last
-//! and next enqueue time.
+//! and next enqueue time. As rq's own `CronScheduler.start` does, the entry is saved after
+//! every tick and heartbeated on every loop, so those times are never stale.
 
 use chrono::{DateTime, Utc};
 use mindora_sdk::wire::keys;
@@ -88,6 +89,37 @@ pub async fn save(
         .expire(&key, SCHEDULER_TTL_SECS);
     let mut conn = conn.clone();
     pipe.query_async(&mut conn).await
+}
+
+/// rq's `CronScheduler.heartbeat`, sent every loop: refreshes this scheduler's score and
+/// its hash's TTL; false when the hash was gone (the caller saves it again, as rq does).
+pub async fn heartbeat(conn: &RedisConn, name: &str) -> redis::RedisResult<bool> {
+    let mut pipe = redis::pipe();
+    pipe.zadd(keys::CRON_SCHEDULERS, name, epoch_float(Utc::now()))
+        .ignore()
+        .expire(keys::cron_scheduler(name), SCHEDULER_TTL_SECS);
+    let mut conn = conn.clone();
+    let (expired,): (bool,) = pipe.query_async(&mut conn).await?;
+    Ok(expired)
+}
+
+/// When the entry named `entry` was last enqueued by any scheduler (the newest score of
+/// its rq job history), to count the ticks missed while no replica ran.
+pub async fn last_enqueued(
+    conn: &RedisConn,
+    entry: &str,
+) -> redis::RedisResult<Option<DateTime<Utc>>> {
+    let mut conn = conn.clone();
+    let newest: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(keys::cron_job_history(entry))
+        .arg(-1)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await?;
+    Ok(newest
+        .first()
+        .and_then(|(_, score)| DateTime::from_timestamp_millis((score * 1000.0) as i64)))
 }
 
 /// Leaves rq's registry (rq's `register_death`, plus the hash).

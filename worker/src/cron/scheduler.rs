@@ -25,12 +25,12 @@ const CLAIM_TTL_SECS: i64 = 3600;
 /// rq's `DEFAULT_CRON_JOB_HISTORY_LIMIT` / `_TTL`.
 const HISTORY_LIMIT: i64 = 1000;
 const HISTORY_TTL_SECS: i64 = 31_536_000;
-/// How often the scheduler refreshes its entry in rq's registry.
-const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// Counter: ticks this replica enqueued, per `entry`.
 pub const CRON_ENQUEUED: &str = "mindora_cron_enqueued_total";
-/// Counter: ticks skipped because they were more than [`CATCH_UP_SECS`] late, per `entry`.
+/// Counter: ticks skipped because they were more than [`CATCH_UP_SECS`] late, per `entry`,
+/// counted once across replicas; this includes ticks that fell while every replica was
+/// down, up to [`CLAIM_TTL_SECS`] before the first replica came back.
 pub const CRON_MISSED: &str = "mindora_cron_missed_ticks_total";
 /// Gauge: epoch seconds of the entry's last tick (enqueued here or by another replica).
 pub const CRON_LAST_RUN: &str = "mindora_cron_last_run_timestamp_seconds";
@@ -40,12 +40,23 @@ pub const CRON_NEXT_RUN: &str = "mindora_cron_next_run_timestamp_seconds";
 /// Runs the schedule until `stop`; `name` is this scheduler's name in rq's registry.
 pub async fn run(conn: RedisConn, file: CronFile, name: String, stop: CancellationToken) {
     let created = Utc::now();
-    // Ticks before this replica started are the other replicas' (or were missed while all
-    // were down, and are skipped).
-    let mut next: Vec<Option<DateTime<Utc>>> =
-        file.entries.iter().map(|e| e.next_after(created)).collect();
+    // Resume after each entry's last enqueued tick (by any replica, within the claims'
+    // lifetime): ticks since then that are late are skipped and counted, once.
+    let mut next: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(file.entries.len());
+    for e in &file.entries {
+        let since = match registry::last_enqueued(&conn, &e.name).await {
+            Ok(Some(t)) if t < created && created - t < TimeDelta::seconds(CLAIM_TTL_SECS) => t,
+            Ok(_) => created,
+            Err(err) => {
+                warn!(entry = %e.name, error = %err, "cannot read the entry's last enqueue; ticks missed before this start are not counted");
+                created
+            }
+        };
+        next.push(e.next_after(since));
+    }
     let mut times: Vec<EntryTimes> = vec![EntryTimes::default(); file.entries.len()];
-    let mut last_beat: Option<tokio::time::Instant> = None;
+    // rq's register_birth; until a save succeeds, every loop tries again.
+    let mut saved = false;
     // Every entry's counters exist from the start (at 0), on every replica, so dashboards
     // and `increase()` see each entry before its first tick and on replicas that never win
     // a claim.
@@ -56,11 +67,12 @@ pub async fn run(conn: RedisConn, file: CronFile, name: String, stop: Cancellati
     info!(scheduler = %name, entries = file.entries.len(), file = %file.path, "cron scheduler started");
     loop {
         let now = Utc::now();
+        let mut changed = false;
         for (i, entry) in file.entries.iter().enumerate() {
             while let Some(tick) = next[i].filter(|t| *t <= now) {
+                changed = true;
                 if now - tick > TimeDelta::seconds(CATCH_UP_SECS) {
-                    warn!(entry = %entry.name, tick = %tick, "cron tick missed (more than {CATCH_UP_SECS} s late); skipped");
-                    metrics::counter!(CRON_MISSED, "entry" => entry.name.clone()).increment(1);
+                    count_missed(&conn, entry, tick).await;
                 } else {
                     match enqueue_tick(&conn, entry, tick).await {
                         Ok(Some(job_id)) => {
@@ -93,11 +105,17 @@ pub async fn run(conn: RedisConn, file: CronFile, name: String, stop: Cancellati
                     .set(n.timestamp() as f64);
             }
         }
-        if last_beat.is_none_or(|b| b.elapsed() >= HEARTBEAT) {
+        // As rq's CronScheduler loop: save after enqueueing, heartbeat every loop.
+        if changed || !saved {
             match registry::save(&conn, &name, created, &file, &times).await {
-                Ok(()) => last_beat = Some(tokio::time::Instant::now()),
-                Err(e) => warn!(error = %e, "cannot refresh the cron scheduler registry"),
+                Ok(()) => saved = true,
+                Err(e) => debug!(error = %e, "cannot save the cron scheduler registry entry"),
             }
+        }
+        match registry::heartbeat(&conn, &name).await {
+            Ok(true) => {}
+            Ok(false) => saved = false,
+            Err(e) => debug!(error = %e, "cron scheduler heartbeat failed"),
         }
         let wait = next
             .iter()
@@ -114,6 +132,27 @@ pub async fn run(conn: RedisConn, file: CronFile, name: String, stop: Cancellati
     if let Err(e) = registry::remove(&conn, &name).await {
         debug!(error = %e, "cannot leave the cron scheduler registry");
     }
+}
+
+/// Counts a tick skipped for being too late, once across replicas: the tick's claim key
+/// (`SET NX`, as an enqueue would take it) decides who counts it. Without Redis the
+/// replica counts it alone.
+async fn count_missed(conn: &RedisConn, entry: &CronEntry, tick: DateTime<Utc>) {
+    let mut c = conn.clone();
+    let first: redis::RedisResult<Option<String>> = redis::cmd("SET")
+        .arg(keys::cron_tick(&entry.name, tick.timestamp()))
+        .arg("missed")
+        .arg("NX")
+        .arg("EX")
+        .arg(CLAIM_TTL_SECS)
+        .query_async(&mut c)
+        .await;
+    if matches!(first, Ok(None)) {
+        debug!(entry = %entry.name, tick = %tick, "late cron tick already handled by another scheduler");
+        return;
+    }
+    warn!(entry = %entry.name, tick = %tick, "cron tick missed (more than {CATCH_UP_SECS} s late); skipped");
+    metrics::counter!(CRON_MISSED, "entry" => entry.name.clone()).increment(1);
 }
 
 /// Enqueues `tick` of `entry` unless another scheduler did; the new job's id when this

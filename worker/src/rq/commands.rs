@@ -30,7 +30,12 @@ impl RqSource {
                 Ok::<(), redis::RedisError>(())
             };
             tokio::select! {
-                r = session => if let Err(e) = r { debug!(error = %e, "command channel lost; resubscribing") },
+                r = session => if let Err(e) = r {
+                    if self.denied(&e, &format!("subscribe to the channel {channel}")) {
+                        return;
+                    }
+                    debug!(error = %e, "command channel lost; resubscribing")
+                },
                 _ = stop.cancelled() => return,
             }
             tokio::select! {

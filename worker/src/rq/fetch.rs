@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use backon::{ConstantBuilder, Retryable};
 use tracing::{debug, error, info, warn};
 
+use mindora_sdk::wire::keys;
+
 use super::store::Claimed;
 use super::{RqSource, MONITOR_INTERVAL_SECS, SOURCE};
 use crate::backoff::{self, Pacer};
@@ -39,6 +41,7 @@ impl RqSource {
             let mut slots = vec![first];
             slots.extend(std::iter::from_fn(|| budget.try_acquire()));
             let lanes = self.lanes.get();
+            let gate = self.claim_gate.read().await;
             let claimed = self
                 .store
                 .claim(
@@ -62,6 +65,7 @@ impl RqSource {
                         self.start(jobs, slots);
                         continue;
                     }
+                    drop(gate);
                     drop(slots);
                     if self.cfg.burst {
                         if self.idle_in_burst().await {
@@ -73,7 +77,14 @@ impl RqSource {
                     self.wait_for_job(&lanes).await;
                 }
                 Err(e) => {
+                    drop(gate);
                     drop(slots);
+                    if self.denied(
+                        &e,
+                        "claim jobs (the CLAIM script on rq:queue:*, rq:wip:*, rq:job:*)",
+                    ) {
+                        break;
+                    }
                     if !failing {
                         error!(error = %e, "cannot claim jobs; Redis unreachable? retrying with backoff");
                     }
@@ -116,6 +127,7 @@ impl RqSource {
             return true;
         };
         let lanes = self.lanes.get();
+        let _gate = self.claim_gate.read().await;
         match self
             .store
             .claim(
@@ -161,6 +173,7 @@ impl RqSource {
                         Some(&id),
                     )
                 };
+                let _gate = self.claim_gate.read().await;
                 let claimed = claim
                     .retry(
                         ConstantBuilder::default()
@@ -178,6 +191,9 @@ impl RqSource {
             }
             Ok(None) => {}
             Err(e) => {
+                if self.denied(&e, &format!("wait for jobs (BLMOVE on rq:queue:{lane})")) {
+                    return;
+                }
                 debug!(error = %e, "blocking pop failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -189,11 +205,14 @@ impl RqSource {
     fn start(self: &Arc<Self>, jobs: Vec<Claimed>, slots: Vec<Slot>) {
         for (job, slot) in jobs.into_iter().zip(slots) {
             self.active.send_modify(|n| *n += 1);
+            let composite = keys::execution_composite(&job.job_id, &job.exec_id);
+            self.owned().insert(composite.clone());
             let this = self.clone();
             let (job_id, queue) = (job.job_id.clone(), job.queue.clone());
             self.core.spawn(slot, SOURCE, &job_id, &queue, async move {
                 let active = this.active.clone();
-                this.run_unit(job).await;
+                this.clone().run_unit(job).await;
+                this.owned().remove(&composite);
                 active.send_modify(|n| *n = n.saturating_sub(1));
             });
         }

@@ -21,6 +21,14 @@ impl RqSource {
             {
                 Ok(true) => self.core.health().redis_ok(),
                 Ok(false) => self.register_again(&beats).await,
+                Err(e)
+                    if self.denied(
+                        &e,
+                        "heartbeat (the HEARTBEAT script on rq:worker:<name> and its executions)",
+                    ) =>
+                {
+                    return
+                }
                 Err(e) => warn!(error = %e, "heartbeat failed"),
             }
             tokio::select! {

@@ -20,11 +20,20 @@ use crate::core::Labels;
 use crate::metrics as m;
 
 impl RqSource {
-    pub(super) async fn maintenance_loop(self: Arc<Self>, stop: CancellationToken) {
+    /// `registered`: the lanes the worker registered with.
+    pub(super) async fn maintenance_loop(
+        self: Arc<Self>,
+        stop: CancellationToken,
+        mut registered: Arc<Vec<String>>,
+    ) {
         let mut last_recover = Instant::now() - self.cfg.recover_every;
         let mut last_stats = Instant::now() - Duration::from_secs(60);
-        let mut registered = self.lanes.get();
+        let mut master = self.store.conn().server();
         loop {
+            let now_master = self.store.conn().server();
+            if now_master != master && self.reconcile(&master, &now_master).await {
+                master = now_master;
+            }
             let lanes = self.lanes.get();
             if lanes != registered {
                 match self.store.set_queues(&registered, &lanes).await {
@@ -85,6 +94,41 @@ impl RqSource {
                 send_failed_webhooks(&self.store, done);
             }
             Err(e) => debug!(error = %e, "lease check failed"),
+        }
+    }
+
+    /// The master changed (Sentinel failover): this worker's executions the new master
+    /// lists but the worker does not run (their outcome went to the old master, or they
+    /// ended there) go back to their queue, or fail, by rq's rules, instead of waiting for
+    /// rq's TTL rule. Claims wait meanwhile.
+    async fn reconcile(&self, from: &str, to: &str) -> bool {
+        let _claims = self.claim_gate.write().await;
+        let kept: Vec<String> = self.owned().iter().cloned().collect();
+        match self.store.reconcile(&kept).await {
+            Ok(done) => {
+                warn!(
+                    from,
+                    to,
+                    running = kept.len(),
+                    recovered = done.len(),
+                    "reconciled with the new Redis master"
+                );
+                for r in &done {
+                    warn!(job_id = %r.job_id, queue = %r.queue, status = %r.status, "recovered a job whose outcome the old master lost");
+                    let labels = Labels::new(SOURCE, r.queue.clone(), "<abandoned>");
+                    if r.status == "failed" {
+                        labels.dead_lettered();
+                    } else {
+                        labels.retried();
+                    }
+                }
+                send_failed_webhooks(&self.store, done);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot reconcile with the new Redis master yet");
+                false
+            }
         }
     }
 

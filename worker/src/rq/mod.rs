@@ -18,6 +18,7 @@
 //! Every Redis call is behind [`store::RqStore`]; every connection comes from
 //! [`connect`].
 
+pub mod access;
 pub mod commands;
 pub mod connect;
 pub mod fetch;
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::RetryDefaults;
 use crate::core::Core;
@@ -132,6 +133,14 @@ pub struct RqSource {
     active: watch::Sender<usize>,
     shutdown: CancellationToken,
     version: String,
+    /// Why the worker must stop (a refused permission or credential), once known.
+    fatal: Mutex<Option<String>>,
+    /// Executions claimed and not yet settled (`<job id>:<execution id>`), which a
+    /// reconciliation with a new master keeps.
+    owned: Mutex<std::collections::HashSet<String>>,
+    /// Claims hold it shared from the claim call until [`RqSource::owned`] lists the jobs;
+    /// reconciliation exclusively, so it never sees a claim half done.
+    claim_gate: tokio::sync::RwLock<()>,
 }
 
 impl RqSource {
@@ -155,6 +164,9 @@ impl RqSource {
             active: watch::Sender::new(0),
             shutdown,
             version,
+            fatal: Mutex::new(None),
+            owned: Mutex::new(std::collections::HashSet::new()),
+            claim_gate: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -164,20 +176,54 @@ impl RqSource {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn owned(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the worker for a refused permission or credential met while doing `what`:
+    /// true when `e` is one (logged at ERROR with the ACL rule that allows it).
+    pub(crate) fn denied(&self, e: &redis::RedisError, what: &str) -> bool {
+        if !access::is_denied(e) {
+            return false;
+        }
+        self.stop_for(access::explain(e, what));
+        true
+    }
+
+    fn stop_for(&self, reason: String) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if fatal.is_none() {
+            error!("{reason}; stopping");
+            *fatal = Some(reason);
+        }
+        self.shutdown.cancel();
+    }
+
     /// Runs until shutdown (or, in burst mode, until idle); then waits for its running jobs
-    /// to be settled and unregisters.
-    pub async fn run(self: Arc<Self>) {
+    /// to be settled and unregisters. An error is a permission or credential Redis refused
+    /// (a settings error: the process should exit non-zero).
+    pub async fn run(self: Arc<Self>) -> Result<(), String> {
         let queues = self.lanes.get();
+        if let Err(reason) =
+            access::preflight(&self.store.conn(), &self.redis, self.store.worker()).await
+        {
+            error!("{reason}; stopping");
+            return Err(reason);
+        }
         if !self.cfg.lease.is_zero() {
             // A previous process of this name that died leaves its jobs to us at once.
             self.recover_lapsed(true).await;
         }
         let registered = (|| self.store.register_birth(&queues, &self.version))
             .retry(crate::backoff::reconnect())
+            .when(|e| !access::is_denied(e))
             .notify(|e, _| warn!(error = %e, "cannot register with Redis yet; retrying"));
         tokio::select! {
-            r = registered => if r.is_err() { return },
-            _ = self.shutdown.cancelled() => return,
+            r = registered => if let Err(e) = r {
+                self.denied(&e, "register the worker (rq:worker:<name>, rq:workers, mindora:worker-lease:<name>)");
+                return self.outcome();
+            },
+            _ = self.shutdown.cancelled() => return self.outcome(),
         }
         // rq's worker turns idle once it waits for work; ours too (claims make it busy).
         if let Err(e) = self.store.set_state("idle", None).await {
@@ -194,7 +240,11 @@ impl RqSource {
 
         let background = CancellationToken::new();
         let hb = tokio::spawn(self.clone().heartbeat_loop(background.clone()));
-        let mt = tokio::spawn(self.clone().maintenance_loop(background.clone()));
+        // The lanes may have changed since `queues` was registered: the loop catches up.
+        let mt = tokio::spawn(
+            self.clone()
+                .maintenance_loop(background.clone(), queues.clone()),
+        );
         let ps = tokio::spawn(self.clone().command_loop(background.clone()));
 
         self.fetch_loop().await;
@@ -217,5 +267,13 @@ impl RqSource {
             warn!(error = %e, "could not unregister (the worker key expires by itself)");
         }
         info!(worker = self.store.worker(), "worker stopped");
+        self.outcome()
+    }
+
+    fn outcome(&self) -> Result<(), String> {
+        match self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
     }
 }

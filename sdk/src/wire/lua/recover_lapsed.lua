@@ -7,19 +7,28 @@
 -- as recover.lua does. A worker restarting under the name of a dead one (`restarted`)
 -- recovers that name's leftover executions at once, whatever the old lease says (its
 -- hash may be gone; a Python rq worker's hash is left alone).
+-- The same call reconciles a worker with a new master after a failover (`restarted` is
+-- the worker itself): executions listed after ARGV[4] are the ones it still runs and are
+-- kept; the rest (their outcome went to the old master and was lost) are recovered now.
 -- A job failed here (not one queued again) is reported with whether it carries rq
 -- Webhooks, so the caller sends its `failed` webhooks as rq 3.0's cleanup does.
--- ARGV: now_int, now_iso, exc_string_b64, restarted ('' for none)
+-- ARGV: now_int, now_iso, exc_string_b64, restarted ('' for none), kept composites...
 -- Returns: { {job_id, queue, outcome, has_webhooks ('1' / '0')}, ... }
 local now_i, now_iso, exc_b64, restarted = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] or ''
 local prefix = 'rq:worker:'
 local out = {}
+local kept = {}
+for i = 5, #ARGV do
+  kept[ARGV[i]] = true
+end
 
 local function recover_worker(wkey, worker)
   for _, composite in ipairs(redis.call('SMEMBERS', wkey .. ':executions')) do
     local job_id, exec_id = string.match(composite, '^(.*):([^:]*)$')
     local queue = job_id and hget('rq:job:' .. job_id, 'origin')
-    if queue and execution_is_live(job_id, queue, exec_id) then
+    if kept[composite] then
+      -- still running in this worker
+    elseif queue and execution_is_live(job_id, queue, exec_id) then
       end_execution(job_id, queue, exec_id, worker)
       local outcome = abandon_job(job_id, queue, now_iso, now_i, exc_b64)
       if outcome then

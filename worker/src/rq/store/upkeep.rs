@@ -147,20 +147,41 @@ impl RqStore {
                 return Ok(Vec::new());
             }
         }
+        let own = if restarted { self.worker.as_str() } else { "" };
+        self.recover_executions(own, "worker lease lapsed", &[])
+            .await
+    }
+
+    /// After the Redis master changed: this worker's executions on the new master that it
+    /// does not run (`running`: their composites) are recovered now (retried or failed as
+    /// abandoned, as rq's rules say); their outcome went to the old master and was lost.
+    pub async fn reconcile(&self, running: &[String]) -> StoreResult<Vec<Recovered>> {
+        self.recover_executions(&self.worker, "Redis master changed", running)
+            .await
+    }
+
+    async fn recover_executions(
+        &self,
+        own: &str,
+        why: &str,
+        kept: &[String],
+    ) -> StoreResult<Vec<Recovered>> {
+        let mut conn = self.conn();
         let now = Utc::now();
         let message = format!(
-            "Moved to FailedJobRegistry, due to AbandonedJobError, at {} (worker lease lapsed)",
+            "Moved to FailedJobRegistry, due to AbandonedJobError, at {} ({why})",
             now.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
         );
         let exc = encode_exc_string(&message).unwrap_or_default();
-        let out: Vec<Vec<String>> = scripts::RECOVER_LAPSED
-            .prepare_invoke()
-            .arg(epoch_secs(now))
+        let mut inv = scripts::RECOVER_LAPSED.prepare_invoke();
+        inv.arg(epoch_secs(now))
             .arg(utcformat(now))
             .arg(exc)
-            .arg(if restarted { self.worker.as_str() } else { "" })
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(own);
+        for composite in kept {
+            inv.arg(composite);
+        }
+        let out: Vec<Vec<String>> = inv.invoke_async(&mut conn).await?;
         Ok(out
             .into_iter()
             .filter_map(|row| match <[String; 4]>::try_from(row) {
