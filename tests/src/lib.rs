@@ -2,6 +2,7 @@
 //! tests run in parallel and twice in a row), runs real Python `rq` from pinned venvs, and
 //! starts real `mindora-worker` processes.
 
+pub mod cluster;
 pub mod consul;
 pub mod hook_server;
 

@@ -73,7 +73,7 @@ pub async fn save(
     let now = Utc::now();
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .zadd(keys::CRON_SCHEDULERS, name, epoch_float(now))
+        .zadd(keys::cron_schedulers(), name, epoch_float(now))
         .hset_multiple(
             &key,
             &[
@@ -94,7 +94,7 @@ pub async fn save(
 pub async fn remove(conn: &RedisConn, name: &str) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .zrem(keys::CRON_SCHEDULERS, name)
+        .zrem(keys::cron_schedulers(), name)
         .del(keys::cron_scheduler(name));
     let mut conn = conn.clone();
     pipe.query_async(&mut conn).await

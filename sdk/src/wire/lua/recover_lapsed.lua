@@ -12,13 +12,13 @@
 -- ARGV: now_int, now_iso, exc_string_b64, restarted ('' for none)
 -- Returns: { {job_id, queue, outcome, has_webhooks ('1' / '0')}, ... }
 local now_i, now_iso, exc_b64, restarted = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] or ''
-local prefix = 'rq:worker:'
+local prefix = RQ .. 'worker:'
 local out = {}
 
 local function recover_worker(wkey, worker)
   for _, composite in ipairs(redis.call('SMEMBERS', wkey .. ':executions')) do
     local job_id, exec_id = string.match(composite, '^(.*):([^:]*)$')
-    local queue = job_id and hget('rq:job:' .. job_id, 'origin')
+    local queue = job_id and hget(RQ .. 'job:' .. job_id, 'origin')
     if queue and execution_is_live(job_id, queue, exec_id) then
       end_execution(job_id, queue, exec_id, worker)
       local outcome = abandon_job(job_id, queue, now_iso, now_i, exc_b64)
@@ -39,10 +39,10 @@ if restarted ~= '' then
   end
   return out
 end
-for _, wkey in ipairs(redis.call('SMEMBERS', 'rq:workers')) do
+for _, wkey in ipairs(redis.call('SMEMBERS', RQ .. 'workers')) do
   local worker = string.sub(wkey, #prefix + 1)
   if hget(wkey, 'mindora_lease_ms') and
-      redis.call('EXISTS', 'mindora:worker-lease:' .. worker) == 0 then
+      redis.call('EXISTS', MINDORA .. 'worker-lease:' .. worker) == 0 then
     recover_worker(wkey, worker)
   end
 end
