@@ -142,6 +142,49 @@ print("ok")
 }
 
 #[test]
+fn python_pool_runners_use_the_worker_s_prefix_flag() -> Result<()> {
+    let db = RedisDb::lease()?;
+    python_with_prefix(
+        "3.0",
+        &db,
+        "acme.v3",
+        r#"
+Queue("default", connection=r).enqueue("pytasks.progress", 3, job_id="meta", meta={"who": "py"})
+"#,
+    )?;
+    // The flag alone (no RQ_KEY_PREFIX in the worker's environment): the runners must get it.
+    let mut args = vec![
+        "--rq-key-prefix".to_string(),
+        "acme.v3".to_string(),
+        "--concurrency".to_string(),
+        "2".to_string(),
+    ];
+    args.extend(mindora_tests::python_pool_args("3.0", 1)?);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _w = WorkerProcess::start(&db, "w-pool-prefix", &args)?;
+    let out = python_with_prefix(
+        "3.0",
+        &db,
+        "acme.v3",
+        r#"
+from rq.job import Job
+deadline = time.time() + 60
+while Job.fetch("meta", connection=r).get_status() != "finished" and time.time() < deadline:
+    time.sleep(0.2)
+j = Job.fetch("meta", connection=r)
+assert j.get_status() == "finished", (j.get_status(), j.exc_info)
+assert j.return_value() == {"id": "meta", "origin": "default"}, j.return_value()
+assert j.meta == {"who": "py", "step": 3}, j.meta
+stray = [k for k in r.keys("*") if not k.startswith(b"acme.v3:")]
+assert stray == [], stray
+print("ok")
+"#,
+    )?;
+    assert_eq!(out.trim(), "ok");
+    Ok(())
+}
+
+#[test]
 fn an_invalid_prefix_stops_the_worker_with_rq_s_rule() -> Result<()> {
     let db = RedisDb::lease()?;
     let out = Command::new(worker_binary()?)

@@ -122,13 +122,16 @@ impl RedisConnectArgs {
     /// The connector for `url` with these flags (checks them and reads the files). Fixes
     /// this process's key prefix first (see [`mindora_sdk::wire::keys::set_prefix`]).
     pub fn connector(&self, url: &str) -> Result<RedisConnector, ConnectError> {
-        match &self.key_prefix {
-            Some(p) => mindora_sdk::wire::keys::set_prefix(p)?,
-            None => {
-                mindora_sdk::wire::keys::prefix_from_env()?;
-            }
-        }
+        self.apply_key_prefix()?;
         RedisConnector::new(&self.settings(url))
+    }
+
+    /// Fixes this process's key prefix: `--rq-key-prefix`, else `RQ_KEY_PREFIX`, else `rq`.
+    pub fn apply_key_prefix(&self) -> Result<(), mindora_sdk::wire::keys::PrefixError> {
+        match &self.key_prefix {
+            Some(p) => mindora_sdk::wire::keys::set_prefix(p),
+            None => mindora_sdk::wire::keys::prefix_from_env().map(|_| ()),
+        }
     }
 }
 

@@ -153,6 +153,10 @@ impl Worker {
         }
         let retry =
             RetryDefaults::from_args(&args).map_err(|e| WorkerError::Config(e.to_string()))?;
+        // Before anything names a key (the pipelines, the Python pool): one prefix per process.
+        args.redis
+            .apply_key_prefix()
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
         let mut registry = Registry::new();
         crate::builtins::register(&mut registry);
         let handle = WorkerHandle {
