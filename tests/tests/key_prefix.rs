@@ -255,5 +255,21 @@ for i in range(20):
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "exited {:?}", out.status);
     assert!(stderr.contains("has no hash tag"), "stderr: {stderr}");
+
+    // A plain redis:// URL to one node would meet MOVED for most slots: refused at start.
+    let out = Command::new(worker_binary()?)
+        .args([
+            "--redis-url",
+            &format!("redis://127.0.0.1:{}", cluster.ports[0]),
+        ])
+        .args(["--name", "w-plain"])
+        .env("RQ_KEY_PREFIX", "{rq}")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exited {:?}", out.status);
+    assert!(
+        stderr.contains("is a Redis Cluster node"),
+        "stderr: {stderr}"
+    );
     Ok(())
 }

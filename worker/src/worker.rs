@@ -242,6 +242,9 @@ impl Worker {
         let conn = connect::connect_with_retry(&redis, Duration::from_secs(10))
             .await
             .map_err(unusable)?;
+        mindora_sdk::connect::cluster::check_not_a_cluster_node(&redis, &mut conn.clone())
+            .await
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
         let blocking = connect::connect_with_retry(&redis, Duration::from_secs(10))
             .await
             .map_err(unusable)?;

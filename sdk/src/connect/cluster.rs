@@ -164,3 +164,25 @@ impl ClusterTarget {
         }
     }
 }
+
+/// Refuses a plain `redis://` URL that reaches a Redis Cluster node: its keys would answer
+/// `MOVED` for every slot the node does not hold. Says nothing when `INFO` is not allowed
+/// (a narrow ACL user) or the target is a cluster URL already.
+pub async fn check_not_a_cluster_node(
+    connector: &super::RedisConnector,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> Result<(), ConnectError> {
+    if connector.is_cluster() {
+        return Ok(());
+    }
+    let info: redis::RedisResult<String> =
+        redis::cmd("INFO").arg("cluster").query_async(conn).await;
+    match info {
+        Ok(text) if text.contains("cluster_enabled:1") => Err(ConnectError::Cluster(format!(
+            "{} is a Redis Cluster node: use redis+cluster://host:port[,host:port...] (and a \
+             hash-tagged RQ_KEY_PREFIX such as {{rq}})",
+            connector.describe()
+        ))),
+        _ => Ok(()),
+    }
+}
