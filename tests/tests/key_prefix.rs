@@ -221,16 +221,53 @@ fn redis_cluster_with_hash_tagged_prefix_runs_python_rq_30_jobs() -> Result<()> 
 q = Queue("default", connection=CONN)
 for i in range(20):
     q.enqueue("mindora.echo", i, job_id=f"p{i}")
+q.enqueue("pytasks.progress", 3, job_id="meta", meta={"who": "py"})
 "#)?;
-    // Seeded with another node than Python's: the client learns the slot map itself.
-    let _w = worker_with_prefix(
-        &cluster.url(2),
-        "w-cluster",
-        "{rq}",
-        &["--concurrency", "4"],
-    )?;
-    let out = py(&format!("{WAIT_AND_CHECK}\nprint('ok')\n"))?;
+    // The SDK enqueues through the cluster client too (seeded with a third node).
+    mindora_sdk::wire::keys::set_prefix("{rq}")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(mindora_sdk::Client::connect(&cluster.url(1)))?;
+    let mut from_sdk = Vec::new();
+    for i in 0..5 {
+        let options = mindora_sdk::EnqueueOptions {
+            job_id: Some(format!("s{i}")),
+            ..Default::default()
+        };
+        from_sdk.push(rt.block_on(client.enqueue(
+            "default",
+            "mindora.echo",
+            vec![serde_json::json!(i)],
+            serde_json::Map::new(),
+            options,
+        ))?);
+    }
+    // Seeded with another node than Python's: the client learns the slot map itself. Its
+    // Python pool's runner connects through redis-py's RedisCluster.
+    let mut args = vec!["--concurrency".to_string(), "4".to_string()];
+    args.extend(mindora_tests::python_pool_args("3.0", 1)?);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _w = worker_with_prefix(&cluster.url(2), "w-cluster", "{rq}", &args)?;
+    let out = py(&format!(
+        "{WAIT_AND_CHECK}{}",
+        r#"
+deadline = time.time() + 60
+while Job.fetch("meta", connection=CONN).get_status() != "finished" and time.time() < deadline:
+    time.sleep(0.2)
+j = Job.fetch("meta", connection=CONN)
+assert j.get_status() == "finished", (j.get_status(), j.exc_info)
+assert j.meta == {"who": "py", "step": 3}, j.meta
+print("ok")
+"#
+    ))?;
     assert_eq!(out.trim(), "ok");
+    for (i, job) in from_sdk.iter().enumerate() {
+        let value = rt.block_on(client.wait(job, std::time::Duration::from_secs(30)))?;
+        assert_eq!(
+            value,
+            serde_json::json!({"args": [i], "kwargs": {}}),
+            "s{i}"
+        );
+    }
 
     let keys = cluster.all_keys()?;
     let stray: Vec<_> = keys
