@@ -185,6 +185,24 @@ print("ok")
 }
 
 #[test]
+fn an_rq_212_pool_refuses_a_prefix_it_cannot_honour() -> Result<()> {
+    let db = RedisDb::lease()?;
+    let out = Command::new(worker_binary()?)
+        .args(["--redis-url", &db.url(), "--name", "w-pool-212", "--burst"])
+        .args(["--rq-key-prefix", "acme.v3"])
+        .args(mindora_tests::python_pool_args("2.12", 1)?)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exited {:?}", out.status);
+    assert!(
+        stderr.contains("RQ_KEY_PREFIX='acme.v3' but this rq (2.12"),
+        "stderr: {stderr}"
+    );
+    Ok(())
+}
+
+#[test]
 fn an_invalid_prefix_stops_the_worker_with_rq_s_rule() -> Result<()> {
     let db = RedisDb::lease()?;
     let out = Command::new(worker_binary()?)
