@@ -30,9 +30,14 @@ pub trait Notifier: Send + Sync {
     async fn notify(&self, app: &App, message: &Value) -> Result<NotifyReport, PipelineError>;
 }
 
-/// Redis channel of an app's notifications.
+/// Redis channel of an app's notifications: `mindora:<app>:notifications`, under the key
+/// prefix like every mindora name (`<prefix>:mindora:...` when `RQ_KEY_PREFIX` is not `rq`).
 pub fn redis_channel(app: &App) -> String {
-    format!("mindora:{}:notifications", app.as_str())
+    format!(
+        "{}{}:notifications",
+        mindora_sdk::wire::keys::mindora_prefix(),
+        app.as_str()
+    )
 }
 
 /// [`Notifier`] over RabbitMQ and/or Redis, each used when configured.

@@ -5,7 +5,10 @@ read (``MINDORA_REDIS_*``): the URL (``redis://``, ``rediss://``, ``redis+sentin
 ``rediss+sentinel://``), an ACL user and password (or password file) that override the
 URL's, the TLS files (CA, client certificate and key), and Sentinel addresses, master name
 and the Sentinels' own credentials. Under Sentinel the connection follows the master
-through failovers (redis-py's ``Sentinel.master_for``).
+through failovers (redis-py's ``Sentinel.master_for``). ``redis+cluster://h1:p1,h2:p2``
+(or ``rediss+cluster://``) is a Redis Cluster (redis-py's ``RedisCluster``, seeded with
+those nodes). rq 3.0 reads its key prefix from ``RQ_KEY_PREFIX``, which the worker passes
+on; rq 2.12 cannot use any prefix but ``rq``, so it is refused with another.
 """
 
 import os
@@ -16,6 +19,46 @@ from redis.connection import ConnectionPool, parse_url
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def check_key_prefix(env):
+    """Refuses a key prefix this rq cannot honour (rq 2.12 always uses ``rq``)."""
+    wanted = env.get("RQ_KEY_PREFIX") or "rq"
+    try:
+        from rq.defaults import RQ_KEY_PREFIX as used
+    except ImportError:
+        used = "rq"
+    if used != wanted:
+        raise ValueError(
+            f"RQ_KEY_PREFIX={wanted!r} but this rq ({rq_version()}) uses {used!r}: "
+            "install rq>=3.0 in the runner's environment or use the default prefix"
+        )
+
+
+def rq_version():
+    import rq
+
+    return rq.__version__
+
+
+def _cluster(url, username, password, env):
+    from redis.cluster import ClusterNode, RedisCluster
+
+    tls = url.startswith("rediss+")
+    authority = url.split("://", 1)[1].partition("/")[0]
+    userinfo, at, hosts = authority.rpartition("@")
+    kwargs = dict(_tls_kwargs(env), ssl=True) if tls else {}
+    if at:
+        user, _, pw = userinfo.partition(":")
+        username = username or unquote(user) or None
+        password = password or unquote(pw) or None
+    if username:
+        kwargs["username"] = username
+    if password:
+        kwargs["password"] = password
+    nodes = [ClusterNode(h, p) for h, p in (_host_port(a, 6379) for a in _split(hosts))]
+    return RedisCluster(startup_nodes=nodes, **kwargs)
 
 
 def _env(env, name):
@@ -77,9 +120,12 @@ def parse_sentinel_url(url):
 def connect(env=None):
     """A ``redis.Redis`` for the worker's Redis, as the worker's settings describe it."""
     env = os.environ if env is None else env
+    check_key_prefix(env)
     url = env.get("MINDORA_REDIS_URL") or "redis://127.0.0.1:6379/0"
     username = _env(env, "USERNAME")
     password = _password(env)
+    if url.startswith(CLUSTER_SCHEMES):
+        return _cluster(url, username, password, env)
     sentinels = _split(_env(env, "SENTINELS"))
     if url.startswith(SENTINEL_SCHEMES) or sentinels:
         if url.startswith(SENTINEL_SCHEMES):

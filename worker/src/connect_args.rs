@@ -90,6 +90,11 @@ pub struct RedisConnectArgs {
         hide_env_values = true
     )]
     pub sentinel_password: Option<String>,
+    /// rq 3.0's key prefix (`RQ_KEY_PREFIX`, default `rq`): every rq key and channel starts
+    /// with `<prefix>:`, mindora's own with `<prefix>:mindora:` (`mindora:` under `rq`). Use
+    /// the same value as the Python apps; on a Redis Cluster it needs a hash tag (`{rq}`).
+    #[arg(id = "rq_key_prefix", long = "rq-key-prefix", env = "RQ_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
 }
 
 impl RedisConnectArgs {
@@ -114,9 +119,19 @@ impl RedisConnectArgs {
         }
     }
 
-    /// The connector for `url` with these flags (checks them and reads the files).
+    /// The connector for `url` with these flags (checks them and reads the files). Fixes
+    /// this process's key prefix first (see [`mindora_sdk::wire::keys::set_prefix`]).
     pub fn connector(&self, url: &str) -> Result<RedisConnector, ConnectError> {
+        self.apply_key_prefix()?;
         RedisConnector::new(&self.settings(url))
+    }
+
+    /// Fixes this process's key prefix: `--rq-key-prefix`, else `RQ_KEY_PREFIX`, else `rq`.
+    pub fn apply_key_prefix(&self) -> Result<(), mindora_sdk::wire::keys::PrefixError> {
+        match &self.key_prefix {
+            Some(p) => mindora_sdk::wire::keys::set_prefix(p),
+            None => mindora_sdk::wire::keys::prefix_from_env().map(|_| ()),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use mindora_sdk::RedisConn;
 pub async fn cleanup(conn: &RedisConn, worker: &str, every_secs: u64) -> redis::RedisResult<i64> {
     let mut conn = conn.clone();
     let taken: Option<String> = redis::cmd("SET")
-        .arg(keys::RATE_LIMIT_CLEANUP_LOCK)
+        .arg(keys::rate_limit_cleanup_lock())
         .arg(worker)
         .arg("NX")
         .arg("EX")

@@ -153,6 +153,10 @@ impl Worker {
         }
         let retry =
             RetryDefaults::from_args(&args).map_err(|e| WorkerError::Config(e.to_string()))?;
+        // Before anything names a key (the pipelines, the Python pool): one prefix per process.
+        args.redis
+            .apply_key_prefix()
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
         let mut registry = Registry::new();
         crate::builtins::register(&mut registry);
         let handle = WorkerHandle {
@@ -244,6 +248,9 @@ impl Worker {
         let conn = connect::connect_with_retry(&redis, Duration::from_secs(10))
             .await
             .map_err(unusable)?;
+        mindora_sdk::connect::cluster::check_not_a_cluster_node(&redis, &mut conn.clone())
+            .await
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
         let blocking = connect::connect_with_retry(&redis, Duration::from_secs(10))
             .await
             .map_err(unusable)?;

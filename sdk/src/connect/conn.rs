@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
@@ -37,6 +38,8 @@ pub struct RedisConn(Kind);
 enum Kind {
     Direct(ConnectionManager),
     Following(Arc<Following>),
+    /// Redis Cluster: the redis crate follows slots, `MOVED` / `ASK` and failovers.
+    Cluster(ClusterConnection),
 }
 
 impl From<ConnectionManager> for RedisConn {
@@ -50,6 +53,10 @@ impl RedisConn {
         connector: &RedisConnector,
         options: &ManagerOptions,
     ) -> RedisResult<Self> {
+        if let Some(cluster) = connector.cluster_target() {
+            let conn = cluster.client(options)?.get_async_connection().await?;
+            return Ok(RedisConn(Kind::Cluster(conn)));
+        }
         if !connector.is_sentinel() {
             let client = connector.client().await?;
             let conn = ConnectionManager::new_with_config(client, options.config()).await?;
@@ -63,7 +70,7 @@ impl RedisConn {
     /// The address of the server this connection talks to now (`host:port`).
     pub fn server(&self) -> String {
         match &self.0 {
-            Kind::Direct(_) => String::new(),
+            Kind::Direct(_) | Kind::Cluster(_) => String::new(),
             Kind::Following(f) => f.current().2,
         }
     }
@@ -73,6 +80,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Kind::Direct(c) => c.req_packed_command(cmd),
+            Kind::Cluster(c) => c.req_packed_command(cmd),
             Kind::Following(f) => {
                 let f = f.clone();
                 async move {
@@ -95,6 +103,7 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Kind::Direct(c) => c.req_packed_commands(pipeline, offset, count),
+            Kind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
             Kind::Following(f) => {
                 let f = f.clone();
                 async move {
@@ -112,6 +121,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match &self.0 {
             Kind::Direct(c) => c.get_db(),
+            Kind::Cluster(c) => c.get_db(),
             Kind::Following(f) => f.current().0.get_db(),
         }
     }

@@ -5,11 +5,14 @@
 //!   optional client certificate), ACL `user:password` in the URL or from settings / a file;
 //! - Redis Sentinel (`redis+sentinel://h1:26379,h2:26379/<master>[/db]` or flags): the
 //!   master is looked up through the Sentinels, and [`RedisConn`] follows it when it moves;
+//! - Redis Cluster (`redis+cluster://h1:6379,h2:6379`): the redis crate's cluster client,
+//!   allowed only with a hash-tagged key prefix ([`cluster`]);
 //! - `amqp://` / `amqps://` with CA and client certificates, several brokers tried in turn
 //!   ([`amqp`]).
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+pub mod cluster;
 mod conn;
 pub mod failover;
 pub mod settings;
@@ -49,6 +52,12 @@ pub enum ConnectError {
     /// TLS settings that contradict each other or unusable PEM data.
     #[error("TLS: {0}")]
     Tls(String),
+    /// Settings a Redis Cluster cannot serve (e.g. a key prefix without a hash tag).
+    #[error("Redis Cluster: {0}")]
+    Cluster(String),
+    /// The key prefix is not one rq 3.0 accepts, or differs from the one already in use.
+    #[error(transparent)]
+    KeyPrefix(#[from] crate::wire::keys::PrefixError),
     /// The redis crate rejected the settings.
     #[error("redis settings: {0}")]
     Redis(#[from] redis::RedisError),
@@ -109,6 +118,7 @@ impl ManagerOptions {
 enum Target {
     Direct(redis::Client),
     Sentinel(SentinelTarget),
+    Cluster(cluster::ClusterTarget),
 }
 
 struct SentinelTarget {
@@ -139,7 +149,9 @@ impl std::fmt::Debug for RedisConnector {
 
 impl RedisConnector {
     /// Checks the settings and reads the files they name; connects nothing yet.
+    /// Fixes the key prefix from `RQ_KEY_PREFIX` unless one was set already.
     pub fn new(settings: &RedisSettings) -> Result<Self, ConnectError> {
+        crate::wire::keys::prefix_from_env()?;
         tls::install_crypto_provider();
         let password = match (&settings.password, &settings.password_file) {
             (Some(p), _) => Some(p.clone()),
@@ -153,7 +165,19 @@ impl RedisConnector {
         let url = settings.url.as_str();
         let sentinel_url =
             url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://");
-        let target = if sentinel_url || !settings.sentinel.addrs.is_empty() {
+        let target = if cluster::is_cluster_url(url) {
+            if !settings.sentinel.addrs.is_empty() {
+                return Err(ConnectError::Cluster(
+                    "Sentinel addresses given with a cluster URL".into(),
+                ));
+            }
+            Target::Cluster(cluster::ClusterTarget::parse(
+                url,
+                settings.username.clone(),
+                password,
+                certs,
+            )?)
+        } else if sentinel_url || !settings.sentinel.addrs.is_empty() {
             let mut parsed = if sentinel_url {
                 settings::parse_sentinel_url(url)?
             } else {
@@ -226,11 +250,25 @@ impl RedisConnector {
         matches!(*self.target, Target::Sentinel(_))
     }
 
-    /// A client for the current master (asks the Sentinels each time under Sentinel).
+    /// Whether the target is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(*self.target, Target::Cluster(_))
+    }
+
+    pub(crate) fn cluster_target(&self) -> Option<&cluster::ClusterTarget> {
+        match &*self.target {
+            Target::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// A client for the current master (asks the Sentinels each time under Sentinel; the
+    /// first seed node of a cluster).
     pub async fn client(&self) -> RedisResult<redis::Client> {
         match &*self.target {
             Target::Direct(c) => Ok(c.clone()),
             Target::Sentinel(s) => s.client.lock().await.async_get_client().await,
+            Target::Cluster(c) => c.node_client(0),
         }
     }
 
@@ -293,6 +331,19 @@ impl RedisConnector {
     /// A pub/sub connection to the current master; resubscribe through this after an error
     /// (a failover closes it).
     pub async fn pubsub(&self) -> RedisResult<PubSub> {
+        if let Target::Cluster(c) = &*self.target {
+            // Any node hears every PUBLISH: take the first seed that answers.
+            let mut last = None;
+            for i in 0..c.seeds.len() {
+                match c.node_client(i)?.get_async_pubsub().await {
+                    Ok(p) => return Ok(p),
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(e) = last {
+                return Err(e);
+            }
+        }
         self.client().await?.get_async_pubsub().await
     }
 }

@@ -74,7 +74,7 @@ pub async fn save(
     let now = Utc::now();
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .zadd(keys::CRON_SCHEDULERS, name, epoch_float(now))
+        .zadd(keys::cron_schedulers(), name, epoch_float(now))
         .hset_multiple(
             &key,
             &[
@@ -95,7 +95,7 @@ pub async fn save(
 /// its hash's TTL; false when the hash was gone (the caller saves it again, as rq does).
 pub async fn heartbeat(conn: &RedisConn, name: &str) -> redis::RedisResult<bool> {
     let mut pipe = redis::pipe();
-    pipe.zadd(keys::CRON_SCHEDULERS, name, epoch_float(Utc::now()))
+    pipe.zadd(keys::cron_schedulers(), name, epoch_float(Utc::now()))
         .ignore()
         .expire(keys::cron_scheduler(name), SCHEDULER_TTL_SECS);
     let mut conn = conn.clone();
@@ -126,7 +126,7 @@ pub async fn last_enqueued(
 pub async fn remove(conn: &RedisConn, name: &str) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .zrem(keys::CRON_SCHEDULERS, name)
+        .zrem(keys::cron_schedulers(), name)
         .del(keys::cron_scheduler(name));
     let mut conn = conn.clone();
     pipe.query_async(&mut conn).await

@@ -49,6 +49,11 @@ async fn start(inner: &Inner) -> Result<Started, PoolError> {
         .env("MINDORA_PYTHON_ASYNC_SLOTS", cfg.async_slots.to_string())
         .env("MINDORA_PYTHON_PRELOAD", cfg.preload.join(","))
         .env("PYTHONUNBUFFERED", "1")
+        // rq 3.0 reads its key prefix itself: the runner must name the worker's keys.
+        .env(
+            mindora_sdk::wire::keys::PREFIX_ENV,
+            mindora_sdk::wire::keys::prefix(),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -14,8 +14,14 @@ use redis::RedisError;
 /// worker does, and nothing more: rq's keys and mindora's own, the workers' command
 /// channels, and the command categories its scripts and calls use (`+role` lets the
 /// Sentinel client check the master's role). Documented in `docs/scaling.md`.
-pub const ACL_RULE: &str = "resetkeys ~rq:* ~mindora:* resetchannels &rq:pubsub:* \
-     -@all +@read +@write +@scripting +@transaction +@connection +@pubsub -@dangerous +role";
+/// Under another key prefix (`RQ_KEY_PREFIX`) the key and channel patterns follow it.
+pub fn acl_rule() -> String {
+    let (rq, mindora) = (keys::rq_prefix(), keys::mindora_prefix());
+    format!(
+        "resetkeys ~{rq}* ~{mindora}* resetchannels &{rq}pubsub:* \
+         -@all +@read +@write +@scripting +@transaction +@connection +@pubsub -@dangerous +role"
+    )
+}
 
 /// Whether `e` is a refusal of the user's rights or credentials (retrying cannot help).
 pub fn is_denied(e: &RedisError) -> bool {
@@ -39,7 +45,8 @@ pub fn explain(e: &RedisError, what: &str) -> String {
     } else {
         format!(
             "the Redis user may not {what} ({text}); the worker's user needs the ACL rule \
-             `{ACL_RULE}` (docs/scaling.md, \"ACL user\")"
+             `{}` (docs/scaling.md, \"ACL user\")",
+            acl_rule()
         )
     }
 }

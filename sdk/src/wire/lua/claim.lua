@@ -16,7 +16,7 @@ local n = 0
 local set_ttl = -1
 
 local function start(job_id, queue)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   local h = redis.call('HGETALL', jkey)
   if #h == 0 then return end -- expired (ttl) or deleted: nothing to run
   local status, raw_timeout
@@ -30,14 +30,14 @@ local function start(job_id, queue)
   if timeout > 0 and timeout < monitor then ttl = timeout + grace end
   local exec_id = exec_prefix .. string.format('%04x', n)
   local composite = job_id .. ':' .. exec_id
-  local ekey = 'rq:execution:' .. job_id .. ':' .. exec_id
+  local ekey = RQ .. 'execution:' .. job_id .. ':' .. exec_id
   redis.call('HSET', ekey, 'id', exec_id, 'job_id', job_id, 'created_at', now_f,
     'last_heartbeat', now_f, 'worker_name', worker)
   redis.call('EXPIRE', ekey, ttl)
-  redis.call('ZADD', 'rq:executions:' .. job_id, now_i + ttl, exec_id)
-  redis.call('EXPIRE', 'rq:executions:' .. job_id, ttl + 60)
-  redis.call('ZADD', 'rq:wip:' .. queue, now_i + ttl, composite)
-  redis.call('SADD', 'rq:worker:' .. worker .. ':executions', composite)
+  redis.call('ZADD', RQ .. 'executions:' .. job_id, now_i + ttl, exec_id)
+  redis.call('EXPIRE', RQ .. 'executions:' .. job_id, ttl + 60)
+  redis.call('ZADD', RQ .. 'wip:' .. queue, now_i + ttl, composite)
+  redis.call('SADD', RQ .. 'worker:' .. worker .. ':executions', composite)
   if ttl > set_ttl then set_ttl = ttl end
   redis.call('HSET', jkey, 'last_heartbeat', now_iso, 'status', 'started',
     'started_at', now_iso, 'worker_name', worker)
@@ -48,14 +48,14 @@ end
 
 local function mark_busy()
   if n > 0 then
-    redis.call('EXPIRE', 'rq:worker:' .. worker .. ':executions', set_ttl + 60)
-    redis.call('HSET', 'rq:worker:' .. worker, 'state', 'busy', 'current_job', out[n][1])
+    redis.call('EXPIRE', RQ .. 'worker:' .. worker .. ':executions', set_ttl + 60)
+    redis.call('HSET', RQ .. 'worker:' .. worker, 'state', 'busy', 'current_job', out[n][1])
   end
   return out
 end
 
 if mode == '2' then
-  if redis.call('LREM', 'rq:queue:' .. ARGV[11] .. ':intermediate', 1, specific) == 1 then
+  if redis.call('LREM', RQ .. 'queue:' .. ARGV[11] .. ':intermediate', 1, specific) == 1 then
     start(specific, ARGV[11])
   end
   return mark_busy()
@@ -63,7 +63,7 @@ end
 
 for qi = 11, #ARGV do
   local queue = ARGV[qi]
-  local src = 'rq:queue:' .. queue
+  local src = RQ .. 'queue:' .. queue
   -- Pop as many as slots are left in one command (never more: each id popped is started
   -- or dropped); jobs whose hash is gone leave room for another round.
   while n < max do

@@ -2,6 +2,12 @@
 -- Every script runs atomically inside Redis, so no transition can be half-done or done
 -- twice by two workers.
 
+-- Key prefixes, passed first in ARGV by every caller (rq 3.0's RQ_KEY_PREFIX joined with
+-- ':', e.g. 'rq:', and mindora's own, e.g. 'mindora:'); removed so ARGV[1] is the
+-- script's first argument.
+local RQ = table.remove(ARGV, 1)
+local MINDORA = table.remove(ARGV, 1)
+
 local function hget(key, field)
   local v = redis.call('HGET', key, field)
   if v == false then return nil end
@@ -36,23 +42,23 @@ end
 
 -- Push a job id onto its queue as rq's Queue._enqueue_job does.
 local function push_queued(job_id, queue, now_iso, at_front)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_iso)
-  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+  redis.call('SADD', RQ .. 'queues', RQ .. 'queue:' .. queue)
   if at_front then
-    redis.call('LPUSH', 'rq:queue:' .. queue, job_id)
+    redis.call('LPUSH', RQ .. 'queue:' .. queue, job_id)
   else
-    redis.call('RPUSH', 'rq:queue:' .. queue, job_id)
+    redis.call('RPUSH', RQ .. 'queue:' .. queue, job_id)
   end
 end
 
 -- Drop one execution's own records (its hash, its entry in the job's executions and in
 -- the worker's set); the started-registry entry is the caller's (it doubles as the fence).
 local function close_execution(job_id, exec_id, worker)
-  redis.call('DEL', 'rq:execution:' .. job_id .. ':' .. exec_id)
-  redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
+  redis.call('DEL', RQ .. 'execution:' .. job_id .. ':' .. exec_id)
+  redis.call('ZREM', RQ .. 'executions:' .. job_id, exec_id)
   if worker ~= '' then
-    redis.call('SREM', 'rq:worker:' .. worker .. ':executions', job_id .. ':' .. exec_id)
+    redis.call('SREM', RQ .. 'worker:' .. worker .. ':executions', job_id .. ':' .. exec_id)
   end
 end
 
@@ -63,7 +69,7 @@ end
 -- recreated. Called once per script call, however many executions it ended.
 local function worker_after_ends(worker, ended)
   if worker == '' then return end
-  local wkey = 'rq:worker:' .. worker
+  local wkey = RQ .. 'worker:' .. worker
   if redis.call('EXISTS', wkey) == 0 then return end
   local other = redis.call('SRANDMEMBER', wkey .. ':executions')
   if not other then
@@ -79,7 +85,7 @@ end
 
 -- Remove one execution from every registry that tracks it.
 local function end_execution(job_id, queue, exec_id, worker)
-  redis.call('ZREM', 'rq:wip:' .. queue, job_id .. ':' .. exec_id)
+  redis.call('ZREM', RQ .. 'wip:' .. queue, job_id .. ':' .. exec_id)
   close_execution(job_id, exec_id, worker)
   worker_after_ends(worker, {[job_id] = true})
 end
@@ -102,27 +108,27 @@ local function rl_from(key, concurrency)
 end
 
 local function rl_of(job_id)
-  local f = redis.call('HMGET', 'rq:job:' .. job_id, 'rate_limit_key', 'rate_limit_concurrency')
+  local f = redis.call('HMGET', RQ .. 'job:' .. job_id, 'rate_limit_key', 'rate_limit_concurrency')
   return rl_from(f[1], f[2])
 end
 
 -- rq's ACQUIRE_AND_ENQUEUE_SCRIPT: fill free slots with waiting jobs, oldest first.
 local function rl_acquire(key, concurrency, now_iso)
-  local allowed, limited = 'rq:rl:' .. key .. ':allowed', 'rq:rl:' .. key .. ':rate_limited'
+  local allowed, limited = RQ .. 'rl:' .. key .. ':allowed', RQ .. 'rl:' .. key .. ':rate_limited'
   local ts = now_float()
   local promoted = {}
   while redis.call('ZCARD', allowed) < concurrency do
     local popped = redis.call('ZPOPMIN', limited)
     if #popped == 0 then break end
     local id = popped[1]
-    local jkey = 'rq:job:' .. id
+    local jkey = RQ .. 'job:' .. id
     local f = redis.call('HMGET', jkey, 'origin', 'status', 'enqueue_at_front')
     if f[1] and f[2] == 'rate_limited' then
       redis.call('ZADD', allowed, ts, id)
       if f[3] == '1' then
-        redis.call('LPUSH', 'rq:queue:' .. f[1], id)
+        redis.call('LPUSH', RQ .. 'queue:' .. f[1], id)
       else
-        redis.call('RPUSH', 'rq:queue:' .. f[1], id)
+        redis.call('RPUSH', RQ .. 'queue:' .. f[1], id)
       end
       redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_iso)
       table.insert(promoted, id)
@@ -136,8 +142,8 @@ end
 -- stored in the key's config hash, as RateLimitRegistry.concurrency reads it).
 local function rl_release(rl, job_id, new_status, now_iso)
   if rl == nil or new_status == 'queued' or new_status == 'started' then return {} end
-  redis.call('ZREM', 'rq:rl:' .. rl.key .. ':allowed', job_id)
-  local c = tonumber(hget('rq:rl:' .. rl.key, 'concurrency') or '0') or 0
+  redis.call('ZREM', RQ .. 'rl:' .. rl.key .. ':allowed', job_id)
+  local c = tonumber(hget(RQ .. 'rl:' .. rl.key, 'concurrency') or '0') or 0
   return rl_acquire(rl.key, c, now_iso)
 end
 
@@ -145,13 +151,13 @@ end
 -- ready dependent, retried from the scheduled registry): it waits as `rate_limited` and is
 -- promoted at once when a slot is free.
 local function rl_enqueue(rl, job_id, queue, now_iso, at_front)
-  local jkey = 'rq:job:' .. job_id
-  redis.call('SADD', 'rq:rl-keys', rl.key)
-  redis.call('HSET', 'rq:rl:' .. rl.key, 'concurrency', rl.concurrency)
-  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+  local jkey = RQ .. 'job:' .. job_id
+  redis.call('SADD', RQ .. 'rl-keys', rl.key)
+  redis.call('HSET', RQ .. 'rl:' .. rl.key, 'concurrency', rl.concurrency)
+  redis.call('SADD', RQ .. 'queues', RQ .. 'queue:' .. queue)
   redis.call('HSET', jkey, 'status', 'rate_limited')
   if at_front then redis.call('HSET', jkey, 'enqueue_at_front', '1') end
-  redis.call('ZADD', 'rq:rl:' .. rl.key .. ':rate_limited', now_float(), job_id)
+  redis.call('ZADD', RQ .. 'rl:' .. rl.key .. ':rate_limited', now_float(), job_id)
   rl_acquire(rl.key, rl.concurrency, now_iso)
 end
 
@@ -170,13 +176,13 @@ end
 -- job's own record says so, next to the outcome.
 local function note_callback_named(job_id, name, hook)
   if name and name ~= '' then
-    redis.call('HSET', 'rq:job:' .. job_id, 'mindora_callbacks_not_run',
+    redis.call('HSET', RQ .. 'job:' .. job_id, 'mindora_callbacks_not_run',
       hook .. ' callback ' .. name .. ' was not run: mindora-worker runs no Python callbacks (without --python)')
   end
 end
 
 local function note_callback_not_run(job_id, field, hook)
-  note_callback_named(job_id, hget('rq:job:' .. job_id, field), hook)
+  note_callback_named(job_id, hget(RQ .. 'job:' .. job_id, field), hook)
 end
 
 -- rq's enqueue_dependents: a deferred dependent whose every dependency is finished (or,
@@ -184,23 +190,23 @@ end
 -- queued. ZREM decides who moves it, so it is moved exactly once.
 local function enqueue_dependents(parent_id, now_iso, deps)
   local moved = {}
-  deps = deps or redis.call('SMEMBERS', 'rq:job:' .. parent_id .. ':dependents')
+  deps = deps or redis.call('SMEMBERS', RQ .. 'job:' .. parent_id .. ':dependents')
   for _, dep in ipairs(deps) do
-    local dkey = 'rq:job:' .. dep
+    local dkey = RQ .. 'job:' .. dep
     local status = hget(dkey, 'status')
     if status == 'deferred' then
       local allow_failures = hget(dkey, 'allow_dependency_failures') == '1'
       local ready = true
-      local parents = redis.call('SMEMBERS', 'rq:job::' .. dep .. ':dependencies')
+      local parents = redis.call('SMEMBERS', RQ .. 'job::' .. dep .. ':dependencies')
       for _, p in ipairs(parents) do
-        local ps = hget('rq:job:' .. p, 'status')
+        local ps = hget(RQ .. 'job:' .. p, 'status')
         local ok = (ps == 'finished')
         if allow_failures and (ps == 'failed' or ps == 'stopped' or ps == 'canceled') then ok = true end
         if not ok then ready = false; break end
       end
       if ready then
         local origin = hget(dkey, 'origin') or 'default'
-        if redis.call('ZREM', 'rq:deferred:' .. origin, dep) == 1 then
+        if redis.call('ZREM', RQ .. 'deferred:' .. origin, dep) == 1 then
           enqueue_maybe_limited(dep, origin, now_iso, hget(dkey, 'enqueue_at_front') == '1')
           table.insert(moved, dep)
         end
@@ -212,13 +218,13 @@ end
 
 -- Record a final failure as rq's Job._handle_failure + FailedJobRegistry.add do.
 local function record_failure(job_id, queue, status, now_iso, now_i, failure_ttl, result_fields)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   redis.call('HSET', jkey, 'status', status, 'ended_at', now_iso)
   apply_ttl(jkey, failure_ttl)
-  apply_ttl('rq:job:' .. job_id .. ':dependents', failure_ttl)
-  apply_ttl('rq:job::' .. job_id .. ':dependencies', failure_ttl)
-  redis.call('ZADD', 'rq:failed:' .. queue, expiry_score(now_i, failure_ttl), job_id)
-  local rkey = 'rq:results:' .. job_id
+  apply_ttl(RQ .. 'job:' .. job_id .. ':dependents', failure_ttl)
+  apply_ttl(RQ .. 'job::' .. job_id .. ':dependencies', failure_ttl)
+  redis.call('ZADD', RQ .. 'failed:' .. queue, expiry_score(now_i, failure_ttl), job_id)
+  local rkey = RQ .. 'results:' .. job_id
   local xadd = {'XADD', rkey, 'MAXLEN', '~', '10', '*'}
   for _, v in ipairs(result_fields) do table.insert(xadd, v) end
   redis.call(unpack(xadd))
@@ -227,13 +233,13 @@ end
 
 -- rq's Job.retry: decrement retries_left, then schedule after the interval or queue now.
 local function retry_job(job_id, queue, now_iso, now_i, delay_secs)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   local left = tonumber(hget(jkey, 'retries_left') or '0') - 1
   redis.call('HSET', jkey, 'retries_left', left)
   if delay_secs > 0 then
     redis.call('HSET', jkey, 'status', 'scheduled')
-    redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
-    redis.call('ZADD', 'rq:scheduled:' .. queue, now_i + delay_secs, job_id)
+    redis.call('SADD', RQ .. 'queues', RQ .. 'queue:' .. queue)
+    redis.call('ZADD', RQ .. 'scheduled:' .. queue, now_i + delay_secs, job_id)
     return 'scheduled'
   end
   push_queued(job_id, queue, now_iso, hget(jkey, 'enqueue_at_front_on_retry') == '1')
@@ -242,7 +248,7 @@ end
 
 -- rq's Job.get_retry_interval for the retry about to be taken.
 local function rq_retry_interval(job_id)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   local raw = hget(jkey, 'retry_intervals')
   if raw == nil then return 0 end
   local ok, intervals = pcall(cjson.decode, raw)
@@ -259,7 +265,7 @@ end
 -- does. Returns the job's new status, or nil when it is no longer started (someone else
 -- settled it).
 local function abandon_job(job_id, queue, now_iso, now_i, exc_b64)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   if hget(jkey, 'status') ~= 'started' then return nil end
   local rl = rl_of(job_id)
   local left = tonumber(hget(jkey, 'retries_left') or '0')
@@ -280,7 +286,7 @@ end
 -- them after the script, as rq's cleanup does), else '0'.
 local function failed_with_webhooks(job_id, outcome)
   if outcome ~= 'failed' then return '0' end
-  local w = hget('rq:job:' .. job_id, 'webhooks')
+  local w = hget(RQ .. 'job:' .. job_id, 'webhooks')
   if w and w ~= '' and w ~= '[]' then return '1' end
   return '0'
 end
@@ -291,7 +297,7 @@ end
 -- not touch the job, whose newer execution owns it now. The caller returns this reply:
 -- the stale execution's own bookkeeping is dropped and the worker sees a STALE error.
 local function execution_is_live(job_id, queue, exec_id)
-  return redis.call('ZSCORE', 'rq:wip:' .. queue, job_id .. ':' .. exec_id) ~= false
+  return redis.call('ZSCORE', RQ .. 'wip:' .. queue, job_id .. ':' .. exec_id) ~= false
 end
 
 local function stale_outcome(job_id, queue, exec_id, worker)

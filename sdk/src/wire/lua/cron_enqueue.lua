@@ -11,15 +11,15 @@ local tick_key, claim_ttl, job_id, queue = ARGV[1], tonumber(ARGV[2]), ARGV[3], 
 local now_iso, now_f, name = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local limit, history_ttl, job_ttl = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 if not redis.call('SET', tick_key, job_id, 'NX', 'EX', claim_ttl) then return 0 end
-local jkey = 'rq:job:' .. job_id
+local jkey = RQ .. 'job:' .. job_id
 local hset = {'HSET', jkey}
 for i = 11, #ARGV do table.insert(hset, ARGV[i]) end
 redis.call(unpack(hset))
 push_queued(job_id, queue, now_iso, false)
 if job_ttl ~= '' then redis.call('EXPIRE', jkey, tonumber(job_ttl)) end
-local history = 'rq:cron_job:' .. name .. ':jobs'
+local history = RQ .. 'cron_job:' .. name .. ':jobs'
 redis.call('ZADD', history, now_f, job_id)
 redis.call('ZREMRANGEBYRANK', history, 0, -(limit + 1))
 redis.call('EXPIRE', history, history_ttl)
-redis.call('ZADD', 'rq:cron_jobs', now_f, name)
+redis.call('ZADD', RQ .. 'cron_jobs', now_f, name)
 return 1

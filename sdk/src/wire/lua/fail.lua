@@ -9,13 +9,13 @@
 local job_id, queue, exec_id, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_iso, now_i, mode = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local delay, failure_ttl, working = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
-local jkey = 'rq:job:' .. job_id
+local jkey = RQ .. 'job:' .. job_id
 if not execution_is_live(job_id, queue, exec_id) then return stale_outcome(job_id, queue, exec_id, worker) end
 local rl = rl_of(job_id)
 end_execution(job_id, queue, exec_id, worker)
 if worker ~= '' then
-  redis.call('HINCRBY', 'rq:worker:' .. worker, 'failed_job_count', 1)
-  redis.call('HINCRBYFLOAT', 'rq:worker:' .. worker, 'total_working_time', working)
+  redis.call('HINCRBY', RQ .. 'worker:' .. worker, 'failed_job_count', 1)
+  redis.call('HINCRBYFLOAT', RQ .. 'worker:' .. worker, 'total_working_time', working)
 end
 if redis.call('EXISTS', jkey) == 0 then return 'gone' end
 redis.call('HSET', jkey, 'ended_at', now_iso, 'last_heartbeat', now_iso)

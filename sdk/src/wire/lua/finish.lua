@@ -16,7 +16,7 @@ local worker, n = ARGV[1], tonumber(ARGV[2])
 -- repeats_left goes down by one, the job is queued now (interval 0) or scheduled. rq keeps
 -- the finished-registry entry and the result, and sets no TTL on the job.
 local function schedule_repeat(job_id, queue, now_iso, now_i, repeats_left, raw_intervals)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   local interval = 0
   if raw_intervals then
     local ok, intervals = pcall(cjson.decode, raw_intervals)
@@ -35,14 +35,14 @@ local function schedule_repeat(job_id, queue, now_iso, now_i, repeats_left, raw_
     return 'queued'
   end
   redis.call('HSET', jkey, 'status', 'scheduled')
-  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
-  redis.call('ZADD', 'rq:scheduled:' .. queue, now_i + interval, job_id)
+  redis.call('SADD', RQ .. 'queues', RQ .. 'queue:' .. queue)
+  redis.call('ZADD', RQ .. 'scheduled:' .. queue, now_i + interval, job_id)
   return 'scheduled'
 end
 
 -- One job's success, its execution already out of the started registry.
 local function finish_one(job_id, queue, exec_id, now_iso, now_i, result_ttl, fields)
-  local jkey = 'rq:job:' .. job_id
+  local jkey = RQ .. 'job:' .. job_id
   close_execution(job_id, exec_id, worker)
   -- Everything the outcome depends on, in one read; no status means no job.
   local f = redis.call('HMGET', jkey, 'status', 'rate_limit_key', 'rate_limit_concurrency',
@@ -51,11 +51,11 @@ local function finish_one(job_id, queue, exec_id, now_iso, now_i, result_ttl, fi
   local rl = rl_from(f[2], f[3])
   redis.call('HSET', jkey, 'status', 'finished', 'ended_at', now_iso, 'last_heartbeat', now_iso)
   note_callback_named(job_id, f[4], 'on_success')
-  local rkey = 'rq:results:' .. job_id
+  local rkey = RQ .. 'results:' .. job_id
   local xadd = {'XADD', rkey, 'MAXLEN', '~', '10', '*'}
   for _, v in ipairs(fields) do table.insert(xadd, v) end
   redis.call(unpack(xadd))
-  local dkey = 'rq:job:' .. job_id .. ':dependents'
+  local dkey = RQ .. 'job:' .. job_id .. ':dependents'
   local deps = redis.call('SMEMBERS', dkey)
   local moved = enqueue_dependents(job_id, now_iso, deps)
   local status = 'finished'
@@ -63,18 +63,18 @@ local function finish_one(job_id, queue, exec_id, now_iso, now_i, result_ttl, fi
   if repeats_left and repeats_left > 0 then
     if result_ttl ~= 0 then
       apply_ttl(rkey, result_ttl)
-      redis.call('ZADD', 'rq:finished:' .. queue, expiry_score(now_i, result_ttl), job_id)
+      redis.call('ZADD', RQ .. 'finished:' .. queue, expiry_score(now_i, result_ttl), job_id)
     end
     status = schedule_repeat(job_id, queue, now_iso, now_i, repeats_left, f[6])
   elseif result_ttl == 0 then
-    redis.call('DEL', jkey, rkey, dkey, 'rq:job::' .. job_id .. ':dependencies')
+    redis.call('DEL', jkey, rkey, dkey, RQ .. 'job::' .. job_id .. ':dependencies')
   else
     apply_ttl(rkey, result_ttl)
-    redis.call('ZADD', 'rq:finished:' .. queue, expiry_score(now_i, result_ttl), job_id)
+    redis.call('ZADD', RQ .. 'finished:' .. queue, expiry_score(now_i, result_ttl), job_id)
     apply_ttl(jkey, result_ttl)
     -- An empty set does not exist in Redis: nothing to expire.
     if #deps > 0 then apply_ttl(dkey, result_ttl) end
-    apply_ttl('rq:job::' .. job_id .. ':dependencies', result_ttl)
+    apply_ttl(RQ .. 'job::' .. job_id .. ':dependencies', result_ttl)
   end
   rl_release(rl, job_id, status, now_iso)
   return {status, moved}
@@ -92,7 +92,7 @@ for _ = 1, n do
   i = i + 8 + 2 * pairs_n
   ended[job_id] = true
   -- Fencing: removing the execution from the started registry is also the liveness check.
-  if redis.call('ZREM', 'rq:wip:' .. queue, job_id .. ':' .. exec_id) == 0 then
+  if redis.call('ZREM', RQ .. 'wip:' .. queue, job_id .. ':' .. exec_id) == 0 then
     close_execution(job_id, exec_id, worker)
     table.insert(out, {'stale', {}})
   else
@@ -110,8 +110,8 @@ for _ = 1, n do
 end
 worker_after_ends(worker, ended)
 if worker ~= '' and done > 0 then
-  redis.call('HINCRBY', 'rq:worker:' .. worker, 'successful_job_count', done)
-  redis.call('HINCRBYFLOAT', 'rq:worker:' .. worker, 'total_working_time',
+  redis.call('HINCRBY', RQ .. 'worker:' .. worker, 'successful_job_count', done)
+  redis.call('HINCRBYFLOAT', RQ .. 'worker:' .. worker, 'total_working_time',
     string.format('%.6f', working))
 end
 return out

@@ -5,22 +5,22 @@
 -- ARGV: now_iso, now_float. Returns the number of jobs promoted.
 local now_iso, now_f = ARGV[1], ARGV[2]
 local promoted = 0
-for _, key in ipairs(redis.call('SMEMBERS', 'rq:rl-keys')) do
-  local allowed, limited = 'rq:rl:' .. key .. ':allowed', 'rq:rl:' .. key .. ':rate_limited'
+for _, key in ipairs(redis.call('SMEMBERS', RQ .. 'rl-keys')) do
+  local allowed, limited = RQ .. 'rl:' .. key .. ':allowed', RQ .. 'rl:' .. key .. ':rate_limited'
   for _, id in ipairs(redis.call('ZRANGE', allowed, 0, -1)) do
-    local status = hget('rq:job:' .. id, 'status')
+    local status = hget(RQ .. 'job:' .. id, 'status')
     if status ~= 'queued' and status ~= 'started'
-      and redis.call('ZCOUNT', 'rq:executions:' .. id, '(' .. now_f, '+inf') == 0 then
+      and redis.call('ZCOUNT', RQ .. 'executions:' .. id, '(' .. now_f, '+inf') == 0 then
       redis.call('ZREM', allowed, id)
     end
   end
-  local c = tonumber(hget('rq:rl:' .. key, 'concurrency') or '0') or 0
+  local c = tonumber(hget(RQ .. 'rl:' .. key, 'concurrency') or '0') or 0
   local n = 0
   if c > 0 then n = #rl_acquire(key, c, now_iso) end
   promoted = promoted + n
   if n == 0 and redis.call('ZCARD', allowed) == 0 and redis.call('ZCARD', limited) == 0 then
-    redis.call('SREM', 'rq:rl-keys', key)
-    redis.call('DEL', allowed, limited, 'rq:rl:' .. key)
+    redis.call('SREM', RQ .. 'rl-keys', key)
+    redis.call('DEL', allowed, limited, RQ .. 'rl:' .. key)
   end
 end
 return promoted

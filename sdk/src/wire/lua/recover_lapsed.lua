@@ -15,7 +15,7 @@
 -- ARGV: now_int, now_iso, exc_string_b64, restarted ('' for none), kept composites...
 -- Returns: { {job_id, queue, outcome, has_webhooks ('1' / '0')}, ... }
 local now_i, now_iso, exc_b64, restarted = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] or ''
-local prefix = 'rq:worker:'
+local prefix = RQ .. 'worker:'
 local out = {}
 local kept = {}
 for i = 5, #ARGV do
@@ -25,7 +25,7 @@ end
 local function recover_worker(wkey, worker)
   for _, composite in ipairs(redis.call('SMEMBERS', wkey .. ':executions')) do
     local job_id, exec_id = string.match(composite, '^(.*):([^:]*)$')
-    local queue = job_id and hget('rq:job:' .. job_id, 'origin')
+    local queue = job_id and hget(RQ .. 'job:' .. job_id, 'origin')
     if kept[composite] then
       -- still running in this worker
     elseif queue and execution_is_live(job_id, queue, exec_id) then
@@ -48,10 +48,10 @@ if restarted ~= '' then
   end
   return out
 end
-for _, wkey in ipairs(redis.call('SMEMBERS', 'rq:workers')) do
+for _, wkey in ipairs(redis.call('SMEMBERS', RQ .. 'workers')) do
   local worker = string.sub(wkey, #prefix + 1)
   if hget(wkey, 'mindora_lease_ms') and
-      redis.call('EXISTS', 'mindora:worker-lease:' .. worker) == 0 then
+      redis.call('EXISTS', MINDORA .. 'worker-lease:' .. worker) == 0 then
     recover_worker(wkey, worker)
   end
 end

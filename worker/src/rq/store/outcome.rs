@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use mindora_sdk::wire::result::{
     failure_fields, success_fields, success_fields_encoded, ResultType,
 };
+use mindora_sdk::wire::scripts::RqScript;
 use mindora_sdk::wire::time::{epoch_float, epoch_secs, utcformat};
 use mindora_sdk::wire::{self, keys, scripts, Serializer};
-use redis::{Script, ScriptInvocation};
+use redis::ScriptInvocation;
 
 use super::batch::FinishArgs;
 use super::{Claimed, RqStore, StoreResult};
@@ -32,7 +33,7 @@ impl RqStore {
     /// ended, on which worker, when.
     fn outcome_call(
         &self,
-        script: &'static Script,
+        script: &'static RqScript,
         job: &Claimed,
         ended: DateTime<Utc>,
     ) -> ScriptInvocation<'static> {

@@ -57,7 +57,7 @@ impl RqStore {
                     ("total_working_time", "0"),
                 ],
             )
-            .sadd(keys::WORKERS, &key);
+            .sadd(keys::workers(), &key);
         if self.lease_ms > 0 {
             pipe.hset(&key, keys::WORKER_LEASE_FIELD, self.lease_ms)
                 .cmd("SET")
@@ -69,7 +69,7 @@ impl RqStore {
         }
         for q in queues {
             pipe.sadd(keys::workers_by_queue(q), &key);
-            pipe.sadd(keys::QUEUES, keys::queue(q));
+            pipe.sadd(keys::queues(), keys::queue(q));
         }
         pipe.expire(&key, wire::WORKER_TTL_SECS + 60);
         let mut conn = self.conn();
@@ -102,7 +102,7 @@ impl RqStore {
         }
         for q in new {
             pipe.sadd(keys::workers_by_queue(q), &key);
-            pipe.sadd(keys::QUEUES, keys::queue(q));
+            pipe.sadd(keys::queues(), keys::queue(q));
         }
         let mut conn = self.conn();
         pipe.query_async::<()>(&mut conn).await
@@ -112,7 +112,7 @@ impl RqStore {
     pub async fn register_death(&self, queues: &[String]) -> StoreResult<()> {
         let key = keys::worker(&self.worker);
         let mut pipe = redis::pipe();
-        pipe.atomic().srem(keys::WORKERS, &key);
+        pipe.atomic().srem(keys::workers(), &key);
         for q in queues {
             pipe.srem(keys::workers_by_queue(q), &key);
         }

@@ -136,7 +136,7 @@ impl RqStore {
         let mut conn = self.conn();
         if !restarted {
             let taken: Option<String> = redis::cmd("SET")
-                .arg(keys::LEASE_CHECK_LOCK)
+                .arg(keys::lease_check_lock())
                 .arg(&self.worker)
                 .arg("NX")
                 .arg("PX")
@@ -264,7 +264,7 @@ impl RqStore {
     pub async fn suspended(&self) -> StoreResult<bool> {
         let mut conn = self.conn();
         redis::cmd("EXISTS")
-            .arg(keys::SUSPENDED)
+            .arg(keys::suspended())
             .query_async(&mut conn)
             .await
     }
