@@ -1,7 +1,7 @@
 //! The document pipelines (`mindora-pipelines`) as worker handlers: `pipelines.*` function
 //! names callable from Python rq (and RabbitMQ), with progress written to the job's `meta`.
 
-use mindora_pipelines::{JobInfo, PipelineError, Pipelines, ProgressSink};
+use mindora_pipelines::{Function, JobInfo, PipelineError, Pipelines, ProgressSink};
 use serde_json::{Map, Value};
 
 use mindora_worker::handler::{HandlerError, JobContext, ProgressFn, Registry};
@@ -17,14 +17,12 @@ impl ProgressSink for Progress {
     }
 }
 
-/// Registers every `pipelines.*` function.
+/// Registers every `pipelines.*` function under its rq name.
 pub fn register(registry: &mut Registry, pipelines: Pipelines) {
-    for name in Pipelines::function_names() {
+    for function in Function::ALL {
         let pipelines = pipelines.clone();
-        let function = name.to_string();
-        registry.register(*name, move |ctx: JobContext| {
+        registry.register(function.name(), move |ctx: JobContext| {
             let pipelines = pipelines.clone();
-            let function = function.clone();
             async move {
                 let job = JobInfo {
                     id: ctx.id.clone(),
@@ -33,7 +31,7 @@ pub fn register(registry: &mut Registry, pipelines: Pipelines) {
                 };
                 let progress = Progress(ctx.progress_fn());
                 pipelines
-                    .call(&function, &job, &ctx.args, &ctx.kwargs, &progress)
+                    .call_function(function, &job, &ctx.args, &ctx.kwargs, &progress)
                     .await
                     .map_err(to_handler_error)
             }

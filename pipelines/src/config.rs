@@ -3,7 +3,25 @@
 //! Every service is optional: the worker must start even when pipelines are not configured, and
 //! a job that needs a missing service fails with a message naming the variable to set.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// Vector distance of a Qdrant collection, spelt as Qdrant spells it.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QdrantDistance {
+    /// Cosine similarity (normalized vectors; what OpenAI-style embeddings expect).
+    #[default]
+    #[value(name = "Cosine")]
+    Cosine,
+    /// Dot product.
+    #[value(name = "Dot")]
+    Dot,
+    /// Euclidean distance.
+    #[value(name = "Euclid")]
+    Euclid,
+    /// Manhattan distance.
+    #[value(name = "Manhattan")]
+    Manhattan,
+}
 
 /// All pipeline settings. Each field is a `--flag` and an `MINDORA_*` environment variable.
 #[derive(Args, Debug, Clone)]
@@ -84,6 +102,16 @@ pub struct PipelineConfig {
     /// Qdrant API key.
     #[arg(long, env = "MINDORA_QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<String>,
+    /// Distance of the app collections the worker creates (Cosine, Dot, Euclid, Manhattan);
+    /// match the embedding model's training objective. An existing collection keeps its own.
+    #[arg(
+        long,
+        env = "MINDORA_QDRANT_DISTANCE",
+        value_enum,
+        ignore_case = true,
+        default_value_t = QdrantDistance::Cosine
+    )]
+    pub qdrant_distance: QdrantDistance,
 
     /// RabbitMQ URL for notifications.
     #[arg(long = "notify-amqp-url", env = "MINDORA_AMQP_URL")]
@@ -162,6 +190,7 @@ impl Default for PipelineConfig {
             elasticsearch_password: None,
             qdrant_url: None,
             qdrant_api_key: None,
+            qdrant_distance: QdrantDistance::Cosine,
             amqp_url: None,
             notify_queue: "user_notifications".into(),
             notify_redis_url: None,
@@ -211,5 +240,40 @@ impl PipelineConfig {
             concurrency,
             program: self.ocr_tesseract.clone().into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: PipelineConfig,
+    }
+
+    #[test]
+    fn qdrant_distance_flag_defaults_to_cosine_and_takes_any_case() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["w"].iter().chain(args)).map(|c| c.config);
+        assert_eq!(
+            parse(&[]).unwrap().qdrant_distance,
+            PipelineConfig::default().qdrant_distance
+        );
+        assert_eq!(parse(&[]).unwrap().qdrant_distance, QdrantDistance::Cosine);
+        for (v, d) in [
+            ("Cosine", QdrantDistance::Cosine),
+            ("dot", QdrantDistance::Dot),
+            ("EUCLID", QdrantDistance::Euclid),
+            ("Manhattan", QdrantDistance::Manhattan),
+        ] {
+            assert_eq!(parse(&["--qdrant-distance", v]).unwrap().qdrant_distance, d);
+        }
+        let err = parse(&["--qdrant-distance", "hamming"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("Cosine") && err.contains("Manhattan"), "{err}");
     }
 }

@@ -83,7 +83,7 @@ pub enum PipelineError {
     /// The job's args/kwargs are wrong (missing app, bad key, unknown option).
     #[error("invalid job arguments: {0}")]
     InvalidArgument(String),
-    /// The rq function name is not one of [`crate::Pipelines::function_names`].
+    /// The rq function name is not one of [`crate::Function`].
     #[error("unknown pipelines function {0:?}")]
     UnknownFunction(String),
     /// A service the stage needs has no configuration (env var unset).

@@ -12,7 +12,7 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::json;
 
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, QdrantDistance};
 use crate::error::PipelineError;
 use crate::index_fulltext::IndexReport;
 use crate::model::{App, Chunk, ChunkMeta};
@@ -38,7 +38,18 @@ pub trait VectorIndex: Send + Sync {
 /// [`VectorIndex`] on Qdrant.
 pub struct QdrantIndex {
     client: Qdrant,
+    distance: Distance,
     ready: Mutex<HashSet<String>>,
+}
+
+/// The wire enum for the configured distance.
+fn distance(d: QdrantDistance) -> Distance {
+    match d {
+        QdrantDistance::Cosine => Distance::Cosine,
+        QdrantDistance::Dot => Distance::Dot,
+        QdrantDistance::Euclid => Distance::Euclid,
+        QdrantDistance::Manhattan => Distance::Manhattan,
+    }
 }
 
 impl QdrantIndex {
@@ -58,6 +69,7 @@ impl QdrantIndex {
             .map_err(|e| PipelineError::Config(format!("MINDORA_QDRANT_URL {url:?}: {e}")))?;
         Ok(QdrantIndex {
             client,
+            distance: distance(config.qdrant_distance),
             ready: Mutex::new(HashSet::new()),
         })
     }
@@ -107,7 +119,7 @@ impl QdrantIndex {
                 .client
                 .create_collection(
                     CreateCollectionBuilder::new(name)
-                        .vectors_config(VectorParamsBuilder::new(dims as u64, Distance::Cosine)),
+                        .vectors_config(VectorParamsBuilder::new(dims as u64, self.distance)),
                 )
                 .await;
             if let Err(e) = created {

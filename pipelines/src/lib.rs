@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fetch;
+pub mod function;
 pub mod index_fulltext;
 pub mod index_vectors;
 pub mod model;
@@ -32,6 +33,7 @@ use serde_json::{Map, Value};
 pub use app_options::AppOptions;
 pub use config::PipelineConfig;
 pub use error::{ExtractProblem, PipelineError};
+pub use function::Function;
 
 /// Identity of the job being run, recorded with each processing run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -134,19 +136,6 @@ pub struct Pipelines {
     inner: Arc<pipeline::Inner>,
 }
 
-/// rq function names served, in pipeline order.
-const FUNCTIONS: &[&str] = &[
-    "pipelines.process_document",
-    "pipelines.fetch",
-    "pipelines.extract",
-    "pipelines.chunk",
-    "pipelines.embed",
-    "pipelines.index",
-    "pipelines.analyze",
-    "pipelines.record",
-    "pipelines.notify",
-];
-
 impl Pipelines {
     /// Builds clients lazily: no service is contacted here, so a service that is down fails the
     /// jobs that need it (retryably), not the worker's start-up. Invalid configuration (a URL
@@ -167,15 +156,30 @@ impl Pipelines {
         }
     }
 
-    /// The rq function names served.
-    pub fn function_names() -> &'static [&'static str] {
-        FUNCTIONS
+    /// The rq function names served, in pipeline order.
+    pub fn function_names() -> impl Iterator<Item = &'static str> {
+        Function::ALL.into_iter().map(Function::name)
     }
 
-    /// Runs one function with the rq job's args/kwargs and returns the job's result.
+    /// Runs the function named `function` (`pipelines.<stage>`; an unknown name is
+    /// [`PipelineError::UnknownFunction`]) with the rq job's args/kwargs.
     pub async fn call(
         &self,
         function: &str,
+        job: &JobInfo,
+        args: &[Value],
+        kwargs: &Map<String, Value>,
+        progress: &dyn ProgressSink,
+    ) -> Result<Value, PipelineError> {
+        let function = Function::parse(function)?;
+        self.call_function(function, job, args, kwargs, progress)
+            .await
+    }
+
+    /// Runs one function with the rq job's args/kwargs and returns the job's result.
+    pub async fn call_function(
+        &self,
+        function: Function,
         job: &JobInfo,
         args: &[Value],
         kwargs: &Map<String, Value>,

@@ -1,10 +1,8 @@
 //! Extraction across formats, with generated and kept fixtures, and the error cases.
 
-mod common;
-
-use common::fixtures;
 use mindora_pipelines::extract::{DefaultExtractor, ExtractOptions, Extractor};
 use mindora_pipelines::ExtractProblem;
+use mindora_tests::pipelines::fixtures;
 
 fn ok(name: &str, bytes: &[u8]) -> mindora_pipelines::model::ExtractedText {
     DefaultExtractor

@@ -2,7 +2,7 @@
 //! download holds stays reserved until the fetched object is dropped, and every job of the
 //! process shares one budget of `MINDORA_MAX_OBJECT_BYTES`.
 
-mod common;
+use mindora_tests::pipelines as common;
 
 use mindora_pipelines::fetch::{ObjectSource, S3Source};
 use mindora_pipelines::{PipelineConfig, PipelineError};

@@ -1,13 +1,15 @@
 //! End to end on this machine: real PostgreSQL, real S3 server (s3s-fs), real RabbitMQ and
 //! Redis; wire-checking fakes for the OpenAI API, Elasticsearch and Qdrant.
 
-mod common;
+use mindora_tests::pipelines as common;
 
 use std::time::Duration;
 
-use common::{fakes, fixtures, job, kwargs, Progress, S3Server, AMQP_URL, PG_URL, REDIS_URL};
 use futures::StreamExt;
 use mindora_pipelines::{PipelineConfig, PipelineError, Pipelines};
+use mindora_tests::pipelines::{
+    fakes, fixtures, job, kwargs, Progress, S3Server, AMQP_URL, PG_URL, REDIS_URL,
+};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -216,6 +218,11 @@ async fn process_document_end_to_end() {
         assert_eq!(
             q.collections.get(&format!("{}_documents", e.app)),
             Some(&768)
+        );
+        // Default MINDORA_QDRANT_DISTANCE: Cosine, as before the setting existed.
+        assert_eq!(
+            q.distances.get(&format!("{}_documents", e.app)),
+            Some(&(qdrant_client::qdrant::Distance::Cosine as i32))
         );
         assert_eq!(
             q.points_of(&format!("{}_documents", e.app), &doc_id),
@@ -849,7 +856,10 @@ fn call_future_is_send_and_pipelines_is_shareable() {
         &mindora_pipelines::NoProgress,
     );
     send(&fut);
-    assert_eq!(Pipelines::function_names()[0], "pipelines.process_document");
+    assert_eq!(
+        Pipelines::function_names().next(),
+        Some("pipelines.process_document")
+    );
 }
 
 /// The cleanup guard removes the app's schema and the queue when the test holding it panics.

@@ -17,6 +17,9 @@ use redis::Commands;
 /// Private TLS / Sentinel / RabbitMQ servers and a test CA.
 pub mod servers;
 
+#[cfg(feature = "pipelines")]
+pub mod pipelines;
+
 /// The rq versions every interop test runs against (wire-compatible with each other).
 pub const RQ_VERSIONS: &[&str] = &["2.12", "3.0"];
 

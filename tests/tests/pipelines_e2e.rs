@@ -8,14 +8,13 @@
 //! Needs `pipelines/tests/setup.sh` (s3s-fs), `tests/setup-python.sh` (rq venvs) and
 //! `cargo build -p mindora-app --bin mindora-worker` in the same target dir.
 
-#[path = "../../pipelines/tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::{fakes, fixtures, S3Server, AMQP_URL, PG_URL, REDIS_URL};
 use futures::StreamExt;
+use mindora_tests::pipelines::{
+    self as common, fakes, fixtures, S3Server, AMQP_URL, PG_URL, REDIS_URL,
+};
 use mindora_tests::{python_command, RedisDb, WorkerProcess, RQ_VERSIONS};
 use serde_json::{json, Value};
 use sqlx::Row;

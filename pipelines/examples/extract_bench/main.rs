@@ -4,17 +4,15 @@
 //!
 //! `cargo run --release -p mindora-pipelines --example extract_bench -- [--docs N] [--big-pdf-mb M] [--big-pdf-pages N] [--real-pdfs-only]`
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 mod pdf_peers;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{fixtures, S3Server, PG_URL};
 use mindora_pipelines::extract::{DefaultExtractor, Extractor};
 use mindora_pipelines::{PipelineConfig, Pipelines};
+use mindora_tests::pipelines::{self as common, fixtures, S3Server, PG_URL};
 use serde_json::{json, Value};
 
 fn arg(name: &str, default: usize) -> usize {

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::args::Args;
 use super::progress::{Progress, RunLog};
-use super::{extract_notes, need, notification, option_on, Inner};
+use super::result::{to_json, DocFields, ExtractNotes, Notification, StageResult};
+use super::{need, option_on, Inner};
 use crate::error::PipelineError;
 use crate::model::{Chunk, ExtractedText};
 use crate::record::RecordStore;
@@ -38,13 +39,14 @@ impl Inner {
         a: &Args,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         let obj = self.fetch(a, progress, log).await?;
-        let mut m = self.base(a);
-        m.insert("sha256".into(), json!(obj.sha256));
-        m.insert("size_bytes".into(), json!(obj.bytes.len()));
-        m.insert("content_type".into(), json!(obj.content_type));
-        Ok(Value::Object(m))
+        Ok(StageResult::Fetched {
+            doc: DocFields::of(a),
+            size_bytes: obj.bytes.len(),
+            sha256: obj.sha256,
+            content_type: obj.content_type,
+        })
     }
 
     pub(super) async fn stage_extract(
@@ -52,16 +54,18 @@ impl Inner {
         a: &Args,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         let obj = self.fetch(a, progress, log).await?;
         let text = self.extract(a, obj, progress, log).await?;
-        let mut m = self.base(a);
-        m.insert("kind".into(), json!(text.kind));
-        m.insert("pages".into(), json!(text.pages));
-        m.insert("characters".into(), json!(text.text.chars().count()));
-        extract_notes(&mut m, &text);
+        let result = StageResult::Extracted {
+            doc: DocFields::of(a),
+            characters: text.text.chars().count(),
+            kind: text.kind.clone(),
+            notes: ExtractNotes::of(&text),
+            pages: text.pages,
+        };
         log.text = Some(text);
-        Ok(Value::Object(m))
+        Ok(result)
     }
 
     pub(super) async fn stage_chunk(
@@ -69,13 +73,15 @@ impl Inner {
         a: &Args,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         let text = self.stored_text(a).await?;
         let chunks = self.chunk(a, &text.text, progress, log);
-        let mut m = self.base(a);
-        m.insert("chunks".into(), json!(chunks.len()));
+        let result = StageResult::Chunked {
+            doc: DocFields::of(a),
+            chunks: chunks.len(),
+        };
         log.chunks = Some(chunks);
-        Ok(Value::Object(m))
+        Ok(result)
     }
 
     pub(super) async fn stored_chunks(
@@ -101,18 +107,17 @@ impl Inner {
         a: &Args,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         let stored = self.stored_chunks(a).await?;
         let chunks: Vec<Chunk> = stored.into_iter().map(|(c, _)| c).collect();
         let vectors = self.embed(&chunks, progress, log).await?;
-        let mut m = self.base(a);
-        m.insert("chunks".into(), json!(chunks.len()));
-        m.insert(
-            "dimensions".into(),
-            json!(vectors.first().map_or(0, Vec::len)),
-        );
+        let result = StageResult::Embedded {
+            doc: DocFields::of(a),
+            chunks: chunks.len(),
+            dimensions: vectors.first().map_or(0, Vec::len),
+        };
         log.vectors = Some(vectors);
-        Ok(Value::Object(m))
+        Ok(result)
     }
 
     pub(super) async fn stage_index(
@@ -120,7 +125,7 @@ impl Inner {
         a: &Args,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         let text = self.stored_text(a).await?;
         let stored = self.stored_chunks(a).await?;
         let has_all = stored.iter().all(|(_, v)| v.is_some());
@@ -141,10 +146,11 @@ impl Inner {
         let indexed = self
             .index(a, &meta, &chunks, vectors.as_deref(), progress, log)
             .await?;
-        let mut m = self.base(a);
-        m.insert("chunks".into(), json!(chunks.len()));
-        m.insert("indexed".into(), indexed);
-        Ok(Value::Object(m))
+        Ok(StageResult::IndexedChunks {
+            doc: DocFields::of(a),
+            chunks: chunks.len(),
+            indexed,
+        })
     }
 
     pub(super) async fn stage_analyze(
@@ -152,7 +158,7 @@ impl Inner {
         a: &Args,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         need(
             &self.stages.analyzer,
             "the analyze stage",
@@ -160,9 +166,10 @@ impl Inner {
         )?;
         let text = self.stored_text(a).await?;
         let analysis = self.analyze(a, &text.text, progress, log).await?;
-        let mut m = self.base(a);
-        m.insert("analysis".into(), analysis.unwrap_or(Value::Null));
-        Ok(Value::Object(m))
+        Ok(StageResult::Analyzed {
+            doc: DocFields::of(a),
+            analysis,
+        })
     }
 
     pub(super) async fn stage_record(
@@ -170,13 +177,14 @@ impl Inner {
         a: &Args,
         _progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         self.records()?;
         log.fields.metadata = a.options.get("metadata").cloned();
         log.transitions.push(("done".into(), json!({})));
-        let mut m = self.base(a);
-        m.insert("status".into(), json!("done"));
-        Ok(Value::Object(m))
+        Ok(StageResult::Recorded {
+            doc: DocFields::of(a),
+            status: "done",
+        })
     }
 
     pub(super) async fn stage_notify(
@@ -185,7 +193,7 @@ impl Inner {
         progress: &Progress<'_>,
         _log: &mut RunLog,
         job: &JobInfo,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         let notifier = need(
             &self.stages.notifier,
             "notifications",
@@ -206,14 +214,16 @@ impl Inner {
         } else {
             "document.processed"
         };
-        let mut msg = notification(a, job, event, doc.as_ref().unwrap_or(&Value::Null), None);
-        if let (Value::Object(m), Some(d)) = (&mut msg, &doc) {
-            m.insert("status".into(), json!(status));
-            m.insert("error".into(), d["error"].clone());
+        let field = |k: &str| doc.as_ref().map_or(Value::Null, |d| d[k].clone());
+        let mut msg = Notification::new(a, job, event, (field("pages"), field("chunks")), None);
+        if doc.is_some() {
+            msg.status = status;
+            msg.error = field("error");
         }
-        let report = notifier.notify(&a.app, &msg).await?;
-        let mut m = self.base(a);
-        m.insert("notified".into(), json!(report));
-        Ok(Value::Object(m))
+        let report = notifier.notify(&a.app, &to_json(&msg)).await?;
+        Ok(StageResult::Notified {
+            doc: DocFields::of(a),
+            notified: report,
+        })
     }
 }

@@ -3,9 +3,11 @@
 use std::time::Instant;
 
 use chrono::Utc;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::result::{to_json, Millis, Timings};
 use crate::model::{Chunk, DocumentRef, ExtractedText};
 use crate::record::DocumentFields;
 use crate::ProgressSink;
@@ -51,7 +53,7 @@ pub(super) struct RunLog {
     pub(super) run_id: Uuid,
     pub(super) started_at: chrono::DateTime<Utc>,
     pub(super) transitions: Vec<(String, Value)>,
-    pub(super) timings: Map<String, Value>,
+    pub(super) timings: Timings,
     pub(super) fields: DocumentFields,
     /// Intermediates for chained stages, written in the run's transaction.
     pub(super) text: Option<ExtractedText>,
@@ -65,7 +67,7 @@ impl RunLog {
             run_id: Uuid::new_v4(),
             started_at: Utc::now(),
             transitions: Vec::new(),
-            timings: Map::new(),
+            timings: Timings::new(),
             fields: DocumentFields::default(),
             text: None,
             chunks: None,
@@ -73,16 +75,25 @@ impl RunLog {
         }
     }
 
-    pub(super) fn done(&mut self, stage: &str, status: &str, started: Instant, detail: Value) {
+    /// Times `stage` and logs the transition to `status` with `detail` (a JSON object) and the
+    /// duration as `ms`.
+    pub(super) fn done(
+        &mut self,
+        stage: &'static str,
+        status: &str,
+        started: Instant,
+        detail: impl Serialize,
+    ) {
+        #[derive(Serialize)]
+        struct Timed<T> {
+            #[serde(flatten)]
+            detail: T,
+            ms: f64,
+        }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.timings
-            .insert(stage.to_string(), json!((ms * 10.0).round() / 10.0));
-        let mut detail = match detail {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        detail.insert("ms".into(), json!((ms * 10.0).round() / 10.0));
+        let ms = (ms * 10.0).round() / 10.0;
+        self.timings.insert(stage, Millis::Tenths(ms));
         self.transitions
-            .push((status.to_string(), Value::Object(detail)));
+            .push((status.to_string(), to_json(&Timed { detail, ms })));
     }
 }

@@ -3,14 +3,14 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::args::Args;
 use super::progress::{Progress, RunLog};
-use super::{extract_notes, need, option_on, Inner};
+use super::result::{DocFields, ExtractNotes, Indexed, Processed, StageResult};
+use super::{need, option_on, Inner};
 use crate::error::PipelineError;
-use crate::index_fulltext::IndexReport;
-use crate::model::{Chunk, ChunkMeta, ExtractedText, FetchedObject};
+use crate::model::{Analysis, Chunk, ChunkMeta, ExtractedText, FetchedObject};
 
 impl Inner {
     pub(super) async fn fetch(
@@ -163,16 +163,13 @@ impl Inner {
         vectors: Option<&[Vec<f32>]>,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
-        let mut out = Map::new();
+    ) -> Result<Indexed, PipelineError> {
+        let mut out = Indexed::default();
         let t = Instant::now();
-        let mut any = false;
         if option_on(&a.options, "index_fulltext") {
             if let Some(ft) = &self.stages.fulltext {
                 progress.stage("index_fulltext");
-                let r: IndexReport = ft.index(&a.app, meta, chunks).await?;
-                out.insert("fulltext".into(), json!(r));
-                any = true;
+                out.fulltext = Some(ft.index(&a.app, meta, chunks).await?);
             }
         }
         if option_on(&a.options, "index_vectors") {
@@ -184,15 +181,13 @@ impl Inner {
                     });
                 };
                 progress.stage("index_vectors");
-                let r = vx.index(&a.app, meta, chunks, vectors).await?;
-                out.insert("vectors".into(), json!(r));
-                any = true;
+                out.vectors = Some(vx.index(&a.app, meta, chunks, vectors).await?);
             }
         }
-        if any {
-            log.done("index", "indexed", t, Value::Object(out.clone()));
+        if out.any() {
+            log.done("index", "indexed", t, &out);
         }
-        Ok(Value::Object(out))
+        Ok(out)
     }
 
     pub(super) async fn analyze(
@@ -201,7 +196,7 @@ impl Inner {
         text: &str,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Option<Value>, PipelineError> {
+    ) -> Result<Option<Analysis>, PipelineError> {
         let Some(analyzer) = &self.stages.analyzer else {
             return Ok(None);
         };
@@ -217,9 +212,8 @@ impl Inner {
             t,
             json!({"keywords": analysis.keywords.len()}),
         );
-        let v = json!(analysis);
-        log.fields.analysis = Some(analysis);
-        Ok(Some(v))
+        log.fields.analysis = Some(analysis.clone());
+        Ok(Some(analysis))
     }
 
     pub(super) fn meta(&self, a: &Args, text: &ExtractedText, log: &RunLog) -> ChunkMeta {
@@ -236,21 +230,12 @@ impl Inner {
         }
     }
 
-    pub(super) fn base(&self, a: &Args) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("document_id".into(), json!(a.doc.document_id.to_string()));
-        m.insert("app".into(), json!(a.app.as_str()));
-        m.insert("bucket".into(), json!(a.doc.bucket));
-        m.insert("key".into(), json!(a.doc.key));
-        m
-    }
-
     pub(super) async fn process_document(
         &self,
         a: &Args,
         progress: &Progress<'_>,
         log: &mut RunLog,
-    ) -> Result<Value, PipelineError> {
+    ) -> Result<StageResult, PipelineError> {
         log.fields.metadata = a.options.get("metadata").cloned();
         let obj = self.fetch(a, progress, log).await?;
         let (sha, size) = (obj.sha256.clone(), obj.bytes.len());
@@ -270,17 +255,18 @@ impl Inner {
             .await?;
         let analysis = self.analyze(a, &text.text, progress, log).await?;
         log.transitions.push(("done".into(), json!({})));
-        let mut m = self.base(a);
-        m.insert("status".into(), json!("done"));
-        m.insert("kind".into(), json!(text.kind));
-        m.insert("pages".into(), json!(text.pages));
-        m.insert("chunks".into(), json!(chunks.len()));
-        m.insert("characters".into(), json!(text.text.chars().count()));
-        extract_notes(&mut m, &text);
-        m.insert("sha256".into(), json!(sha));
-        m.insert("size_bytes".into(), json!(size));
-        m.insert("indexed".into(), indexed);
-        m.insert("analysis".into(), analysis.unwrap_or(Value::Null));
-        Ok(Value::Object(m))
+        Ok(StageResult::Processed(Processed {
+            doc: DocFields::of(a),
+            analysis,
+            characters: text.text.chars().count(),
+            chunks: chunks.len(),
+            indexed,
+            kind: text.kind.clone(),
+            notes: ExtractNotes::of(&text),
+            pages: text.pages,
+            sha256: sha,
+            size_bytes: size,
+            status: "done",
+        }))
     }
 }

@@ -97,10 +97,10 @@ pub fn xlsx() -> Vec<u8> {
     wb.save_to_buffer().unwrap()
 }
 
-/// Bytes of a kept fixture in tests/fixtures/.
+/// Bytes of a kept fixture in pipelines/tests/fixtures/.
 pub fn kept(name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+    let p = crate::repo_root()
+        .join("pipelines/tests/fixtures")
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
