@@ -26,8 +26,9 @@ impl RqSource {
         labels: &Labels,
         serializer: Serializer,
         output: Output,
+        callbacks_run: bool,
     ) {
-        let recorded = (|| self.store.finish(job, serializer, &output))
+        let recorded = (|| self.store.finish(job, serializer, &output, callbacks_run))
             .retry(backoff::record())
             .when(FinishError::is_transient)
             .notify(|e, _| warn!(error = %e, "could not record success yet; retrying"))
@@ -78,7 +79,7 @@ impl RqSource {
                 err.message
             )
         });
-        let recorded = (|| self.store.fail(job, mode, &exc))
+        let recorded = (|| self.store.fail(job, mode, &exc, err.callbacks_run))
             .retry(backoff::record())
             .when(FinishError::is_transient)
             .notify(|e, _| warn!(error = %e, "could not record failure yet; retrying"))
