@@ -263,14 +263,24 @@ for i in range(4):
 q.enqueue("pytasks.noop", job_id="quick", job_timeout=2, **cb)
 q.enqueue("pytasks.boom", "no good", job_id="boom", **cb)
 q.enqueue("pytasks.stuck", job_id="stuck", job_timeout=1, **cb)
-q.enqueue("pytasks.nap", 30, job_id="nap", job_timeout=1, **cb)
 "#,
         )?;
         let _w = start(&db, version, "w-py-wait", 2, &["--concurrency", "8"])?;
         let slow = ["slow0", "slow1", "slow2", "slow3"];
         wait_statuses(&db, &ids(&slow), &["finished"], T)?;
         wait_statuses(&db, &ids(&["quick"]), &["finished"], T)?;
-        wait_statuses(&db, &ids(&["boom", "stuck", "nap"]), &["failed"], T)?;
+        wait_statuses(&db, &ids(&["boom", "stuck"]), &["failed"], T)?;
+        // Alone: a plain function's timeout kill would also end an async job sharing its process.
+        run_python(
+            version,
+            &db,
+            r#"
+from rq import Callback
+import pytasks
+Queue("default", connection=r).enqueue("pytasks.nap", 30, job_id="nap", job_timeout=1, on_failure=Callback(pytasks.on_failure))
+"#,
+        )?;
+        wait_statuses(&db, &ids(&["nap"]), &["failed"], T)?;
         let out = run_python(
             version,
             &db,
