@@ -157,6 +157,25 @@ def tasks():
                 {"matcher": {"id": "byRegexp", "options": "last run|next run"},
                  "properties": [{"id": "unit", "value": "dateTimeAsIso"}]}]})
 
+    b.row("Python tasks (--python)")
+    py_desc = ("The `--python` pool. A job claimed while every process is busy waits for one (at most "
+               "--python-wait-secs); its job_timeout starts when a process takes it.")
+    b.panel("Python processes: busy / idle",
+            [('sum(mindora_python_processes{state="busy"})', "busy"),
+             ('sum(mindora_python_processes{state="idle"})', "idle")],
+            unit="short", w=8, desc=py_desc)
+    b.panel("Wait for a free Python process (p50 / p95 / p99)",
+            [(f"histogram_quantile({q}, sum by (le) (rate(mindora_python_process_wait_seconds_bucket[$__rate_interval])))", f"p{int(q * 100)}")
+             for q in (0.5, 0.95, 0.99)]
+            + [("sum(rate(mindora_python_process_wait_timeouts_total[$__rate_interval]))", "gave up (--python-wait-secs) /s")],
+            unit="s", w=8,
+            desc="Time from claim to a process taking the job. Jobs that waited longer than --python-wait-secs fail with PythonProcessWaitTimeout (the last series, per second).")
+    b.panel("Python process restarts and recycles (per interval)",
+            [("sum by (reason) (increase(mindora_python_process_restarts_total[$__rate_interval]))", "restart: {{reason}}"),
+             ("sum by (reason) (increase(mindora_python_process_recycles_total[$__rate_interval]))", "recycle: {{reason}}")],
+            unit="short", w=8,
+            desc="Restarts: killed at a job's timeout, a stopped job, a callback past its timeout, crashed (segfault, OOM kill, exit) or hung. Recycles: --python-max-jobs / --python-max-rss-mb.")
+
     b.dump("mindora-tasks", "mindora tasks", ["mindora"],
            [var("source", "label_values(mindora_jobs_started_total, source)", "source"),
             var("queue", 'label_values(mindora_jobs_started_total{source=~"$source"}, queue)', "queue")],

@@ -8,7 +8,7 @@ import zlib
 
 import rq.job
 from rq.serializers import JSONSerializer, resolve_serializer
-from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
+from rq.timeouts import JobTimeoutException, TimerDeathPenalty, UnixSignalDeathPenalty
 
 try:  # rq >= 3.0
     from rq import callbacks as _rq_callbacks
@@ -67,6 +67,16 @@ def death_penalty():
     if threading.current_thread() is threading.main_thread():
         return UnixSignalDeathPenalty
     return TimerDeathPenalty
+
+
+def timeout_exception(message):
+    """rq's ``JobTimeoutException`` carrying ``message``. rq's ``TimerDeathPenalty`` (used
+    for callbacks outside the main thread) replaces the class's ``__init__`` process-wide,
+    so every later instance would read "(60 seconds)" (the last callback timeout); this
+    instance is made without it."""
+    exc = JobTimeoutException.__new__(JobTimeoutException)
+    Exception.__init__(exc, message)
+    return exc
 
 
 def run_callback(kind, job, *args):

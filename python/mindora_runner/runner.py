@@ -128,12 +128,16 @@ class Runner:
 
     def _accept(self, header):
         tag = header["tag"]
+        job = None
         try:
             job = self._load(header["id"], header.get("serializer"))
             func = job.func  # imported by dotted name, as rq does (import_attribute)
             job.args, job.kwargs  # decode now: a bad payload fails here with its traceback
         except BaseException:  # noqa: BLE001 - reported as the job's failure
-            self._send_err(tag, None, sys.exc_info())
+            if job is None:
+                self._send_err(tag, None, sys.exc_info())
+            else:  # as rq's perform_job: a job that cannot start still gets on_failure
+                self.main_jobs.put((self._failed, (tag, job, sys.exc_info())))
             return
         if inspect.iscoroutinefunction(func):
             self.writer.send({"t": "started", "tag": tag, "mode": "async"})
@@ -163,8 +167,9 @@ class Runner:
         except asyncio.CancelledError:
             reason = self.cancel_reasons.pop(tag, "abandoned")
             if reason == "timeout":
-                try:
-                    raise JobTimeoutException(f"Task exceeded maximum timeout value ({timeout} seconds)")
+                try:  # rq's text; no chained CancelledError, as rq's death penalty raises it
+                    message = f"Task exceeded maximum timeout value ({timeout} seconds)"
+                    raise compat.timeout_exception(message) from None
                 except JobTimeoutException:
                     self._failed(tag, job, sys.exc_info())
             elif reason == "stopped":
@@ -242,9 +247,13 @@ class Runner:
                     time.sleep(0.05)
                 compat.run_callback("stopped", job)
             else:
-                exc_class = JobTimeoutException if header.get("exc_type") == "JobTimeoutException" else ProcessDied
+                message = header.get("message", "")
+                if header.get("exc_type") == "JobTimeoutException":
+                    exc, exc_class = compat.timeout_exception(message), JobTimeoutException
+                else:
+                    exc, exc_class = ProcessDied(message), ProcessDied
                 try:
-                    raise exc_class(header.get("message", ""))
+                    raise exc
                 except exc_class:
                     compat.run_callback("failure", job, *sys.exc_info())
         except BaseException:  # noqa: BLE001

@@ -47,6 +47,12 @@ def segfault():
     ctypes.string_at(0)
 
 
+def sleepy(secs):
+    """A plain function holding its process for `secs`."""
+    time.sleep(secs)
+    return secs
+
+
 def pid():
     return os.getpid()
 

@@ -8,7 +8,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mindora_tests::{free_port, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess};
+use mindora_tests::{
+    free_port, python_pool_args, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess,
+};
 
 fn get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -35,6 +37,7 @@ for i in range(5):
     q.enqueue("mindora.echo", i, job_id=f"ok{i}")
 q.enqueue("mindora.fail", "x", job_id="dead")
 q.enqueue("mindora.fail", "y", job_id="retry", retry=Retry(max=1))
+q.enqueue("pytasks.add", 1, job_id="py")
 Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
 "#,
     )?;
@@ -51,19 +54,22 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
         "[[job]]\nname = \"metrics-beat\"\ncron = \"* * * * * *\"\nqueue = \"cron-metrics\"\nfunc = \"mindora.noop\"\n",
     )?;
     let cron = cron.display().to_string();
-    let _w = WorkerProcess::start(
-        &db,
-        "w-metrics",
-        &[
-            "--metrics-addr",
-            &addr,
-            "--queues",
-            "default,low",
-            "--cron",
-            &cron,
-        ],
-    )?;
-    let ids: Vec<String> = ["ok0", "ok1", "ok2", "ok3", "ok4"]
+    // The Python pool too (one process, one Python job), for the dashboard's Python row.
+    let mut args: Vec<String> = [
+        "--metrics-addr",
+        &addr,
+        "--queues",
+        "default,low",
+        "--cron",
+        &cron,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(python_pool_args("3.0", 1)?);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _w = WorkerProcess::start(&db, "w-metrics", &args)?;
+    let ids: Vec<String> = ["ok0", "ok1", "ok2", "ok3", "ok4", "py"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -132,6 +138,10 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
         r#"mindora_cron_enqueued_total{entry="metrics-beat"}"#.to_string(),
         r#"mindora_cron_missed_ticks_total{entry="metrics-beat"} 0"#.to_string(),
         r#"mindora_cron_next_run_timestamp_seconds{entry="metrics-beat"}"#.to_string(),
+        r#"mindora_python_processes{state="idle"}"#.to_string(),
+        "mindora_python_process_wait_seconds_bucket{le=".to_string(),
+        r#"mindora_python_process_restarts_total{reason="timeout"} 0"#.to_string(),
+        r#"mindora_python_process_recycles_total{reason="max_jobs"} 0"#.to_string(),
     ] {
         assert!(body.contains(&needle), "missing {needle:?} in:\n{body}");
     }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use mindora_tests::{
-    ids, python_pool_args, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
+    free_port, http_get, ids, python_pool_args, run_python, wait_for, wait_statuses, RedisDb,
+    WorkerProcess, RQ_VERSIONS,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -233,4 +234,178 @@ fn is_zombie(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
+}
+
+/// rq's timeout text, as its death penalty raises it.
+fn rq_timeout(secs: u64) -> String {
+    format!("rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({secs} seconds)")
+}
+
+/// Issue 20, findings 1-3: with `--concurrency` above `--python-processes`, a job claimed
+/// while every process is busy still gets its whole `job_timeout` (it starts when a
+/// process takes the job), callbacks that ran are not reported as not run, and every
+/// timeout reads as rq's, in `exc_string` and in what `on_failure` receives.
+#[test]
+fn jobs_waiting_for_a_process_keep_their_timeout_and_callbacks_are_reported_truthfully(
+) -> Result<()> {
+    for version in RQ_VERSIONS {
+        let db = RedisDb::lease()?;
+        run_python(
+            version,
+            &db,
+            r#"
+from rq import Callback
+import pytasks
+q = Queue("default", connection=r)
+cb = dict(on_success=Callback(pytasks.on_success), on_failure=Callback(pytasks.on_failure))
+for i in range(4):
+    q.enqueue("pytasks.sleepy", 3, job_id=f"slow{i}", job_timeout=30)
+q.enqueue("pytasks.noop", job_id="quick", job_timeout=2, **cb)
+q.enqueue("pytasks.boom", "no good", job_id="boom", **cb)
+q.enqueue("pytasks.stuck", job_id="stuck", job_timeout=1, **cb)
+"#,
+        )?;
+        let _w = start(&db, version, "w-py-wait", 2, &["--concurrency", "8"])?;
+        let slow = ["slow0", "slow1", "slow2", "slow3"];
+        wait_statuses(&db, &ids(&slow), &["finished"], T)?;
+        wait_statuses(&db, &ids(&["quick"]), &["finished"], T)?;
+        wait_statuses(&db, &ids(&["boom", "stuck"]), &["failed"], T)?;
+        // Alone: a plain function's timeout kill would also end an async job sharing its process.
+        run_python(
+            version,
+            &db,
+            r#"
+from rq import Callback
+import pytasks
+Queue("default", connection=r).enqueue("pytasks.nap", 30, job_id="nap", job_timeout=1, on_failure=Callback(pytasks.on_failure))
+"#,
+        )?;
+        wait_statuses(&db, &ids(&["nap"]), &["failed"], T)?;
+        let out = run_python(
+            version,
+            &db,
+            &format!(
+                r#"
+from rq.job import Job
+def wait_key(key):
+    # Callbacks of killed processes run in a fresh one; on a loaded machine that takes seconds.
+    for _ in range(600):
+        if r.get(key) is not None:
+            return r.get(key)
+        time.sleep(0.1)
+    return None
+for jid in ["slow0", "slow1", "slow2", "slow3", "quick", "boom", "stuck", "nap"]:
+    note = r.hget("rq:job:" + jid, "mindora_callbacks_not_run")
+    assert note is None, (jid, note)
+assert wait_key("cb:success:quick") == b"None", r.get("cb:success:quick")
+assert wait_key("cb:failure:boom") == b"ValueError: no good", r.get("cb:failure:boom")
+for jid in ["stuck", "nap"]:
+    exc = Job.fetch(jid, connection=r).latest_result().exc_string
+    assert exc.startswith("Traceback (most recent call last):"), exc
+    assert exc.rstrip().endswith("{rq}"), exc
+    got = wait_key(f"cb:failure:{{jid}}")
+    assert got == b"JobTimeoutException: Task exceeded maximum timeout value (1 seconds)", (jid, got)
+nap = Job.fetch("nap", connection=r).latest_result().exc_string
+assert "killed" not in nap and "replaced" not in nap, nap
+print("ok")
+"#,
+                rq = rq_timeout(1)
+            ),
+        )?;
+        assert_eq!(out.trim(), "ok", "rq {version}");
+    }
+    Ok(())
+}
+
+/// The wait for a free process is bounded by `--python-wait-secs` and reported as such;
+/// the pool's metrics (busy / idle processes, wait time, restarts and recycles by reason)
+/// are on `/metrics`.
+#[test]
+fn the_wait_for_a_process_is_bounded_and_the_pool_reports_metrics() -> Result<()> {
+    let version = "3.0";
+    let db = RedisDb::lease()?;
+    run_python(
+        version,
+        &db,
+        r#"
+from rq import Callback
+import pytasks
+q = Queue("default", connection=r)
+q.enqueue("pytasks.sleepy", 4, job_id="hold")
+q.enqueue("pytasks.noop", job_id="starved", job_timeout=60, on_failure=Callback(pytasks.on_failure))
+"#,
+    )?;
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let flags = [
+        "--concurrency",
+        "3",
+        "--python-wait-secs",
+        "1",
+        "--python-max-jobs",
+        "2",
+        "--metrics-addr",
+        &addr,
+    ];
+    let _w = start(&db, version, "w-py-metrics", 1, &flags)?;
+    wait_statuses(&db, &ids(&["hold"]), &["finished"], T)?;
+    wait_statuses(&db, &ids(&["starved"]), &["failed"], T)?;
+    // One at a time now: a timeout kill, then jobs enough for a recycle.
+    let one = |code: &str, id: &str, status: &str| -> Result<()> {
+        run_python(version, &db, code)?;
+        wait_statuses(&db, &ids(&[id]), &[status], T)
+    };
+    one(
+        "Queue('default', connection=r).enqueue('pytasks.stuck', job_id='stuck', job_timeout=1)",
+        "stuck",
+        "failed",
+    )?;
+    for i in 0..3 {
+        let code = format!("Queue('default', connection=r).enqueue('pytasks.noop', job_id='n{i}')");
+        one(&code, &format!("n{i}"), "finished")?;
+    }
+    let out = run_python(
+        version,
+        &db,
+        r#"
+from rq.job import Job
+exc = Job.fetch("starved", connection=r).latest_result().exc_string
+assert "PythonProcessWaitTimeout" in exc and "--python-wait-secs" in exc, exc
+assert "JobTimeoutException" not in exc, exc
+# It never started: its on_failure did not run, and its record says so.
+assert r.get("cb:failure:starved") is None
+assert b"on_failure" in r.hget("rq:job:starved", "mindora_callbacks_not_run")
+print("ok")
+"#,
+    )?;
+    assert_eq!(out.trim(), "ok");
+    let body = wait_for(Duration::from_secs(30), "an idle pool on /metrics", || {
+        let text = http_get(port, "/metrics")?;
+        Ok(
+            (text.contains(r#"mindora_python_processes{state="busy"} 0"#)
+                && text.contains(r#"mindora_python_processes{state="idle"} 1"#))
+            .then_some(text),
+        )
+    })?;
+    for needle in [
+        "mindora_python_process_wait_seconds_bucket{le=",
+        "mindora_python_process_wait_seconds_count ",
+        "mindora_python_process_wait_timeouts_total 1",
+        r#"mindora_python_process_restarts_total{reason="timeout"} 1"#,
+        r#"mindora_python_process_restarts_total{reason="crashed"} 0"#,
+        r#"mindora_python_process_recycles_total{reason="max_rss"} 0"#,
+    ] {
+        assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
+    }
+    let recycles = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"mindora_python_process_recycles_total{reason="max_jobs"} "#)
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        recycles.is_some_and(|n| n >= 1.0),
+        "a process recycled after --python-max-jobs 2: {recycles:?}\n{body}"
+    );
+    Ok(())
 }

@@ -138,6 +138,9 @@ pub struct HandlerError {
     /// A complete exception text (e.g. a Python traceback) recorded verbatim as rq's
     /// `exc_string` instead of the one the worker composes from `kind` and `message`.
     pub exc_string: Option<String>,
+    /// The job's rq callback for this outcome (`on_failure`) already ran (a Python pool
+    /// runs it), so the job's record must not say it was not run.
+    pub callbacks_run: bool,
 }
 
 impl HandlerError {
@@ -148,6 +151,7 @@ impl HandlerError {
             message: message.into(),
             retryable: true,
             exc_string: None,
+            callbacks_run: false,
         }
     }
 
@@ -158,6 +162,7 @@ impl HandlerError {
             message: message.into(),
             retryable: false,
             exc_string: None,
+            callbacks_run: false,
         }
     }
 
@@ -166,12 +171,31 @@ impl HandlerError {
         self.exc_string = Some(exc_string.into());
         self
     }
+
+    /// Marks the job's `on_failure` / `on_stopped` callback as run by the handler.
+    pub fn with_callbacks_run(mut self) -> Self {
+        self.callbacks_run = true;
+        self
+    }
 }
 
 /// A function the worker can run.
 pub trait Handler: Send + Sync + 'static {
     /// Runs one job.
     fn call(&self, ctx: JobContext) -> HandlerFuture;
+
+    /// Whether the handler enforces the job's timeout itself (a process pool starts the
+    /// clock when a process takes the job, not while the job waits for one); the worker
+    /// then applies no timer of its own.
+    fn owns_timeout(&self) -> bool {
+        false
+    }
+
+    /// Whether the handler runs the job's rq callbacks (`on_success`, and `on_stopped`
+    /// when the job is stopped); failures say so per error ([`HandlerError::callbacks_run`]).
+    fn runs_callbacks(&self) -> bool {
+        false
+    }
 }
 
 impl<F, Fut, R> Handler for F

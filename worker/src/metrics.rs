@@ -35,6 +35,17 @@ pub const WORKER_CONCURRENCY: &str = "mindora_worker_concurrency";
 pub const STALE_OUTCOMES: &str = "mindora_stale_outcomes_total";
 /// Counter: recoveries after the Redis connection failed.
 pub const REDIS_RECONNECTS: &str = "mindora_redis_reconnects_total";
+/// Gauge: Python pool processes by `state` (`busy`: running a job or callback, `idle`).
+pub const PYTHON_PROCESSES: &str = "mindora_python_processes";
+/// Histogram: seconds a Python job waited for a free process (its timeout starts after).
+pub const PYTHON_WAIT: &str = "mindora_python_process_wait_seconds";
+/// Counter: Python jobs failed because no process became free within `--python-wait-secs`.
+pub const PYTHON_WAIT_TIMEOUTS: &str = "mindora_python_process_wait_timeouts_total";
+/// Counter: Python processes killed or lost and replaced, by `reason` (`timeout`,
+/// `stopped`, `callback_timeout`, `crashed`, `hung`).
+pub const PYTHON_RESTARTS: &str = "mindora_python_process_restarts_total";
+/// Counter: Python processes recycled, by `reason` (`max_jobs`, `max_rss`).
+pub const PYTHON_RECYCLES: &str = "mindora_python_process_recycles_total";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -107,6 +118,8 @@ pub enum MetricsError {
 pub fn install() -> Result<PrometheusHandle, MetricsError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(JOB_DURATION.into()), DURATION_BUCKETS)
+        .map_err(|e| MetricsError::Build(e.to_string()))?
+        .set_buckets_for_metric(Matcher::Full(PYTHON_WAIT.into()), DURATION_BUCKETS)
         .map_err(|e| MetricsError::Build(e.to_string()))?
         .install_recorder()
         .map_err(|e| MetricsError::Build(e.to_string()))

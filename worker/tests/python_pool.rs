@@ -250,3 +250,32 @@ async fn a_pool_that_cannot_start_says_why() -> Result<()> {
     assert!(err.to_string().contains("mindora_runner"), "{err}");
     Ok(())
 }
+
+/// Log lines show `type: message`: the message drops the traceback's own `Type: ` prefix
+/// (also rq's dotted one), so a line never reads `ValueError: ValueError: ...`.
+#[test]
+fn failure_messages_do_not_repeat_the_exception_type() {
+    let f = |exc_type: &str, exc_string: &str| mindora_worker::python::PyFailure {
+        kind: FailureKind::Raised,
+        exc_type: exc_type.to_string(),
+        exc_string: exc_string.to_string(),
+    };
+    let raised = f(
+        "ValueError",
+        "Traceback (most recent call last):\n  File \"t.py\", line 1\nValueError: bad input\n",
+    );
+    assert_eq!(raised.message(), "bad input");
+    let timeout = f(
+        "JobTimeoutException",
+        "Traceback (most recent call last):\nrq.timeouts.JobTimeoutException: Task exceeded maximum timeout value (2 seconds)\n",
+    );
+    assert_eq!(
+        timeout.message(),
+        "Task exceeded maximum timeout value (2 seconds)"
+    );
+    let other = f(
+        "WorkHorseTerminated",
+        "Work-horse terminated unexpectedly: x",
+    );
+    assert_eq!(other.message(), "Work-horse terminated unexpectedly: x");
+}

@@ -56,9 +56,12 @@ for i in range(3):
 
     let out = Output::Value(serde_json::json!({"ok": true}));
     let serializer = claimed[0].hash.call()?.0;
-    let results =
-        futures::future::join_all(claimed.iter().map(|job| old.finish(job, serializer, &out)))
-            .await;
+    let results = futures::future::join_all(
+        claimed
+            .iter()
+            .map(|job| old.finish(job, serializer, &out, false)),
+    )
+    .await;
     assert!(results[0].is_ok(), "{:?}", results[0]);
     assert!(
         matches!(results[1], Err(FinishError::Stale(_))),

@@ -62,6 +62,9 @@ pub struct Executed {
     pub outcome: Outcome,
     /// Wall time in the handler.
     pub elapsed: Duration,
+    /// The job's rq callback for this outcome ran in the handler (a Python pool): the
+    /// job's record must not say it was not run.
+    pub callbacks_run: bool,
 }
 
 /// Metric labels of one job, the same on every source.
@@ -182,9 +185,13 @@ impl Core {
             return Executed {
                 outcome: Outcome::Failed(self.registry.unknown(&ctx.function)),
                 elapsed: Duration::ZERO,
+                callbacks_run: false,
             };
         };
         let started = Instant::now();
+        // A handler that owns its timeout (the Python pool) starts its clock when the job
+        // really starts; a timer here would also count the wait for a Python process.
+        let timeout = timeout.filter(|_| !handler.owns_timeout());
         let task = tokio::spawn(handler.call(ctx).in_current_span());
         let abort = task.abort_handle();
         let never = CancellationToken::new();
@@ -223,7 +230,16 @@ impl Core {
             }
             Outcome::Interrupted(Interrupt::Shutdown) => {}
         }
-        Executed { outcome, elapsed }
+        let callbacks_run = match &outcome {
+            Outcome::Failed(e) => e.callbacks_run,
+            Outcome::Done(_) | Outcome::Interrupted(Interrupt::Stop) => handler.runs_callbacks(),
+            Outcome::Interrupted(Interrupt::Shutdown) => false,
+        };
+        Executed {
+            outcome,
+            elapsed,
+            callbacks_run,
+        }
     }
 
     /// Starts [`Core::drain`] once `shutdown` is cancelled.

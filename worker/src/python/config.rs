@@ -59,6 +59,16 @@ pub struct PythonArgs {
         default_value_t = 0
     )]
     pub max_rss_mb: u64,
+    /// Seconds a job may wait for a free process (when `--concurrency` exceeds what the
+    /// processes run at once); past it the job fails with `PythonProcessWaitTimeout` and
+    /// rq's retry policy applies. Its `job_timeout` starts only when a process takes it.
+    /// 0: wait as long as it takes.
+    #[arg(
+        long = "python-wait-secs",
+        env = "MINDORA_PYTHON_WAIT_SECS",
+        default_value_t = 600
+    )]
+    pub wait_secs: u64,
     /// Seconds a new process may take to import and say hello.
     #[arg(
         long = "python-start-timeout-secs",
@@ -99,6 +109,8 @@ pub struct PoolConfig {
     pub max_rss_bytes: u64,
     /// Handshake deadline.
     pub start_timeout: Duration,
+    /// Longest wait for a free process (None: no limit).
+    pub wait: Option<Duration>,
     /// Custom serializer path.
     pub serializer: Option<String>,
     /// Modules to import at start.
@@ -117,6 +129,7 @@ impl PoolConfig {
             max_jobs: 0,
             max_rss_bytes: 0,
             start_timeout: Duration::from_secs(30),
+            wait: Some(Duration::from_secs(600)),
             serializer: None,
             preload: Vec::new(),
         }
@@ -137,6 +150,7 @@ impl PoolConfig {
             max_jobs: args.max_jobs,
             max_rss_bytes: args.max_rss_mb.saturating_mul(1024 * 1024),
             start_timeout: Duration::from_secs(args.start_timeout_secs.max(1)),
+            wait: (args.wait_secs > 0).then(|| Duration::from_secs(args.wait_secs)),
             serializer: args.serializer.clone().filter(|s| !s.trim().is_empty()),
             preload: args
                 .preload

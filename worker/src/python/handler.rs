@@ -19,6 +19,17 @@ impl PythonHandler {
 }
 
 impl Handler for PythonHandler {
+    /// The pool starts a job's clock when a process takes it: the wait for a free process
+    /// is bounded by `--python-wait-secs` instead.
+    fn owns_timeout(&self) -> bool {
+        true
+    }
+
+    /// Runs `on_success`, `on_failure` and `on_stopped` in Python, as rq's worker does.
+    fn runs_callbacks(&self) -> bool {
+        true
+    }
+
     fn call(&self, ctx: JobContext) -> HandlerFuture {
         let pool = self.pool.clone();
         Box::pin(async move {
@@ -41,9 +52,14 @@ impl Handler for PythonHandler {
                 PyOutcome::Returned(bytes) => Ok(Output::Serialized(bytes)),
                 PyOutcome::Failed(f) => {
                     let err = if f.retryable() {
-                        HandlerError::retryable(f.exc_type.clone(), f.summary())
+                        HandlerError::retryable(f.exc_type.clone(), f.message())
                     } else {
-                        HandlerError::permanent(f.exc_type.clone(), f.summary())
+                        HandlerError::permanent(f.exc_type.clone(), f.message())
+                    };
+                    let err = if f.callbacks_run() {
+                        err.with_callbacks_run()
+                    } else {
+                        err
                     };
                     Err(err.with_exc_string(f.exc_string))
                 }

@@ -51,6 +51,8 @@ pub enum FailureKind {
     Stopped,
     /// No Python process could be started.
     Unavailable,
+    /// No process became free within `--python-wait-secs`; the job never started.
+    WaitTimeout,
 }
 
 /// A failed Python job, with the text rq stores as `exc_string`.
@@ -68,6 +70,29 @@ impl PyFailure {
     /// Whether rq's retry policy applies (everything but a stop, as in rq).
     pub fn retryable(&self) -> bool {
         self.kind != FailureKind::Stopped
+    }
+
+    /// Whether the job's `on_failure` / `on_stopped` callback ran or will run in the pool
+    /// (not when the job never reached a process).
+    pub fn callbacks_run(&self) -> bool {
+        !matches!(
+            self.kind,
+            FailureKind::Unavailable | FailureKind::WaitTimeout
+        )
+    }
+
+    /// The exception's message without its type (`bad input` for `ValueError: bad input`),
+    /// so that log lines showing `type: message` do not repeat the type.
+    pub fn message(&self) -> &str {
+        let last = self.summary();
+        match last.split_once(": ") {
+            Some((head, rest))
+                if head == self.exc_type || head.ends_with(&format!(".{}", self.exc_type)) =>
+            {
+                rest
+            }
+            _ => last,
+        }
     }
 
     /// The last line of the traceback (`ValueError: bad input`), for logs.

@@ -230,6 +230,7 @@ async fn supervise(inner: Arc<Inner>, ready: Option<oneshot::Sender<Result<(), P
     }
     info!(pid, "Python process started");
     let mut last_seen = Instant::now();
+    let mut hung = false;
     let mut exit_asked: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let status = loop {
@@ -254,6 +255,7 @@ async fn supervise(inner: Arc<Inner>, ready: Option<oneshot::Sender<Result<(), P
                     }
                     Housekeeping::Idle if last_seen.elapsed() > HANG_AFTER => {
                         warn!(pid, "idle Python process stopped answering; killing it");
+                        hung = true;
                         let _ = child.start_kill();
                     }
                     _ => {}
@@ -274,7 +276,7 @@ async fn supervise(inner: Arc<Inner>, ready: Option<oneshot::Sender<Result<(), P
         Ok(s) => describe(s),
         Err(e) => format!("wait failed: {e}"),
     };
-    let (retiring, orphans) = inner.unregister(id);
+    let (ended_by, orphans) = inner.unregister(id);
     let reason = format!(
         "Work-horse terminated unexpectedly: Python process {pid} ({how}) died while running the job"
     );
@@ -286,10 +288,13 @@ async fn supervise(inner: Arc<Inner>, ready: Option<oneshot::Sender<Result<(), P
             reason.clone(),
         )));
     }
-    if retiring {
-        info!(pid, how = %how, "Python process recycled");
+    if let Some(why) = ended_by {
+        // Its replacement was started when the pool decided to end it.
+        info!(pid, how = %how, reason = why.label(), "Python process {}", why.describe());
     } else if !inner.shutdown.is_cancelled() {
-        warn!(pid, how = %how, "Python process exited; starting a replacement");
+        let reason = if hung { "hung" } else { "crashed" };
+        metrics::counter!(crate::metrics::PYTHON_RESTARTS, "reason" => reason).increment(1);
+        warn!(pid, how = %how, reason, "Python process exited; starting a replacement");
         if born.elapsed() < Duration::from_secs(1) {
             tokio::time::sleep(inner.next_start_pause()).await;
         }

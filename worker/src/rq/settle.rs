@@ -28,8 +28,9 @@ impl RqSource {
         labels: &Labels,
         serializer: Serializer,
         output: Output,
+        callbacks_run: bool,
     ) {
-        let recorded = (|| self.store.finish(job, serializer, &output))
+        let recorded = (|| self.store.finish(job, serializer, &output, callbacks_run))
             .retry(backoff::record())
             .when(FinishError::is_transient)
             .notify(|e, _| warn!(error = %e, "could not record success yet; retrying"))
@@ -88,7 +89,7 @@ impl RqSource {
                 err.message
             )
         });
-        let recorded = (|| self.store.fail(job, mode, &exc))
+        let recorded = (|| self.store.fail(job, mode, &exc, err.callbacks_run))
             .retry(backoff::record())
             .when(FinishError::is_transient)
             .notify(|e, _| warn!(error = %e, "could not record failure yet; retrying"))

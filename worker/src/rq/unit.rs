@@ -103,7 +103,8 @@ impl RqSource {
         meta.flush().await;
         match executed.outcome {
             Outcome::Done(output) => {
-                self.settle_success(&job, &labels, serializer, output).await;
+                self.settle_success(&job, &labels, serializer, output, executed.callbacks_run)
+                    .await;
                 info!(function = %labels.function, ms = executed.elapsed.as_millis() as u64, "job finished");
             }
             Outcome::Failed(err) => {
@@ -111,7 +112,8 @@ impl RqSource {
                     .await
             }
             Outcome::Interrupted(Interrupt::Stop) => {
-                let err = HandlerError::permanent("StopRequested", "job stopped by request");
+                let mut err = HandlerError::permanent("StopRequested", "job stopped by request");
+                err.callbacks_run = executed.callbacks_run;
                 self.settle_failure(&job, &labels, err, Some(Interrupt::Stop), executed.elapsed)
                     .await
             }

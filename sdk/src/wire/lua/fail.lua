@@ -1,7 +1,8 @@
 -- A job raised, timed out or was stopped: rq's handle_job_failure in one atomic step,
 -- with rq 3.0's release of the job's rate-limit slot unless it is queued again.
 -- ARGV: job_id, queue, exec_id, worker, now_iso, now_int, mode, delay_secs, failure_ttl,
---       working_secs, result fields (name, value, ...)
+--       working_secs, callbacks_run ('1': the job's Python callback already ran, no note),
+--       result fields (name, value, ...)
 -- mode: 'retry' (retries_left is decremented, the job is scheduled after delay_secs or
 --       queued at once), 'failed' or 'stopped' (final).
 -- Returns: 'scheduled' | 'queued' | 'failed' | 'stopped' | 'gone'
@@ -9,6 +10,7 @@
 local job_id, queue, exec_id, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_iso, now_i, mode = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local delay, failure_ttl, working = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local callbacks_run = ARGV[11] == '1'
 local jkey = RQ .. 'job:' .. job_id
 if not execution_is_live(job_id, queue, exec_id) then return stale_outcome(job_id, queue, exec_id, worker) end
 local rl = rl_of(job_id)
@@ -25,9 +27,11 @@ if mode == 'retry' then
   return status
 end
 local fields = {}
-for i = 11, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 12, #ARGV do table.insert(fields, ARGV[i]) end
 record_failure(job_id, queue, mode, now_iso, now_i, failure_ttl, fields)
-if mode == 'stopped' then
+if callbacks_run then
+  -- Run by the Python pool: nothing to note.
+elseif mode == 'stopped' then
   note_callback_not_run(job_id, 'stopped_callback_name', 'on_stopped')
 else
   note_callback_not_run(job_id, 'failure_callback_name', 'on_failure')

@@ -4,7 +4,8 @@
 -- settled in one call (the per-call cost is paid once); each is recorded exactly as if it
 -- were alone, and the worker's counters and state are updated once for the lot.
 -- ARGV: worker, n, then n times:
---       job_id, queue, exec_id, now_iso, now_int, result_ttl, working_secs, field_pairs,
+--       job_id, queue, exec_id, now_iso, now_int, result_ttl, working_secs, callbacks_run
+--       ('1': on_success already ran in a Python pool, no note), field_pairs,
 --       result fields (name, value, ... field_pairs pairs)
 -- Returns, per job in order: {status, {ids of dependents queued}}, where status is
 -- 'finished' | 'queued' | 'scheduled' (Repeat) | 'gone' | 'stale' (fencing: the execution
@@ -41,7 +42,7 @@ local function schedule_repeat(job_id, queue, now_iso, now_i, repeats_left, raw_
 end
 
 -- One job's success, its execution already out of the started registry.
-local function finish_one(job_id, queue, exec_id, now_iso, now_i, result_ttl, fields)
+local function finish_one(job_id, queue, exec_id, now_iso, now_i, result_ttl, fields, callbacks_run)
   local jkey = RQ .. 'job:' .. job_id
   close_execution(job_id, exec_id, worker)
   -- Everything the outcome depends on, in one read; no status means no job.
@@ -50,7 +51,7 @@ local function finish_one(job_id, queue, exec_id, now_iso, now_i, result_ttl, fi
   if not f[1] then return {'gone', {}} end
   local rl = rl_from(f[2], f[3])
   redis.call('HSET', jkey, 'status', 'finished', 'ended_at', now_iso, 'last_heartbeat', now_iso)
-  note_callback_named(job_id, f[4], 'on_success')
+  if not callbacks_run then note_callback_named(job_id, f[4], 'on_success') end
   local rkey = RQ .. 'results:' .. job_id
   local xadd = {'XADD', rkey, 'MAXLEN', '~', '10', '*'}
   for _, v in ipairs(fields) do table.insert(xadd, v) end
@@ -86,10 +87,11 @@ local i = 3
 for _ = 1, n do
   local job_id, queue, exec_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local now_iso, now_i, result_ttl = ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-  local secs, pairs_n = tonumber(ARGV[i + 6]) or 0, tonumber(ARGV[i + 7])
+  local secs, callbacks_run = tonumber(ARGV[i + 6]) or 0, ARGV[i + 7] == '1'
+  local pairs_n = tonumber(ARGV[i + 8])
   local fields = {}
-  for k = i + 8, i + 7 + 2 * pairs_n do table.insert(fields, ARGV[k]) end
-  i = i + 8 + 2 * pairs_n
+  for k = i + 9, i + 8 + 2 * pairs_n do table.insert(fields, ARGV[k]) end
+  i = i + 9 + 2 * pairs_n
   ended[job_id] = true
   -- Fencing: removing the execution from the started registry is also the liveness check.
   if redis.call('ZREM', RQ .. 'wip:' .. queue, job_id .. ':' .. exec_id) == 0 then
@@ -99,7 +101,8 @@ for _ = 1, n do
     done = done + 1
     working = working + secs
     -- One job's failing command must not undo the others' records.
-    local ok, res = pcall(finish_one, job_id, queue, exec_id, now_iso, now_i, result_ttl, fields)
+    local ok, res = pcall(finish_one, job_id, queue, exec_id, now_iso, now_i, result_ttl, fields,
+      callbacks_run)
     if ok then
       table.insert(out, res)
     else

@@ -1,5 +1,6 @@
-//! Job dispatch: choosing a process for a request, sending it, waiting for its outcome or
-//! its timeout, the guard that abandons a dropped request, and the failure / stopped
+//! Job dispatch: choosing a process for a request (bounded by `--python-wait-secs`),
+//! sending it, waiting for its outcome or its timeout (which starts when a process takes
+//! the request), the guard that abandons a dropped request, and the failure / stopped
 //! callbacks run in another process.
 
 use std::sync::atomic::Ordering;
@@ -8,14 +9,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::metrics as m;
 use crate::python::protocol::{encode, ToRunner};
 use crate::python::{FailureKind, PyJob, PyOutcome};
 
-use super::{Event, InFlight, Inner, Mode, PythonPool};
+use super::supervision::CANCEL_GRACE;
+use super::{Event, ExitReason, InFlight, Inner, Mode, PythonPool};
+
+/// rq's timeout message (`rq.timeouts.JobTimeoutException`'s text in rq's death penalty).
+pub(crate) fn timeout_message(secs: u64) -> String {
+    format!("Task exceeded maximum timeout value ({secs} seconds)")
+}
 
 impl PythonPool {
-    /// Runs one job to its outcome. Dropping the future (a stop command, shutdown) kills
-    /// the job's process or cancels its task; the worker never waits on a stuck job.
+    /// Runs one job to its outcome. Its timeout counts from when a process takes it; the
+    /// wait for a free process is bounded by the pool's `wait`. Dropping the future (a stop
+    /// command, shutdown) kills the job's process or cancels its task; the worker never
+    /// waits on a stuck job.
     pub async fn run(&self, job: PyJob) -> PyOutcome {
         let timeout = job.timeout.map(|t| t.as_secs().max(1)).unwrap_or(0);
         let msg = |tag| ToRunner::Job {
@@ -25,28 +35,29 @@ impl PythonPool {
             serializer: self.inner.cfg.serializer.clone(),
             timeout,
         };
-        let limit = job.timeout;
-        match self.dispatch(&job.id, msg, limit).await {
+        let limit = job.timeout.map(|_| Duration::from_secs(timeout));
+        match self.dispatch(&job.id, msg, limit, timeout).await {
             Ok(PyOutcome::Failed(f)) if f.kind == FailureKind::ProcessDied => {
                 self.spawn_late_callback(&job.id, "ProcessDied", f.exc_string.clone());
                 PyOutcome::Failed(f)
             }
             Ok(outcome) => outcome,
-            Err(Timeout { proc_id, tag }) => {
-                warn!(job_id = %job.id, "Python job ran past its timeout");
-                let secs = timeout;
-                if self.inner.abandon(proc_id, tag, "timeout") {
-                    // Its process is gone: the failure callback runs in another one.
-                    self.spawn_late_callback(
-                        &job.id,
-                        "JobTimeoutException",
-                        format!("Task exceeded maximum timeout value ({secs} seconds)"),
-                    );
-                }
+            Err(Timeout { cancelled }) => {
+                // Its process is gone: the failure callback runs in another one.
+                self.spawn_late_callback(&job.id, "JobTimeoutException", timeout_message(timeout));
+                let how = if cancelled {
+                    "an async def job: its task was cancelled but did not wind down, so its process was killed and replaced"
+                } else {
+                    "its process was killed and replaced"
+                };
                 PyOutcome::failed(
                     FailureKind::Timeout,
                     "JobTimeoutException",
-                    format!("Traceback (most recent call last):\n  mindora-worker ended job {} at its timeout (a plain function: its process was killed and replaced)\nrq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({secs} seconds)\n", job.id),
+                    format!(
+                        "Traceback (most recent call last):\n  mindora-worker ended job {} at its timeout ({how})\nrq.timeouts.JobTimeoutException: {}\n",
+                        job.id,
+                        timeout_message(timeout)
+                    ),
                 )
             }
         }
@@ -91,25 +102,31 @@ impl PythonPool {
                 serializer: serializer.clone(),
                 if_status,
             };
-            match this.dispatch(&id, msg, Some(Duration::from_secs(60))).await {
+            match this
+                .dispatch(&id, msg, Some(Duration::from_secs(60)), 0)
+                .await
+            {
                 Ok(PyOutcome::Failed(f)) => {
-                    warn!(job_id = %id, kind, error = %f.exc_string, "callback failed")
+                    warn!(job_id = %id, kind, error = %f.summary(), "callback failed")
                 }
                 Ok(PyOutcome::Returned(_)) => {}
-                Err(Timeout { proc_id, tag }) => {
-                    warn!(job_id = %id, kind, "callback ran past its timeout");
-                    this.inner.abandon(proc_id, tag, "abandoned");
+                Err(Timeout { .. }) => {
+                    warn!(job_id = %id, kind, "callback ran past its timeout; its process was killed and replaced")
                 }
             }
         });
     }
 
-    /// Waits for a process, sends the request, waits for its outcome or `limit`.
+    /// Waits for a process, sends the request, waits for its outcome or `limit` (counted
+    /// from when the process takes it). At the limit a plain function's process is killed
+    /// (`Err`); an `async def` job is cancelled and its own `JobTimeoutException` (its
+    /// `on_failure` run by the same process) is awaited for a grace period.
     async fn dispatch(
         &self,
         job_id: &str,
         msg: impl Fn(u64) -> ToRunner,
         limit: Option<Duration>,
+        timeout_secs: u64,
     ) -> Result<PyOutcome, Timeout> {
         let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
         let (events, mut rx) = mpsc::unbounded_channel();
@@ -121,21 +138,44 @@ impl PythonPool {
             job_id,
             armed: is_job,
         };
-        let acquired = self.inner.acquire(tag, job_id, events).await;
+        let waiting_since = Instant::now();
+        // Only jobs give up waiting: a callback owed for a killed process waits for one.
+        let wait = self.inner.cfg.wait.filter(|_| is_job);
+        let acquired = self.inner.acquire(tag, job_id, events, wait).await;
         waiting.armed = false;
-        let Some(proc_id) = acquired else {
-            let why = self
-                .inner
-                .lock()
-                .last_start_error
-                .clone()
-                .unwrap_or_else(|| "the pool is shutting down".into());
-            return Ok(PyOutcome::failed(
-                FailureKind::Unavailable,
-                "PythonPoolUnavailable",
-                format!("no Python process available to run job {job_id}: {why}"),
-            ));
+        let proc_id = match acquired {
+            Acquired::Proc(id) => id,
+            Acquired::Unavailable => {
+                let why = self
+                    .inner
+                    .lock()
+                    .last_start_error
+                    .clone()
+                    .unwrap_or_else(|| "the pool is shutting down".into());
+                return Ok(PyOutcome::failed(
+                    FailureKind::Unavailable,
+                    "PythonPoolUnavailable",
+                    format!("no Python process available to run job {job_id}: {why}"),
+                ));
+            }
+            Acquired::WaitedTooLong => {
+                self.inner.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::PYTHON_WAIT_TIMEOUTS).increment(1);
+                let waited = waiting_since.elapsed().as_secs_f64();
+                let processes = self.inner.cfg.processes;
+                warn!(job_id, waited_secs = waited, processes, "no Python process became free in time (--python-wait-secs); the job did not start");
+                return Ok(PyOutcome::failed(
+                    FailureKind::WaitTimeout,
+                    "PythonProcessWaitTimeout",
+                    format!(
+                        "Traceback (most recent call last):\n  mindora-worker: job {job_id} was never started\nPythonProcessWaitTimeout: job {job_id} waited {waited:.1} s for a free Python process (limit --python-wait-secs / MINDORA_PYTHON_WAIT_SECS); all {processes} processes stayed busy\n"
+                    ),
+                ));
+            }
         };
+        if is_job {
+            metrics::histogram!(m::PYTHON_WAIT).record(waiting_since.elapsed().as_secs_f64());
+        }
         let mut guard = Abandon {
             pool: self.clone(),
             job_id: job_id.to_string(),
@@ -144,6 +184,8 @@ impl PythonPool {
             armed: true,
             deadline: limit.map(|l| tokio::time::Instant::now() + l),
             is_job,
+            timeout_secs,
+            cancelled: false,
         };
         self.inner.send_frame(proc_id, &msg(tag));
         loop {
@@ -151,20 +193,46 @@ impl PythonPool {
                 Some(d) => tokio::select! {
                     ev = rx.recv() => ev,
                     _ = tokio::time::sleep_until(d) => {
-                        guard.armed = false;
-                        return Err(Timeout { proc_id, tag });
+                        if guard.cancelled {
+                            // The cancelled task did not wind down: the supervisor kills
+                            // its process (CANCEL_GRACE); the callback runs elsewhere.
+                            guard.armed = false;
+                            return Err(Timeout { cancelled: true });
+                        }
+                        let why = if is_job { ExitReason::Timeout } else { ExitReason::CallbackTimeout };
+                        if self.inner.abandon(proc_id, tag, why) {
+                            if is_job {
+                                warn!(job_id, timeout_secs, "Python job ran past its timeout; its process was killed and replaced");
+                            }
+                            guard.armed = false;
+                            return Err(Timeout { cancelled: false });
+                        }
+                        warn!(job_id, timeout_secs, "async def Python job ran past its timeout; its task was cancelled (its process carries on)");
+                        guard.cancelled = true;
+                        guard.deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE + Duration::from_secs(1));
+                        continue;
                     }
                 },
                 None => rx.recv().await,
             };
             match ev {
-                Some(Event::Phase(secs)) => {
+                Some(Event::Phase(secs)) if !guard.cancelled => {
                     guard.deadline =
                         Some(tokio::time::Instant::now() + Duration::from_secs(secs.max(1) + 1));
                 }
-                Some(Event::Done(outcome)) => {
+                Some(Event::Phase(_)) => {}
+                Some(Event::Done(mut outcome)) => {
                     guard.armed = false;
+                    if let PyOutcome::Failed(f) = &mut outcome {
+                        if guard.cancelled && f.exc_type == "JobTimeoutException" {
+                            f.kind = FailureKind::Timeout;
+                        }
+                    }
                     return Ok(outcome);
+                }
+                None if guard.cancelled => {
+                    guard.armed = false;
+                    return Err(Timeout { cancelled: true });
                 }
                 None => {
                     guard.armed = false;
@@ -179,9 +247,20 @@ impl PythonPool {
     }
 }
 
+/// A request's process was killed at its timeout (for a cancelled `async def` job: after
+/// it did not wind down); the failure callback is owed in another process.
 struct Timeout {
-    proc_id: u64,
-    tag: u64,
+    cancelled: bool,
+}
+
+/// What waiting for a process gave.
+pub(super) enum Acquired {
+    /// This process took the request.
+    Proc(u64),
+    /// None can start, or the pool shuts down.
+    Unavailable,
+    /// None became free within the pool's `wait`.
+    WaitedTooLong,
 }
 
 /// A job dropped while waiting for a process: nothing ran, but a stop command is owed its
@@ -200,7 +279,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Dropped before the outcome (the worker's own timeout, a stop command, shutdown): the job
+/// Dropped before the outcome (a stop command, shutdown, an embedder's own timer): the job
 /// must not run on unseen. A drop at (or within 100 ms of) the job's deadline is taken as
 /// its timeout, so the failure callback runs as for the pool's own timeout.
 struct Abandon {
@@ -211,6 +290,9 @@ struct Abandon {
     armed: bool,
     deadline: Option<tokio::time::Instant>,
     is_job: bool,
+    timeout_secs: u64,
+    /// An `async def` job already cancelled at its timeout.
+    cancelled: bool,
 }
 
 impl Drop for Abandon {
@@ -218,20 +300,26 @@ impl Drop for Abandon {
         if !self.armed {
             return;
         }
+        if self.cancelled {
+            self.pool
+                .inner
+                .abandon(self.proc_id, self.tag, ExitReason::Timeout);
+            return;
+        }
         let timed_out = self
             .deadline
             .is_some_and(|d| tokio::time::Instant::now() + Duration::from_millis(100) >= d);
-        let reason = if timed_out && self.is_job {
-            "timeout"
+        let why = if timed_out && self.is_job {
+            ExitReason::Timeout
         } else {
-            "abandoned"
+            ExitReason::Stopped
         };
-        let killed = self.pool.inner.abandon(self.proc_id, self.tag, reason);
+        let killed = self.pool.inner.abandon(self.proc_id, self.tag, why);
         if self.is_job && timed_out && killed {
             self.pool.spawn_late_callback(
                 &self.job_id,
                 "JobTimeoutException",
-                "Task exceeded maximum timeout value".into(),
+                timeout_message(self.timeout_secs),
             );
         } else if self.is_job && !timed_out {
             self.pool.spawn_stopped_callback(&self.job_id);
@@ -240,14 +328,16 @@ impl Drop for Abandon {
 }
 
 impl Inner {
-    /// Reserves a process for `tag`; None when none can start or the pool shuts down.
+    /// Reserves a process for `tag`, waiting at most `wait`.
     async fn acquire(
         &self,
         tag: u64,
         job_id: &str,
         events: mpsc::UnboundedSender<Event>,
-    ) -> Option<u64> {
+        wait: Option<Duration>,
+    ) -> Acquired {
         let waiting_since = Instant::now();
+        let give_up = wait.map(|w| tokio::time::Instant::now() + w);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -255,7 +345,7 @@ impl Inner {
             {
                 let mut st = self.lock();
                 if self.shutdown.is_cancelled() {
-                    return None;
+                    return Acquired::Unavailable;
                 }
                 let pick = st
                     .procs
@@ -273,20 +363,26 @@ impl Inner {
                                 events,
                             },
                         );
-                        return Some(id);
+                        st.publish();
+                        return Acquired::Proc(id);
                     }
                 }
                 if st.procs.is_empty()
                     && st.last_start_error.is_some()
                     && waiting_since.elapsed() > self.cfg.start_timeout
                 {
-                    return None;
+                    return Acquired::Unavailable;
                 }
             }
+            if give_up.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                return Acquired::WaitedTooLong;
+            }
+            let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+            let wake = give_up.map_or(tick, |t| t.min(tick));
             tokio::select! {
                 _ = notified => {},
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {},
-                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep_until(wake) => {},
+                _ = self.shutdown.cancelled() => return Acquired::Unavailable,
             }
         }
     }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process;
 use super::{PoolConfig, PoolError, PyOutcome};
+use crate::metrics as m;
 
 mod dispatch;
 mod supervision;
@@ -47,6 +48,55 @@ struct InFlight {
     events: mpsc::UnboundedSender<Event>,
 }
 
+/// Why the pool ended a process (for its exit log line and the restart / recycle metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitReason {
+    /// Recycled after `--python-max-jobs` jobs.
+    MaxJobs,
+    /// Recycled above `--python-max-rss-mb`.
+    MaxRss,
+    /// Killed: its job ran past its timeout.
+    Timeout,
+    /// Killed: its job was stopped or dropped by the worker (stop command, shutdown).
+    Stopped,
+    /// Killed: a callback run after its job's process was lost ran past its timeout.
+    CallbackTimeout,
+}
+
+impl ExitReason {
+    /// The `reason` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ExitReason::MaxJobs => "max_jobs",
+            ExitReason::MaxRss => "max_rss",
+            ExitReason::Timeout => "timeout",
+            ExitReason::Stopped => "stopped",
+            ExitReason::CallbackTimeout => "callback_timeout",
+        }
+    }
+
+    /// Whether it is a recycle (else a kill).
+    pub(crate) fn is_recycle(self) -> bool {
+        matches!(self, ExitReason::MaxJobs | ExitReason::MaxRss)
+    }
+
+    /// For log lines.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            ExitReason::MaxJobs => "recycled after --python-max-jobs jobs",
+            ExitReason::MaxRss => "recycled above --python-max-rss-mb",
+            ExitReason::Timeout => "killed: its job ran past its timeout",
+            ExitReason::Stopped => "killed: its job was stopped or given up",
+            ExitReason::CallbackTimeout => "killed: a callback ran past its timeout",
+        }
+    }
+}
+
+/// Every restart and recycle `reason` label, published at 0 from the start so dashboards
+/// and alerts see the series before the first event.
+const RESTART_REASONS: &[&str] = &["timeout", "stopped", "callback_timeout", "crashed", "hung"];
+const RECYCLE_REASONS: &[&str] = &["max_jobs", "max_rss"];
+
 /// One live process as the pool sees it.
 pub(crate) struct ProcEntry {
     pid: u32,
@@ -56,6 +106,7 @@ pub(crate) struct ProcEntry {
     in_flight: HashMap<u64, InFlight>,
     jobs: u64,
     retiring: bool,
+    exit_reason: Option<ExitReason>,
 }
 
 impl ProcEntry {
@@ -73,6 +124,7 @@ impl ProcEntry {
             in_flight: HashMap::new(),
             jobs: 0,
             retiring: false,
+            exit_reason: None,
         }
     }
 
@@ -92,6 +144,20 @@ struct State {
     failed_starts: u32,
 }
 
+impl State {
+    /// Sets the busy / idle gauges from the live processes (call after every change).
+    fn publish(&self) {
+        let busy = self
+            .procs
+            .values()
+            .filter(|e| !e.in_flight.is_empty())
+            .count();
+        let idle = self.procs.len() - busy;
+        metrics::gauge!(m::PYTHON_PROCESSES, "state" => "busy").set(busy as f64);
+        metrics::gauge!(m::PYTHON_PROCESSES, "state" => "idle").set(idle as f64);
+    }
+}
+
 /// Counters, for tests and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -101,6 +167,8 @@ pub struct PoolStats {
     pub recycled: u64,
     /// Processes killed for a timeout or stop.
     pub killed: u64,
+    /// Jobs that gave up waiting for a free process (`--python-wait-secs`).
+    pub wait_timeouts: u64,
 }
 
 /// Shared by the pool handle and the process supervisors.
@@ -113,6 +181,7 @@ pub(crate) struct Inner {
     started: AtomicU64,
     recycled: AtomicU64,
     killed: AtomicU64,
+    wait_timeouts: AtomicU64,
 }
 
 /// A supervised pool of Python runner processes.
@@ -135,6 +204,19 @@ impl PythonPool {
             started: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             killed: AtomicU64::new(0),
+            wait_timeouts: AtomicU64::new(0),
+        });
+        // The metrics recorder may be installed after the pool starts (the worker starts
+        // the pool first): the series are published again every second.
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            loop {
+                match weak.upgrade() {
+                    Some(inner) if !inner.shutdown.is_cancelled() => inner.publish_series(),
+                    _ => return,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         });
         let (tx, rx) = oneshot::channel();
         process::launch(inner.clone(), Some(tx));
@@ -164,6 +246,7 @@ impl PythonPool {
             started: self.inner.started.load(Ordering::Relaxed),
             recycled: self.inner.recycled.load(Ordering::Relaxed),
             killed: self.inner.killed.load(Ordering::Relaxed),
+            wait_timeouts: self.inner.wait_timeouts.load(Ordering::Relaxed),
         }
     }
 
@@ -189,6 +272,19 @@ impl PythonPool {
 }
 
 impl Inner {
+    /// Every series of the pool, restart / recycle reasons at 0 until the first one, so
+    /// dashboards and alerts see them from the start.
+    fn publish_series(&self) {
+        for reason in RESTART_REASONS {
+            metrics::counter!(m::PYTHON_RESTARTS, "reason" => *reason).increment(0);
+        }
+        for reason in RECYCLE_REASONS {
+            metrics::counter!(m::PYTHON_RECYCLES, "reason" => *reason).increment(0);
+        }
+        metrics::counter!(m::PYTHON_WAIT_TIMEOUTS).increment(0);
+        self.lock().publish();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -13,11 +13,12 @@ use crate::python::process::{self, Housekeeping};
 use crate::python::protocol::{encode, FromRunner, ToRunner};
 use crate::python::{FailureKind, PyOutcome};
 
-use super::{Event, Inner, Mode, ProcEntry};
+use super::{Event, ExitReason, Inner, Mode, ProcEntry};
+use crate::metrics as m;
 
 /// An `async def` job cancelled for its timeout gets this long to wind down (its failure
 /// callback runs) before its process is killed.
-const CANCEL_GRACE: Duration = Duration::from_secs(5);
+pub(super) const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl Inner {
     pub(crate) fn register(&self, entry: ProcEntry) -> u64 {
@@ -26,29 +27,39 @@ impl Inner {
             st.next_id += 1;
             let id = st.next_id;
             st.procs.insert(id, entry);
+            st.publish();
             id
         };
         self.changed.notify_waiters();
         id
     }
 
-    /// Removes a dead process; returns whether it was retiring and its orphaned requests.
+    /// Removes a dead process; returns why the pool ended it (None: it died by itself) and
+    /// its orphaned requests.
     pub(crate) fn unregister(
         &self,
         id: u64,
-    ) -> (bool, Vec<(String, mpsc::UnboundedSender<Event>)>) {
-        let entry = self.lock().procs.remove(&id);
+    ) -> (
+        Option<ExitReason>,
+        Vec<(String, mpsc::UnboundedSender<Event>)>,
+    ) {
+        let entry = {
+            let mut st = self.lock();
+            let e = st.procs.remove(&id);
+            st.publish();
+            e
+        };
         self.changed.notify_waiters();
         match entry {
             Some(e) => (
-                e.retiring,
+                e.exit_reason,
                 e.in_flight
                     .into_values()
                     .filter(|f| f.mode != Mode::Cancelling)
                     .map(|f| (f.job_id, f.events))
                     .collect(),
             ),
-            None => (false, Vec::new()),
+            None => (None, Vec::new()),
         }
     }
 
@@ -137,17 +148,27 @@ impl Inner {
             let too_many = self.cfg.max_jobs > 0 && e.jobs >= self.cfg.max_jobs;
             let too_big = self.cfg.max_rss_bytes > 0 && rss > self.cfg.max_rss_bytes;
             if !e.retiring && (too_many || too_big) {
+                let why = if too_big {
+                    ExitReason::MaxRss
+                } else {
+                    ExitReason::MaxJobs
+                };
                 e.retiring = true;
-                recycle = Some((e.pid, e.jobs, rss));
+                e.exit_reason = Some(why);
+                recycle = Some((e.pid, e.jobs, rss, why));
             }
+            st.publish();
         }
-        if let Some((pid, jobs, rss)) = recycle {
+        if let Some((pid, jobs, rss, why)) = recycle {
             info!(
                 pid,
                 jobs,
                 rss_mb = rss / (1024 * 1024),
-                "recycling a Python process (max jobs / max RSS); starting its replacement"
+                reason = why.label(),
+                "recycling a Python process ({}); starting its replacement",
+                why.describe()
             );
+            metrics::counter!(m::PYTHON_RECYCLES, "reason" => why.label()).increment(1);
             self.recycled.fetch_add(1, Ordering::Relaxed);
             if !self.shutdown.is_cancelled() {
                 process::launch(self.clone(), None);
@@ -157,10 +178,15 @@ impl Inner {
     }
 
     /// Gives up on a request. A plain function's process is killed and replaced (anything
-    /// else it ran fails as a dead process); an `async def` task is cancelled (`reason`
-    /// tells the runner which callback to run), and its process killed only if the task
-    /// does not wind down. Returns whether the process was killed.
-    pub(super) fn abandon(self: &Arc<Self>, proc_id: u64, tag: u64, reason: &'static str) -> bool {
+    /// else it ran fails as a dead process); an `async def` task is cancelled (the runner
+    /// runs `on_failure` for a timeout), and its process killed only if the task does not
+    /// wind down. Returns whether the process was killed.
+    pub(super) fn abandon(self: &Arc<Self>, proc_id: u64, tag: u64, why: ExitReason) -> bool {
+        let reason = if why == ExitReason::Timeout {
+            "timeout"
+        } else {
+            "abandoned"
+        };
         let mut st = self.lock();
         let Some(e) = st.procs.get_mut(&proc_id) else {
             return false;
@@ -182,9 +208,9 @@ impl Inner {
                         if e.in_flight.contains_key(&tag) {
                             warn!(
                                 pid = e.pid,
-                                "cancelled async job did not wind down; killing its process"
+                                "cancelled async def job did not wind down; killing its process"
                             );
-                            inner.kill_and_replace(e);
+                            inner.kill_and_replace(e, why);
                         }
                     }
                 });
@@ -194,9 +220,11 @@ impl Inner {
                 e.in_flight.remove(&tag);
                 debug!(
                     pid = e.pid,
-                    reason, "killing the Python process of an abandoned job"
+                    reason = why.label(),
+                    "killing the Python process of an abandoned request"
                 );
-                self.kill_and_replace(e);
+                self.kill_and_replace(e, why);
+                st.publish();
                 true
             }
             None => false,
@@ -205,9 +233,14 @@ impl Inner {
 
     /// Kills a process and starts its replacement now (a retiring process is not replaced
     /// by its supervisor).
-    fn kill_and_replace(self: &Arc<Self>, e: &mut ProcEntry) {
+    fn kill_and_replace(self: &Arc<Self>, e: &mut ProcEntry, why: ExitReason) {
         if !e.retiring && !self.shutdown.is_cancelled() {
             process::launch(self.clone(), None);
+        }
+        // A kill overrides a pending recycle: the log and metrics tell the real reason.
+        if e.exit_reason.is_none_or(ExitReason::is_recycle) && !e.kill.is_cancelled() {
+            metrics::counter!(m::PYTHON_RESTARTS, "reason" => why.label()).increment(1);
+            e.exit_reason = Some(why);
         }
         e.retiring = true;
         e.kill.cancel();

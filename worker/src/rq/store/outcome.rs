@@ -48,12 +48,14 @@ impl RqStore {
     }
 
     /// Records success: result, status, registries, TTLs, dependents. Returns the ids of
-    /// dependents that became ready.
+    /// dependents that became ready. `callbacks_run`: the job's `on_success` already ran (a
+    /// Python pool), so no `mindora_callbacks_not_run` note is written.
     pub async fn finish(
         &self,
         job: &Claimed,
         serializer: Serializer,
         output: &Output,
+        callbacks_run: bool,
     ) -> Result<Vec<String>, FinishError> {
         let ended = Utc::now();
         let (started, end) = (epoch_float(job.started_at), epoch_float(ended));
@@ -82,6 +84,7 @@ impl RqStore {
             epoch_secs(ended).to_string(),
             result_ttl.to_string(),
             working_secs(job.started_at, ended),
+            u8::from(callbacks_run).to_string(),
             fields.len().to_string(),
         ]
         .into_iter()
@@ -112,12 +115,14 @@ impl RqStore {
         Ok(moved)
     }
 
-    /// Records a failed execution; returns the job's new status.
+    /// Records a failed execution; returns the job's new status. `callbacks_run`: the job's
+    /// `on_failure` / `on_stopped` already ran (a Python pool): no `mindora_callbacks_not_run`.
     pub async fn fail(
         &self,
         job: &Claimed,
         mode: FailMode,
         exc_string: &str,
+        callbacks_run: bool,
     ) -> Result<String, FinishError> {
         let ended = Utc::now();
         let (mode_arg, delay, kind) = match mode {
@@ -141,7 +146,8 @@ impl RqStore {
         inv.arg(mode_arg)
             .arg(delay)
             .arg(failure_ttl)
-            .arg(working_secs(job.started_at, ended));
+            .arg(working_secs(job.started_at, ended))
+            .arg(u8::from(callbacks_run));
         push_fields(&mut inv, fields);
         let mut conn = self.conn();
         let status: String = inv
