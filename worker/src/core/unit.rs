@@ -48,6 +48,7 @@ impl Core {
                 Executed {
                     outcome: Outcome::Failed(err),
                     elapsed: Duration::ZERO,
+                    callbacks_run: false,
                 }
             }
         };
