@@ -54,14 +54,16 @@ impl BrokerNotifier {
     pub fn from_config(config: &PipelineConfig) -> Result<Self, PipelineError> {
         // TLS, ACL and Sentinel settings come from MINDORA_NOTIFY_REDIS_* and
         // MINDORA_AMQP_{CA_FILE,CLIENT_CERT,CLIENT_KEY}, as for the worker's own connections.
-        let redis = match &config.notify_redis_url {
+        // An empty variable (a compose override switching a transport off) means unset.
+        let set = |v: &Option<String>| v.as_deref().filter(|u| !u.trim().is_empty()).map(str::to_string);
+        let redis = match &set(&config.notify_redis_url) {
             Some(url) => Some(
                 RedisConnector::new(&RedisSettings::from_url(url).with_env("MINDORA_NOTIFY_REDIS"))
                     .map_err(|e| PipelineError::Config(format!("MINDORA_NOTIFY_REDIS_URL: {e}")))?,
             ),
             None => None,
         };
-        let amqp_connector = match &config.amqp_url {
+        let amqp_connector = match &set(&config.amqp_url) {
             Some(url) => Some(
                 AmqpConnector::new(url, &TlsFiles::from_env("MINDORA_AMQP"))
                     .map_err(|e| PipelineError::Config(format!("MINDORA_AMQP_URL: {e}")))?,

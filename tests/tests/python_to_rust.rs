@@ -400,3 +400,26 @@ print(j.meta)
     assert!(out.contains("'stage': 'queued'"), "{out}");
     Ok(())
 }
+
+/// A compose override turns the RabbitMQ source off with an empty `MINDORA_AMQP_URL`: the
+/// worker (and the pipelines' notifier, which reads the same variable) takes it as unset and
+/// runs the Redis jobs, instead of refusing to start.
+#[test]
+fn an_empty_amqp_url_means_the_source_is_off() -> Result<()> {
+    let db = RedisDb::lease()?;
+    run_python(
+        "3.0",
+        &db,
+        r#"Queue("default", connection=r).enqueue("mindora.echo", 1, job_id="no-amqp")"#,
+    )?;
+    let mut child = std::process::Command::new(mindora_tests::worker_binary()?)
+        .args(["--redis-url", &db.url(), "--name", "w-no-amqp", "--burst"])
+        .env("MINDORA_AMQP_URL", "")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    wait_statuses(&db, &ids(&["no-amqp"]), &["finished"], T)?;
+    let status = child.wait()?;
+    assert!(status.success(), "worker exited with {status}");
+    Ok(())
+}

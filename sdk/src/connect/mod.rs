@@ -32,8 +32,8 @@ pub use settings::{redact_url, RedisSettings, SentinelSettings, TlsFiles};
 /// Settings that cannot work, found before any connection is tried.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The URL does not parse.
-    #[error("invalid Redis URL {url}: {reason}")]
+    /// The URL does not parse (Redis or AMQP: the caller names the setting).
+    #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl {
         /// The URL, password redacted.
         url: String,
