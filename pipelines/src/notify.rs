@@ -55,7 +55,11 @@ impl BrokerNotifier {
         // TLS, ACL and Sentinel settings come from MINDORA_NOTIFY_REDIS_* and
         // MINDORA_AMQP_{CA_FILE,CLIENT_CERT,CLIENT_KEY}, as for the worker's own connections.
         // An empty variable (a compose override switching a transport off) means unset.
-        let set = |v: &Option<String>| v.as_deref().filter(|u| !u.trim().is_empty()).map(str::to_string);
+        let set = |v: &Option<String>| {
+            v.as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .map(str::to_string)
+        };
         let redis = match &set(&config.notify_redis_url) {
             Some(url) => Some(
                 RedisConnector::new(&RedisSettings::from_url(url).with_env("MINDORA_NOTIFY_REDIS"))

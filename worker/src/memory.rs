@@ -184,6 +184,7 @@ impl UnitOfWork for MemoryUnit {
         Ok(Ready {
             ctx,
             timeout: self.job.timeout,
+            stop: None,
         })
     }
 

@@ -147,7 +147,12 @@ impl Worker {
     /// A worker with these settings and the built-in `mindora.*` handlers.
     pub fn from_args(mut args: WorkerArgs) -> Result<Self, WorkerError> {
         // An empty MINDORA_AMQP_URL (a compose override turning the source off) means off.
-        if args.amqp.url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        if args
+            .amqp
+            .url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
             args.amqp.url = None;
         }
         if args.queues.is_empty() || args.queues.iter().any(|q| q.trim().is_empty()) {

@@ -120,6 +120,7 @@ impl UnitOfWork for AmqpUnit {
         Ok(Ready {
             ctx,
             timeout: task.timeout,
+            stop: None,
         })
     }
 

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{decide, Action, Core, Executed, Fence, Labels, Outcome, RetryPlan, Source};
 use crate::handler::{HandlerError, JobContext};
 
@@ -14,6 +16,8 @@ pub struct Ready {
     pub ctx: JobContext,
     /// The execution's time limit, if any.
     pub timeout: Option<Duration>,
+    /// Cancelled to stop the execution on request (rq's stop-job command).
+    pub stop: Option<CancellationToken>,
 }
 
 /// A claimed job of some source.
@@ -42,7 +46,10 @@ impl Core {
     /// Runs one unit: decode, execute, decide, apply.
     pub async fn work<U: UnitOfWork>(&self, mut unit: U) {
         let executed = match unit.ready() {
-            Ok(ready) => self.execute(ready.ctx, ready.timeout, None).await,
+            Ok(ready) => {
+                self.execute(ready.ctx, ready.timeout, ready.stop.as_ref())
+                    .await
+            }
             Err(err) => {
                 Labels::new(unit.source(), unit.queue(), unit.rejected_function()).rejected();
                 Executed {

@@ -211,7 +211,9 @@ impl RqSource {
             let (job_id, queue) = (job.job_id.clone(), job.queue.clone());
             self.core.spawn(slot, SOURCE, &job_id, &queue, async move {
                 let active = this.active.clone();
-                this.clone().run_unit(job).await;
+                this.core
+                    .work(super::unit::RqUnit::new(this.clone(), job))
+                    .await;
                 this.owned().remove(&composite);
                 active.send_modify(|n| *n = n.saturating_sub(1));
             });

@@ -68,7 +68,20 @@ impl RqSource {
             Some(i) => Outcome::Interrupted(i),
             None => Outcome::Failed(err.clone()),
         };
-        let mode = match decide(&outcome, &self.retry_plan(job), Fence::Held) {
+        let action = decide(&outcome, &self.retry_plan(job), Fence::Held);
+        self.record_failure(job, labels, err, action, elapsed).await
+    }
+
+    /// Writes a failure the decision already settled (retry, dead letter or stopped).
+    pub(super) async fn record_failure(
+        &self,
+        job: &Claimed,
+        labels: &Labels,
+        err: HandlerError,
+        action: Action,
+        elapsed: Duration,
+    ) {
+        let mode = match action {
             Action::Retry { delay_secs, adopt } => {
                 self.retry_mode(job, delay_secs, adopt.as_ref()).await
             }
@@ -129,7 +142,7 @@ impl RqSource {
 
     /// The job's retry budget as rq records it: `retries_left` with mindora's policy or
     /// rq's intervals, else the queue's default policy (`--retry`, `--queue-retry`).
-    fn retry_plan(&self, job: &Claimed) -> RetryPlan {
+    pub(super) fn retry_plan(&self, job: &Claimed) -> RetryPlan {
         match job.hash.retries_left() {
             Some(left) => RetryPlan::Own {
                 remaining: u32::try_from(left.max(0)).unwrap_or(u32::MAX),
@@ -170,7 +183,7 @@ impl RqSource {
 /// Fencing refused a late outcome: the execution had been recovered after this worker's
 /// lease lapsed (e.g. it was paused or cut off from Redis) and a newer execution owns the
 /// job now. Nothing was written to the job; the drop is logged and counted.
-fn stale_outcome(job: &Claimed, outcome: &str, why: &str) {
+pub(super) fn stale_outcome(job: &Claimed, outcome: &str, why: &str) {
     warn!(
         job_id = %job.job_id,
         queue = %job.queue,

@@ -1,65 +1,91 @@
-//! The unit of work of one rq job (Sidekiq's `processor.rb` role): decode the job, run it
-//! through the core with its stop token and meta writer, then settle the outcome.
+//! The unit of work of one rq job (Sidekiq's `processor.rb` role), in the core's one shape
+//! ([`UnitOfWork`]): decode the job and register its stop token and meta writer, let the core
+//! run it and decide, then write the decision through the settle functions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mindora_sdk::wire::{self, job::field};
+use mindora_sdk::wire::{self, job::field, Serializer};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::meta::MetaWriter;
+use super::settle::stale_outcome;
 use super::store::Claimed;
 use super::{RqSource, Running, SOURCE};
-use crate::core::{Interrupt, Labels, Outcome};
+use crate::core::{Action, Executed, Labels, Outcome, Ready, RetryPlan, Source, UnitOfWork};
 use crate::handler::{HandlerError, JobContext, ProgressFn, RawJob};
 
-impl RqSource {
-    /// Runs one claimed job and records its outcome.
-    pub(super) async fn run_unit(self: Arc<Self>, job: Claimed) {
-        let decoded = job.hash.call().or_else(|e| {
-            crate::python::peek::fallback_call(self.core.registry(), &job.hash).ok_or(e)
-        });
-        let (serializer, call) = match decoded {
-            Ok(decoded) => decoded,
-            Err(e) => {
-                let labels = Labels::new(SOURCE, job.queue.clone(), "<undecodable>");
-                labels.rejected();
-                let err = HandlerError::permanent(
-                    "DeserializationError",
-                    format!("cannot decode job data: {e}"),
-                );
-                self.settle_failure(&job, &labels, err, None, Duration::ZERO)
-                    .await;
-                return;
-            }
-        };
-        let labels = Labels::new(SOURCE, job.queue.clone(), call.function.clone());
+/// One claimed rq job.
+pub(super) struct RqUnit {
+    source: Arc<RqSource>,
+    job: Claimed,
+    /// Set once the job is decoded and registered as running.
+    started: Option<Started>,
+}
+
+struct Started {
+    serializer: Serializer,
+    labels: Labels,
+    meta: Arc<MetaWriter>,
+}
+
+impl RqUnit {
+    pub(super) fn new(source: Arc<RqSource>, job: Claimed) -> Self {
+        RqUnit {
+            source,
+            job,
+            started: None,
+        }
+    }
+
+    /// rq's callbacks name Python functions; only the Python pool (the fallback) runs them.
+    fn warn_callbacks_of_built_ins(&self, function: &str) {
+        let built_in = self.source.core.registry().names().contains(&function);
         for callback in [
             field::SUCCESS_CALLBACK_NAME,
             field::FAILURE_CALLBACK_NAME,
             field::STOPPED_CALLBACK_NAME,
         ] {
-            // Functions no built-in serves go to the fallback (the Python pool runs them).
-            let built_in = self
-                .core
-                .registry()
-                .names()
-                .contains(&call.function.as_str());
-            if let Some(name) = job.hash.text(callback).filter(|_| built_in) {
+            if let Some(name) = self.job.hash.text(callback).filter(|_| built_in) {
                 warn!(
                     callback,
                     name, "rq callbacks name Python functions; mindora-worker does not run them"
                 );
             }
         }
+    }
+}
+
+impl UnitOfWork for RqUnit {
+    fn source(&self) -> Source {
+        SOURCE
+    }
+
+    fn queue(&self) -> &str {
+        &self.job.queue
+    }
+
+    fn ready(&mut self) -> Result<Ready, HandlerError> {
+        let job = &self.job;
+        let decoded = job.hash.call().or_else(|e| {
+            crate::python::peek::fallback_call(self.source.core.registry(), &job.hash).ok_or(e)
+        });
+        let (serializer, call) = decoded.map_err(|e| {
+            HandlerError::permanent(
+                "DeserializationError",
+                format!("cannot decode job data: {e}"),
+            )
+        })?;
+        self.warn_callbacks_of_built_ins(&call.function);
+        let job = &self.job;
         let timeout_secs = job
             .hash
             .timeout_secs()
             .unwrap_or(wire::DEFAULT_JOB_TIMEOUT_SECS);
         let limit = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
         let stop = CancellationToken::new();
-        self.running().insert(
+        self.source.running().insert(
             job.exec_id.clone(),
             Running {
                 job_id: job.job_id.clone(),
@@ -71,8 +97,11 @@ impl RqSource {
             },
         );
         info!(function = %call.function, "job started");
-
-        let meta = Arc::new(MetaWriter::new(self.store.clone(), &job.hash, serializer));
+        let meta = Arc::new(MetaWriter::new(
+            self.source.store.clone(),
+            &job.hash,
+            serializer,
+        ));
         let progress: ProgressFn = {
             let w = meta.clone();
             Arc::new(move |update| w.report(update))
@@ -94,34 +123,80 @@ impl RqSource {
             call.function.clone(),
             call.args,
             call.kwargs,
-            attempt_number(&job),
+            attempt_number(job),
             Some(progress),
         )
         .with_raw(raw);
-        let executed = self.core.execute(ctx, limit, Some(&stop)).await;
+        self.started = Some(Started {
+            serializer,
+            labels: Labels::new(SOURCE, job.queue.clone(), call.function),
+            meta,
+        });
+        Ok(Ready {
+            ctx,
+            timeout: limit,
+            stop: Some(stop),
+        })
+    }
+
+    fn retry_plan(&self) -> RetryPlan {
+        self.source.retry_plan(&self.job)
+    }
+
+    async fn apply(self, executed: Executed, action: Action) {
+        let RqUnit {
+            source,
+            job,
+            started,
+        } = self;
+        let Some(started) = started else {
+            // Undecodable: failed at once, never retried.
+            let labels = Labels::new(SOURCE, job.queue.clone(), "<undecodable>");
+            if let Outcome::Failed(err) = executed.outcome {
+                source
+                    .record_failure(&job, &labels, err, action, Duration::ZERO)
+                    .await;
+            }
+            return;
+        };
         // rq saves meta before the status: every progress write lands first.
-        meta.flush().await;
-        match executed.outcome {
-            Outcome::Done(output) => {
-                self.settle_success(&job, &labels, serializer, output, executed.callbacks_run)
+        started.meta.flush().await;
+        let labels = &started.labels;
+        match (action, executed.outcome) {
+            (Action::Finish, Outcome::Done(output)) => {
+                source
+                    .settle_success(
+                        &job,
+                        labels,
+                        started.serializer,
+                        output,
+                        executed.callbacks_run,
+                    )
                     .await;
                 info!(function = %labels.function, ms = executed.elapsed.as_millis() as u64, "job finished");
             }
-            Outcome::Failed(err) => {
-                self.settle_failure(&job, &labels, err, None, executed.elapsed)
-                    .await
-            }
-            Outcome::Interrupted(Interrupt::Stop) => {
+            (Action::GiveBack, _) => source.settle_requeue(&job).await,
+            (Action::Drop, _) => stale_outcome(&job, "dropped", "the execution lost its job"),
+            (action @ Action::Stopped, _) => {
                 let mut err = HandlerError::permanent("StopRequested", "job stopped by request");
                 err.callbacks_run = executed.callbacks_run;
-                self.settle_failure(&job, &labels, err, Some(Interrupt::Stop), executed.elapsed)
+                source
+                    .record_failure(&job, labels, err, action, executed.elapsed)
                     .await
             }
-            Outcome::Interrupted(Interrupt::Shutdown) => self.settle_requeue(&job).await,
+            (action, Outcome::Failed(err)) => {
+                source
+                    .record_failure(&job, labels, err, action, executed.elapsed)
+                    .await
+            }
+            // Finish is decided only for Done, Retry / DeadLetter only for Failed.
+            (action, _) => warn!(?action, "settle decision does not fit the outcome"),
         }
-        self.running().remove(&job.exec_id);
+        source.running().remove(&job.exec_id);
     }
+}
 
+impl RqSource {
     /// The oldest running job, shown as the worker's `current_job`.
     pub(super) fn current_job(&self) -> Option<String> {
         self.running()
