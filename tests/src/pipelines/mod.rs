@@ -5,6 +5,7 @@
 //! and `tests/tests/pipelines_e2e.rs`.
 
 mod cleanup;
+pub mod e2e;
 mod env;
 pub mod fakes;
 pub mod fixtures;
