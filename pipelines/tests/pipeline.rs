@@ -121,24 +121,9 @@ async fn process_document_end_to_end() {
         row.get::<Option<String>, _>("user_id").as_deref(),
         Some("u-1")
     );
-    let audit: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT to_status FROM \"{s}\".audit_log WHERE document_id = $1::uuid ORDER BY id"
-    )))
-    .bind(&doc_id)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        audit,
-        [
-            "fetched",
-            "extracted",
-            "chunked",
-            "embedded",
-            "indexed",
-            "done"
-        ]
-    );
+    mindora_tests::pipelines::e2e::assert_full_audit_trail(&pool, &s, &doc_id)
+        .await
+        .unwrap();
     let runs: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{s}\".processing_runs WHERE document_id = $1::uuid AND status = 'succeeded'")))
         .bind(&doc_id).fetch_one(&pool).await.unwrap();
     assert_eq!(runs, 1);

@@ -204,13 +204,25 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts a worker on `db` with extra CLI args.
     pub fn start(db: &RedisDb, name: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(&db.url(), name, args, &[])
+    }
+
+    /// Starts a worker on any Redis URL with extra CLI args and environment variables (logs at
+    /// warn to stderr).
+    pub fn spawn(
+        redis_url: &str,
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
         let child = Command::new(worker_binary()?)
             .arg("--redis-url")
-            .arg(db.url())
+            .arg(redis_url)
             .arg("--name")
             .arg(name)
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{wait_for, worker_binary, WorkerProcess};
+use crate::{wait_for, WorkerProcess};
 
 mod rabbitmq;
 pub use rabbitmq::{start_rabbitmq, RabbitNode};
@@ -335,21 +335,7 @@ pub const FAILOVER_WORKER_FLAGS: [&str; 8] = [
 
 /// Starts the worker binary on `redis_url` with extra arguments (logs at warn to stderr).
 pub fn spawn_worker(redis_url: &str, name: &str, args: &[&str]) -> Result<WorkerProcess> {
-    let child = Command::new(worker_binary()?)
-        .arg("--redis-url")
-        .arg(redis_url)
-        .arg("--name")
-        .arg(name)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting mindora-worker")?;
-    Ok(WorkerProcess {
-        child,
-        name: name.to_string(),
-    })
+    WorkerProcess::spawn(redis_url, name, args, &[])
 }
 
 /// Seconds since `t`, as a float, for printed figures.
