@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mindora_pipelines::Pipelines;
+use mindora_tests::pipelines::e2e::STAGE_ORDER;
 use mindora_tests::pipelines::{
-    amqp_get, env, fixtures, job, kwargs, long_pdf, Progress, REDIS_URL,
+    amqp_get, env, fixtures, job, kwargs, long_pdf, Env, Progress, REDIS_URL,
 };
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -60,17 +61,8 @@ async fn process_document_end_to_end() {
 
     // Progress as Python would see it in job.meta.
     let stages = progress.stages();
-    for s in [
-        "fetch",
-        "extract",
-        "chunk",
-        "embed",
-        "index_fulltext",
-        "index_vectors",
-        "record",
-        "notify",
-        "done",
-    ] {
+    // Every stage but the optional analysis.
+    for s in STAGE_ORDER.iter().filter(|s| **s != "analyze") {
         assert!(stages.contains(&s.to_string()), "{stages:?}");
     }
     let last = progress.0.lock().unwrap().last().cloned().unwrap();
@@ -267,40 +259,19 @@ async fn chained_stage_jobs() {
     .await;
     let p = Pipelines::new(e.config.clone()).await.unwrap();
     // Out of order: a clear message naming the stage to run first.
-    let err = e
-        .run(&p, "pipelines.chunk", "memo.md", json!({}))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("run pipelines.extract first"),
-        "{err}"
-    );
+    assert_needs(&e, &p, "pipelines.chunk", "pipelines.extract").await;
     let r = e
         .run(&p, "pipelines.extract", "memo.md", json!({}))
         .await
         .unwrap();
     assert_eq!(r["kind"], "markdown");
-    let err = e
-        .run(&p, "pipelines.index", "memo.md", json!({}))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("run pipelines.chunk first"),
-        "{err}"
-    );
+    assert_needs(&e, &p, "pipelines.index", "pipelines.chunk").await;
     let r = e
         .run(&p, "pipelines.chunk", "memo.md", json!({}))
         .await
         .unwrap();
     let n = r["chunks"].as_u64().unwrap() as usize;
-    let err = e
-        .run(&p, "pipelines.index", "memo.md", json!({}))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("run pipelines.embed first"),
-        "{err}"
-    );
+    assert_needs(&e, &p, "pipelines.index", "pipelines.embed").await;
     let r = e
         .run(&p, "pipelines.embed", "memo.md", json!({}))
         .await
@@ -378,4 +349,13 @@ async fn chained_stage_jobs() {
         .bind(&doc_id).fetch_all(&pool).await.unwrap();
     assert_eq!(functions.len(), 7, "{functions:?}");
     e.assert_no_violations();
+}
+
+/// Running `function` before the stage it needs fails with a clear message naming that stage.
+async fn assert_needs(e: &Env, p: &Pipelines, function: &str, needs: &str) {
+    let err = e.run(p, function, "memo.md", json!({})).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("run {needs} first")),
+        "{err}"
+    );
 }
