@@ -423,3 +423,10 @@ pub fn rq_tool(name: &str) -> Result<PathBuf> {
     }
     Ok(p)
 }
+
+/// Whether to run the measured throughput passes and print their figures
+/// (`MINDORA_FIGURES=1`, set by `tests/scale/bench.sh`): the test suite itself only checks
+/// that the same paths work, on fewer jobs, and prints nothing.
+pub fn figures_wanted() -> bool {
+    std::env::var_os("MINDORA_FIGURES").is_some_and(|v| v == "1")
+}
