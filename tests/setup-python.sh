@@ -7,6 +7,7 @@
 #                               rq-exporter==3.1.0 (which needs rq<3 and redis<6, hence
 #                               rq==2.12.0 and redis==5.2.1; rq-dashboard imports six
 #                               without declaring it)
+#   $MINDORA_CACHE/venv-ruff   ruff==0.17.5, the Python linter .ci/run runs (config: ruff.toml)
 set -euo pipefail
 cache="${MINDORA_CACHE:-$HOME/.cache/mindora}"
 mkdir -p "$cache"
@@ -32,5 +33,12 @@ sys.exit(0 if (m.version('rq-dashboard'), m.version('rq-exporter'), m.version('r
   rm -rf "$tools"
   python3 -m venv "$tools"
   "$tools/bin/pip" install --quiet --disable-pip-version-check "${tool_pins[@]}"
+fi
+ruff_venv="$cache/venv-ruff"
+ruff_version=0.17.5
+if ! { [ -x "$ruff_venv/bin/ruff" ] && [ "$("$ruff_venv/bin/ruff" --version)" = "ruff $ruff_version" ]; }; then
+  rm -rf "$ruff_venv"
+  python3 -m venv "$ruff_venv"
+  "$ruff_venv/bin/pip" install --quiet --disable-pip-version-check "ruff==$ruff_version"
 fi
 echo "python venvs ready in $cache"

@@ -84,9 +84,9 @@ def tasks():
     b.row("Fleet")
     b.panel("Workers up", [('count(up{job="worker"} == 1) or vector(0)', "workers")], kind="stat", w=4, h=5)
     b.panel("Workers down", [('count(up{job="worker"} == 0) or vector(0)', "down")], kind="stat", w=4, h=5)
-    b.panel("Jobs in flight", [(f'sum(mindora_jobs_in_flight{{source=~"$source"}})', "in flight")], kind="stat", w=4, h=5)
+    b.panel("Jobs in flight", [('sum(mindora_jobs_in_flight{source=~"$source"})', "in flight")], kind="stat", w=4, h=5)
     b.panel("Concurrency slots", [("sum(mindora_worker_concurrency)", "slots")], kind="stat", w=4, h=5)
-    b.panel("Utilisation", [(f'sum(mindora_jobs_in_flight{{source=~"$source"}}) / clamp_min(sum(mindora_worker_concurrency), 1)', "busy")],
+    b.panel("Utilisation", [('sum(mindora_jobs_in_flight{source=~"$source"}) / clamp_min(sum(mindora_worker_concurrency), 1)', "busy")],
             kind="stat", w=4, h=5, unit="percentunit")
     b.panel("Jobs/s (all)", [(f"sum(rate(mindora_jobs_finished_total{{{sel}}}[$__rate_interval]))", "finished/s")], kind="stat", w=4, h=5, unit="ops")
     b.panel("Worker versions", [("mindora_worker_info", "{{name}} {{version}}")], kind="table", w=12, h=6)
@@ -116,7 +116,7 @@ def tasks():
     b.panel("Mean job duration by queue",
             [(f"sum by (queue) (rate(mindora_job_duration_seconds_sum{{{sel}}}[$__rate_interval])) / clamp_min(sum by (queue) (rate(mindora_job_duration_seconds_count{{{sel}}}[$__rate_interval])), 1e-9)", "{{queue}}")], unit="s")
     b.panel("In-flight jobs by source",
-            [(f'sum by (source) (mindora_jobs_in_flight{{source=~"$source"}})', "{{source}}"), ("sum(mindora_worker_concurrency)", "capacity")])
+            [('sum by (source) (mindora_jobs_in_flight{source=~"$source"})', "{{source}}"), ("sum(mindora_worker_concurrency)", "capacity")])
 
     b.row("Queues")
     b.panel("Queue depth per lane",

@@ -204,13 +204,25 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts a worker on `db` with extra CLI args.
     pub fn start(db: &RedisDb, name: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(&db.url(), name, args, &[])
+    }
+
+    /// Starts a worker on any Redis URL with extra CLI args and environment variables (logs at
+    /// warn to stderr).
+    pub fn spawn(
+        redis_url: &str,
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
         let child = Command::new(worker_binary()?)
             .arg("--redis-url")
-            .arg(db.url())
+            .arg(redis_url)
             .arg("--name")
             .arg(name)
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -410,4 +422,11 @@ pub fn rq_tool(name: &str) -> Result<PathBuf> {
         bail!("{} missing: run `bash tests/setup-python.sh`", p.display());
     }
     Ok(p)
+}
+
+/// Whether to run the measured throughput passes and print their figures
+/// (`MINDORA_FIGURES=1`, set by `tests/scale/bench.sh`): the test suite itself only checks
+/// that the same paths work, on fewer jobs, and prints nothing.
+pub fn figures_wanted() -> bool {
+    std::env::var_os("MINDORA_FIGURES").is_some_and(|v| v == "1")
 }

@@ -4,30 +4,15 @@
 //! prefix, Python rq 3.0 enqueues through `RedisCluster` and the worker, seeded with another
 //! node, runs the jobs, every key in one slot.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mindora_tests::cluster::RedisCluster;
 use mindora_tests::{python, python_command, repo_root, worker_binary, RedisDb, WorkerProcess};
 
 /// Starts the worker binary on `url` with `RQ_KEY_PREFIX` set in its environment.
 fn worker_with_prefix(url: &str, name: &str, prefix: &str, args: &[&str]) -> Result<WorkerProcess> {
-    let child = Command::new(worker_binary()?)
-        .arg("--redis-url")
-        .arg(url)
-        .arg("--name")
-        .arg(name)
-        .args(args)
-        .env("RQ_KEY_PREFIX", prefix)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting mindora-worker")?;
-    Ok(WorkerProcess {
-        child,
-        name: name.to_string(),
-    })
+    WorkerProcess::spawn(url, name, args, &[("RQ_KEY_PREFIX", prefix)])
 }
 
 /// Runs `code` with rq `version`, `RQ_KEY_PREFIX=prefix` and `REDIS_URL` of `db`.

@@ -35,14 +35,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
 
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, Procs, Report, env_example, free_port, http_json, render, retry, wait_port  # noqa: E402
+from common import ROOT, Procs, Report, free_port, http_json, render, retry, wait_port  # noqa: E402
 
 CACHE = os.environ.get("MINDORA_CACHE", os.path.expanduser("~/.cache/mindora"))
 RQ_PY = os.path.join(CACHE, "venv-rq212", "bin", "python")

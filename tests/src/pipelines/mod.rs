@@ -5,6 +5,8 @@
 //! and `tests/tests/pipelines_e2e.rs`.
 
 mod cleanup;
+pub mod e2e;
+mod env;
 pub mod fakes;
 pub mod fixtures;
 mod http;
@@ -16,6 +18,7 @@ use mindora_pipelines::ProgressSink;
 use serde_json::{Map, Value};
 
 pub use cleanup::{cleanup, pg, Cleanup};
+pub use env::{amqp_get, env, long_pdf, Env, Services};
 pub use http::{serve, Handler, Req, Resp};
 pub use s3::{s3s_fs_binary, S3Server};
 
