@@ -272,7 +272,7 @@ if not re.search(r"^USER (?!0|root)\S+", df, re.M):
     errs.append("no non-root USER")
 if not re.search(r'^HEALTHCHECK .*\n?.*"mindora-worker", "healthcheck"', df, re.M):
     errs.append("HEALTHCHECK must run mindora-worker healthcheck")
-if "cargo build --release --locked -p mindora-app --bin mindora-worker" not in df:
+if "cargo build --release --locked -p mindora-worker-app --bin mindora-worker" not in df:
     errs.append("release build of -p mindora-worker missing")
 print("\n".join(errs) or f"multi-stage, cached dependency layer for members {members}, non-root, healthcheck")
 sys.exit(1 if errs else 0)

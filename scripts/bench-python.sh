@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-python.sh >/dev/null
-cargo build --release -p mindora-app --bin mindora-worker --quiet
+cargo build --release -p mindora-worker-app --bin mindora-worker --quiet
 target="${CARGO_TARGET_DIR:-target}"
 "${MINDORA_CACHE:-$HOME/.cache/mindora}/venv-rq212/bin/python" tests/bench/python_bench.py \
   --worker "$target/release/mindora-worker" "$@"

@@ -43,7 +43,7 @@ py="${MINDORA_CACHE:-$HOME/.cache/mindora}/venv-rq30/bin/python"
 if [ -n "${MINDORA_WORKER_BIN:-}" ]; then
   worker="$MINDORA_WORKER_BIN"
 else
-  cargo build -p mindora-app --bin mindora-worker
+  cargo build -p mindora-worker-app --bin mindora-worker
   worker="${CARGO_TARGET_DIR:-target}/debug/mindora-worker"
 fi
 REDIS_URL="$url" "$py" - <<'PY'

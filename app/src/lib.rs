@@ -1,4 +1,4 @@
-//! # mindora-app
+//! # mindora-worker-app
 //!
 //! The `mindora-worker` binary: the embeddable engine ([`mindora_worker::Worker`]) plus what a
 //! deployment of the whole stack adds on top of it. The engine links none of this.

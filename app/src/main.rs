@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches};
-use mindora_app::cli::{Cli, Command};
-use mindora_app::consul::{self, Announced, LiveTarget, Pinned};
 use mindora_pipelines::PipelineConfig;
 use mindora_worker::config::{LogFormat, WorkerArgs};
 use mindora_worker::logging::{self, LogLevelHandle};
 use mindora_worker::Worker;
+use mindora_worker_app::cli::{Cli, Command};
+use mindora_worker_app::consul::{self, Announced, LiveTarget, Pinned};
 
 fn init_logging(format: LogFormat) -> LogLevelHandle {
     logging::init(format)
@@ -66,7 +66,7 @@ async fn run(
         .await
         .context("configuring the document pipelines")?;
     migrate_apps(&pipelines, &config.apps, false).await?;
-    mindora_app::pipelines::register(worker.registry_mut(), pipelines.clone());
+    mindora_worker_app::pipelines::register(worker.registry_mut(), pipelines.clone());
     // --python: jobs naming no built-in function run on a pool of Python processes.
     let redis = worker.args().redis.settings(&worker.args().redis_url);
     let python = mindora_worker::python::start_pool(&worker.args().python, &redis)

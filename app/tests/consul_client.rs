@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use mindora_app::consul::client::ConsulError;
-use mindora_app::consul::registration::{service_id, Announced, Identity};
-use mindora_app::consul::watch::{watch_prefix, Snapshot};
-use mindora_app::consul::ConsulClient;
 use mindora_tests::consul::{Comeback, FakeConsul};
+use mindora_worker_app::consul::client::ConsulError;
+use mindora_worker_app::consul::registration::{service_id, Announced, Identity};
+use mindora_worker_app::consul::watch::{watch_prefix, Snapshot};
+use mindora_worker_app::consul::ConsulClient;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

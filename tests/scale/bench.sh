@@ -16,7 +16,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo nextest run --no-fail-fast --retries 0 --no-capture \
   -p mindora-tests --test redis_tls --test redis_sentinel --test redis_sentinel_secure \
-  -p mindora-app --test amqp_tls \
+  -p mindora-worker-app --test amqp_tls \
   -E 'test(/over_tls_with_an_acl_user|failover|native_rabbitmq/)' \
   >"$log" 2>&1 || { tail -50 "$log"; exit 1; }
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -65,7 +65,7 @@ pub fn worker_binary() -> Result<PathBuf> {
     let bin = dir.join("mindora-worker");
     if !bin.exists() {
         bail!(
-            "{} is missing: run `cargo build -p mindora-app --bin mindora-worker` first",
+            "{} is missing: run `cargo build -p mindora-worker-app --bin mindora-worker` first",
             bin.display()
         );
     }

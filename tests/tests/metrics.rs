@@ -104,7 +104,7 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
     // Queue gauges refresh every 5 s; the first pass may predate the jobs' completion.
     let body = wait_for(
         Duration::from_secs(20),
-        "the default lane's depth and backlog gauges to read 0",
+        "the default lane's depth and backlog gauges to read 0, and the pool's series",
         || {
             let text = get(port, "/metrics")?;
             // The true backlog of "low" is its one running job (queued + started + due);
@@ -115,7 +115,10 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
                     && text.contains(r#"mindora_queue_backlog{queue="low"} 1"#)
                     && text.contains(
                         r#"mindora_cron_last_run_timestamp_seconds{entry="metrics-beat"}"#,
-                    ))
+                    )
+                    // The pool starts before the recorder exists and republishes its
+                    // zeroed series every second.
+                    && text.contains(r#"mindora_python_process_restarts_total{reason="timeout"} 0"#))
                 .then_some(text),
             )
         },

@@ -6,7 +6,7 @@
 //! them. A whole document and `job.meta` as it ends.
 //!
 //! Needs `pipelines/tests/setup.sh` (s3s-fs), `tests/setup-python.sh` (rq venvs) and
-//! `cargo build -p mindora-app --bin mindora-worker` in the same target dir.
+//! `cargo build -p mindora-worker-app --bin mindora-worker` in the same target dir.
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! them. A corrupt document among good ones, and the stages as a chain of dependent jobs.
 //!
 //! Needs `pipelines/tests/setup.sh` (s3s-fs), `tests/setup-python.sh` (rq venvs) and
-//! `cargo build -p mindora-app --bin mindora-worker` in the same target dir.
+//! `cargo build -p mindora-worker-app --bin mindora-worker` in the same target dir.
 
 use anyhow::{Context, Result};
 use mindora_tests::pipelines::e2e::{assert_full_audit_trail, Env, DIMS};

@@ -121,7 +121,7 @@ fn acl_rule_is_enough_and_missing_rights_stop_the_worker() -> Result<()> {
     );
 
     // Exactly that rule: Python rq enqueues (as admin), the worker runs everything.
-    let mut setuser = vec!["SETUSER", "mindora-app", "reset", "on", ">pw"];
+    let mut setuser = vec!["SETUSER", "mindora-worker-app", "reset", "on", ">pw"];
     setuser.extend(rule.split_whitespace());
     acl(&mut admin, &setuser)?;
     for version in RQ_VERSIONS {
@@ -149,7 +149,7 @@ fn acl_rule_is_enough_and_missing_rights_stop_the_worker() -> Result<()> {
         args.push("--burst".into());
         args.extend(python_pool_args(version, 1)?);
         let (status, err) = run_worker(
-            &url_for("mindora-app"),
+            &url_for("mindora-worker-app"),
             &format!("acl-app-{}", version.replace('.', "")),
             &args,
             Duration::from_secs(90),

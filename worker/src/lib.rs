@@ -2,7 +2,7 @@
 //!
 //! The embeddable engine. It links none of the document pipelines' stack (S3, PostgreSQL,
 //! Elasticsearch, Qdrant, PDFium): the `mindora-worker` binary, with the `pipelines.*`
-//! handlers and Consul, is the `mindora-app` crate on top of it.
+//! handlers and Consul, is the `mindora-worker-app` crate on top of it.
 //!
 //! An RQ-compatible worker: it consumes the Redis queues Python's `rq` writes (and
 //! RabbitMQ queues), runs many jobs at once per process, and records every outcome exactly
