@@ -7,12 +7,12 @@
 //!    it claims, so `--concurrency` is jobs at once whatever their source.
 //! 2. [`Core::spawn`] and [`Core::work`]: a claimed job is a [`UnitOfWork`] (rq, AMQP and the
 //!    in-process memory source each implement it); it runs as its own task, in a `job`
-//!    tracing span, holding its slot until settled: ready, execute, [`decide`], apply.
+//!    tracing span, holding its slot until settled: ready, execute, [`decide()`], apply.
 //! 3. [`Core::execute`]: handler lookup (fallback included), time limit, panic capture,
 //!    stop requests, shutdown interruption, and the metrics every source reports the same
 //!    way (started / finished / failed, duration; retried and dead-lettered are counted by
 //!    [`Labels`] once the source has recorded them).
-//! 4. [`decide`]: what the outcome means (finish, retry after a delay, dead letter, stopped,
+//! 4. [`decide()`]: what the outcome means (finish, retry after a delay, dead letter, stopped,
 //!    give back, drop) as a pure function of the outcome, the job's retry plan and its
 //!    fence; each source only writes the [`Action`].
 //! 5. [`Core::drain`]: at shutdown, running jobs get `--shutdown-grace-secs`; then every
