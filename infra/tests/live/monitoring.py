@@ -187,6 +187,8 @@ for q in ("high", "default", "low"):
         queue.enqueue("mindora.sleep", 0.5)
     for i in range(2):
         queue.enqueue("mindora.fail", "monitoring run: expected failure", retry=Retry(max=1))
+    for i in range(5):
+        queue.enqueue("pytasks.add", i, y=1)
 # A backlog that stays: more long sleeps than the 3 replicas have slots, so jobs wait and the
 # oldest-job-age gauge has something to report.
 low = Queue("low", connection=conn)
@@ -258,7 +260,13 @@ def main():
                        MINDORA_LOG_FORMAT="json", RUST_LOG="info", MINDORA_AMQP_URL=amqp_url,
                        MINDORA_AMQP_QUEUES="ai_processing_tasks", MINDORA_AMQP_RETRY_DELAYS="1",
                        MINDORA_AMQP_MAX_ATTEMPTS="2", MINDORA_AMQP_DEPTH_EVERY_SECS="1",
-                       MINDORA_HEARTBEAT_SECS="2")
+                       MINDORA_HEARTBEAT_SECS="2",
+                       # Every replica runs the --python pool (one process), as the
+                       # python-tasks override does, so the dashboard's Python row has series.
+                       MINDORA_PYTHON="true", MINDORA_PYTHON_INTERPRETER=RQ_PY,
+                       MINDORA_PYTHON_PATH=os.pathsep.join([os.path.join(ROOT, "python"),
+                                                            os.path.join(ROOT, "tests/python")]),
+                       MINDORA_PYTHON_PROCESSES="1")
             w = procs.start(f"worker-{i}", [args.worker], env=env)
             workers.append((w, mp))
             logs.append(os.path.join(tmp, f"worker-{i}.log"))
