@@ -46,8 +46,8 @@ pub(super) struct AmqpUnit {
     delivery: Delivery,
     publisher: Channel,
     acks: Acks,
-    /// The parsed task, or why the body is malformed (set by `ready`).
-    task: Option<Result<Task, String>>,
+    /// The parsed task, or why the body is malformed.
+    task: Result<Task, String>,
 }
 
 impl AmqpUnit {
@@ -58,11 +58,7 @@ impl AmqpUnit {
         publisher: Channel,
         acks: Acks,
     ) -> Self {
-        let task = Some(envelope::parse(
-            &delivery.data,
-            &delivery.properties,
-            shared.defaults,
-        ));
+        let task = envelope::parse(&delivery.data, &delivery.properties, shared.defaults);
         AmqpUnit {
             shared,
             queue,
@@ -74,7 +70,7 @@ impl AmqpUnit {
     }
 
     fn task(&self) -> Option<&Task> {
-        self.task.as_ref().and_then(|t| t.as_ref().ok())
+        self.task.as_ref().ok()
     }
 }
 
@@ -93,12 +89,11 @@ impl UnitOfWork for AmqpUnit {
 
     fn ready(&mut self) -> Result<Ready, HandlerError> {
         let task = match &self.task {
-            Some(Ok(task)) => task,
-            Some(Err(reason)) => {
+            Ok(task) => task,
+            Err(reason) => {
                 warn!(%reason, "malformed message; dead-lettering");
                 return Err(HandlerError::permanent("MalformedEnvelope", reason.clone()));
             }
-            None => return Err(HandlerError::permanent("MalformedEnvelope", "not parsed")),
         };
         let env = &task.envelope;
         let ctx = JobContext::new(
