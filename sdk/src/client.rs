@@ -133,6 +133,7 @@ impl Client {
         job.failure_ttl_secs = options.failure_ttl_secs;
         job.ttl_secs = options.ttl_secs;
         job.meta = options.meta;
+        crate::wire::trace::inject_into_meta(&mut job.meta, &crate::trace::current());
         job.retry = options.retry;
         job.depends_on = options.depends_on;
         job.at_front = options.at_front;

@@ -23,6 +23,7 @@ pub mod client;
 pub mod connect;
 pub mod error;
 pub mod options;
+pub mod trace;
 pub mod wire;
 
 pub use client::{Client, EnqueueOptions, EnqueuedJob};

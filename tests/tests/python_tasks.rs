@@ -332,7 +332,6 @@ from rq import Callback
 import pytasks
 q = Queue("default", connection=r)
 q.enqueue("pytasks.sleepy", 4, job_id="hold")
-q.enqueue("pytasks.noop", job_id="starved", job_timeout=60, on_failure=Callback(pytasks.on_failure))
 "#,
     )?;
     let port = free_port()?;
@@ -348,6 +347,18 @@ q.enqueue("pytasks.noop", job_id="starved", job_timeout=60, on_failure=Callback(
         &addr,
     ];
     let _w = start(&db, version, "w-py-metrics", 1, &flags)?;
+    // `starved` only once `hold` has the one process: enqueued together, either could win
+    // it (CI saw `starved` win on a loaded machine, and then nothing starved).
+    wait_statuses(&db, &ids(&["hold"]), &["started"], T)?;
+    run_python(
+        version,
+        &db,
+        r#"
+from rq import Callback
+import pytasks
+Queue("default", connection=r).enqueue("pytasks.noop", job_id="starved", job_timeout=60, on_failure=Callback(pytasks.on_failure))
+"#,
+    )?;
     wait_statuses(&db, &ids(&["hold"]), &["finished"], T)?;
     wait_statuses(&db, &ids(&["starved"]), &["failed"], T)?;
     // One at a time now: a timeout kill, then jobs enough for a recycle.

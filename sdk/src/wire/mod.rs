@@ -17,6 +17,7 @@ pub mod scripts;
 pub mod serializer;
 pub mod status;
 pub mod time;
+pub mod trace;
 
 pub use job::{JobHash, NewJob};
 pub use result::{ResultEntry, ResultType};
