@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod python;
 pub mod ratelimit;
 pub mod rq;
+pub mod telemetry;
 pub mod webhooks;
 pub mod worker;
 

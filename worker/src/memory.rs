@@ -185,6 +185,7 @@ impl UnitOfWork for MemoryUnit {
             ctx,
             timeout: self.job.timeout,
             stop: None,
+            producer: Default::default(),
         })
     }
 

@@ -46,6 +46,11 @@ pub const PYTHON_WAIT_TIMEOUTS: &str = "mindora_python_process_wait_timeouts_tot
 pub const PYTHON_RESTARTS: &str = "mindora_python_process_restarts_total";
 /// Counter: Python processes recycled, by `reason` (`max_jobs`, `max_rss`).
 pub const PYTHON_RECYCLES: &str = "mindora_python_process_recycles_total";
+/// Counter: OTLP export calls that failed (collector down, refused, timed out); their spans
+/// are lost, the jobs are not affected.
+pub const TRACE_EXPORT_FAILURES: &str = "mindora_trace_export_failures_total";
+/// Counter: spans exported, by `result` (`ok`, `failed`).
+pub const TRACE_SPANS: &str = "mindora_trace_spans_total";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

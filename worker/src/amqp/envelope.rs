@@ -87,6 +87,37 @@ pub fn header_u64(headers: &FieldTable, key: &str) -> Option<u64> {
     }
 }
 
+/// A string header (long or short string), as trace context headers are sent.
+pub fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// The producer's trace context (W3C `traceparent` / `tracestate` headers, as pika's and
+/// Celery's instrumentations send them) and its publish `timestamp`.
+pub fn producer(props: &BasicProperties) -> crate::telemetry::span::Producer {
+    use mindora_sdk::wire::trace::{valid_traceparent, TRACEPARENT, TRACESTATE};
+    let mut out = crate::telemetry::span::Producer {
+        enqueued_at: props
+            .timestamp()
+            .and_then(|t| chrono::DateTime::from_timestamp(i64::try_from(t).ok()?, 0)),
+        ..Default::default()
+    };
+    let Some(headers) = props.headers().as_ref() else {
+        return out;
+    };
+    if let Some(parent) = header_text(headers, TRACEPARENT).filter(|p| valid_traceparent(p)) {
+        out.carrier.insert(TRACEPARENT.into(), parent);
+        if let Some(state) = header_text(headers, TRACESTATE) {
+            out.carrier.insert(TRACESTATE.into(), state);
+        }
+    }
+    out
+}
+
 /// The failure history header; a damaged one is dropped rather than failing the task.
 fn history(headers: &FieldTable) -> Vec<AttemptRecord> {
     let raw = match headers.inner().get(HEADER_HISTORY) {

@@ -112,10 +112,16 @@ impl UnitOfWork for AmqpUnit {
             description: None,
             timeout: task.timeout,
         });
+        let producer = if crate::telemetry::enabled() {
+            envelope::producer(&self.delivery.properties)
+        } else {
+            Default::default()
+        };
         Ok(Ready {
             ctx,
             timeout: task.timeout,
             stop: None,
+            producer,
         })
     }
 

@@ -6,9 +6,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{decide, Action, Core, Executed, Fence, Labels, Outcome, RetryPlan, Source};
 use crate::handler::{HandlerError, JobContext};
+use crate::telemetry::span::{self, Producer};
 
 /// A job ready to run: its context and the time limit the core enforces.
 pub struct Ready {
@@ -18,6 +20,8 @@ pub struct Ready {
     pub timeout: Option<Duration>,
     /// Cancelled to stop the execution on request (rq's stop-job command).
     pub stop: Option<CancellationToken>,
+    /// The producer's trace context and enqueue time, for the attempt's span.
+    pub producer: Producer,
 }
 
 /// A claimed job of some source.
@@ -43,23 +47,30 @@ pub trait UnitOfWork: Send + Sized + 'static {
 }
 
 impl Core {
-    /// Runs one unit: decode, execute, decide, apply.
+    /// Runs one unit: decode, execute, decide, apply; the execution and the settling run
+    /// in the attempt's `process` span (see [`crate::telemetry::span`]).
     pub async fn work<U: UnitOfWork>(&self, mut unit: U) {
-        let executed = match unit.ready() {
+        let (executed, span) = match unit.ready() {
             Ok(ready) => {
-                self.execute(ready.ctx, ready.timeout, ready.stop.as_ref())
-                    .await
+                let span = span::process_span(&ready.ctx, &ready.producer);
+                let executed = self
+                    .execute(ready.ctx, ready.timeout, ready.stop.as_ref())
+                    .instrument(span.clone())
+                    .await;
+                (executed, span)
             }
             Err(err) => {
                 Labels::new(unit.source(), unit.queue(), unit.rejected_function()).rejected();
-                Executed {
+                let executed = Executed {
                     outcome: Outcome::Failed(err),
                     elapsed: Duration::ZERO,
                     callbacks_run: false,
-                }
+                };
+                (executed, tracing::Span::none())
             }
         };
         let action = decide(&executed.outcome, &unit.retry_plan(), unit.fence());
-        unit.apply(executed, action).await;
+        span::record(&span, &executed, &action);
+        unit.apply(executed, action).instrument(span).await;
     }
 }

@@ -15,6 +15,7 @@ use super::store::Claimed;
 use super::{RqSource, Running, SOURCE};
 use crate::core::{Action, Executed, Labels, Outcome, Ready, RetryPlan, Source, UnitOfWork};
 use crate::handler::{HandlerError, JobContext, ProgressFn, RawJob};
+use crate::telemetry::span::Producer;
 
 /// One claimed rq job.
 pub(super) struct RqUnit {
@@ -132,10 +133,20 @@ impl UnitOfWork for RqUnit {
             labels: Labels::new(SOURCE, job.queue.clone(), call.function),
             meta,
         });
+        // Reading meta costs a decode (pickle), so only a traced process pays it.
+        let producer = if crate::telemetry::enabled() {
+            Producer {
+                carrier: wire::trace::carrier_from_meta(&job.hash.meta(serializer)),
+                enqueued_at: job.hash.enqueued_at(),
+            }
+        } else {
+            Producer::default()
+        };
         Ok(Ready {
             ctx,
             timeout: limit,
             stop: Some(stop),
+            producer,
         })
     }
 
