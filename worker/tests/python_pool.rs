@@ -9,7 +9,7 @@ use mindora_tests::{python, repo_root, run_python, RedisDb, RQ_VERSIONS};
 use mindora_worker::python::{FailureKind, PoolConfig, PyJob, PyOutcome, PythonPool};
 
 fn config(version: &str, db: &RedisDb, processes: usize) -> Result<PoolConfig> {
-    let mut cfg = PoolConfig::new(python(version)?, db.url());
+    let mut cfg = PoolConfig::new(python(version)?, db.url())?;
     cfg.python_path = vec![repo_root().join("python"), repo_root().join("tests/python")];
     cfg.processes = processes;
     Ok(cfg)
@@ -240,11 +240,11 @@ async fn processes_are_recycled_by_memory_and_job_count() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_that_cannot_start_says_why() -> Result<()> {
     let db = RedisDb::lease()?;
-    let cfg = PoolConfig::new("/nonexistent/python", db.url());
+    let cfg = PoolConfig::new("/nonexistent/python", db.url())?;
     let err = PythonPool::start(cfg).await.err().context("must fail")?;
     assert!(err.to_string().contains("/nonexistent/python"), "{err}");
     // A real interpreter without the runner on its path.
-    let mut cfg = PoolConfig::new(python(RQ_VERSIONS[0])?, db.url());
+    let mut cfg = PoolConfig::new(python(RQ_VERSIONS[0])?, db.url())?;
     cfg.start_timeout = Duration::from_secs(20);
     let err = PythonPool::start(cfg).await.err().context("must fail")?;
     assert!(err.to_string().contains("mindora_runner"), "{err}");
