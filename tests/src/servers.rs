@@ -289,6 +289,28 @@ impl SentinelGroup {
         )
     }
 
+    /// `SENTINEL FAILOVER` through the first Sentinel, retried for up to 20 s while the
+    /// Sentinels still refuse it (e.g. no good replica yet); returns when it was accepted.
+    pub fn failover(&self) -> Result<Instant> {
+        let url = format!("redis://127.0.0.1:{}/0", self.sentinels[0]);
+        let mut s = redis::Client::open(url)?.get_connection()?;
+        let t0 = Instant::now();
+        loop {
+            match redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(&self.master_name)
+                .query::<String>(&mut s)
+            {
+                Ok(_) => return Ok(Instant::now()),
+                Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                    eprintln!("SENTINEL FAILOVER not yet: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => bail!("SENTINEL FAILOVER: {e}"),
+            }
+        }
+    }
+
     /// The directory of the servers' files (a test may put its own logs there).
     pub fn dir(&self) -> &Path {
         self._dir.path()

@@ -10,9 +10,9 @@
 //! Prints the figures for `docs/scaling.md`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mindora_sdk::Client;
 use mindora_tests::servers::{enqueue_failover_jobs, free_port, SentinelGroup};
 use mindora_tests::{http_get, wait_for, worker_binary, WorkerProcess};
@@ -82,7 +82,6 @@ async fn failover_run(hears_leader: bool) -> Result<()> {
         )?;
     }
 
-    let mut s = conn(s1)?;
     group.wait_replica_seen()?;
     let client = Client::connect(&url).await?;
     let ids = enqueue_failover_jobs(&client, JOBS, 0.1).await?;
@@ -114,22 +113,7 @@ async fn failover_run(hears_leader: bool) -> Result<()> {
         },
     )?;
 
-    let t0 = Instant::now();
-    loop {
-        match redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg(MASTER)
-            .query::<String>(&mut s)
-        {
-            Ok(_) => break,
-            Err(e) if t0.elapsed() < Duration::from_secs(20) => {
-                eprintln!("SENTINEL FAILOVER not yet: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => bail!("SENTINEL FAILOVER: {e}"),
-        }
-    }
-    let sent = Instant::now();
+    let sent = group.failover()?;
     // A hang bound, not a performance one: on a worker without reconciliation the jobs
     // lost in the switch wait ~95 s for rq's TTL rule. Servers drop their clients when
     // their role changes: a new connection each time.

@@ -6,7 +6,7 @@
 //! jobs may run twice: at-least-once, as after a Redis restart. Prints how long the
 //! promotion and the worker's resumption took.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mindora_sdk::Client;
@@ -46,7 +46,6 @@ async fn worker_follows_a_sentinel_failover_and_loses_no_job() -> Result<()> {
     let mut worker = spawn_worker(&url, "w-sentinel", &FAILOVER_WORKER_FLAGS)?;
 
     // Sentinel must know a healthy replica before it can fail over.
-    let mut s = conn(s1)?;
     group.wait_replica_seen()?;
     let mut m = conn(m_port)?;
     wait_for(Duration::from_secs(30), "the worker to be midway", || {
@@ -54,22 +53,7 @@ async fn worker_follows_a_sentinel_failover_and_loses_no_job() -> Result<()> {
     })?;
     let before = count(&mut m, "ZCARD", "rq:finished:default")?;
 
-    let t0 = Instant::now();
-    loop {
-        match redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg(MASTER)
-            .query::<String>(&mut s)
-        {
-            Ok(_) => break,
-            Err(e) if t0.elapsed() < Duration::from_secs(20) => {
-                eprintln!("SENTINEL FAILOVER not yet: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => bail!("SENTINEL FAILOVER: {e}"),
-        }
-    }
-    let failover_sent = Instant::now();
+    let failover_sent = group.failover()?;
     // Promotion: the replica reports role master. Resumption: jobs finish on it.
     let mut promoted = None;
     let mut base = 0;
