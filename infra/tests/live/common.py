@@ -105,6 +105,11 @@ class Report:
         print(f"{'PASS' if ok else 'FAIL'} {self.prefix}:{name}" + (f": {detail}" if detail else ""), flush=True)
         return ok
 
+    def finish(self):
+        """Prints the totals and exits: 1 when any check failed."""
+        print(f"{self.prefix}: {self.passed} passed, {self.failed} failed")
+        sys.exit(1 if self.failed else 0)
+
 
 def run_in_tmp(report, tmp_prefix, log_name, tail, scenario):
     """Runs scenario(procs, tmp) in a new temp dir, then exits with the report's verdict.
@@ -123,8 +128,7 @@ def run_in_tmp(report, tmp_prefix, log_name, tail, scenario):
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{report.prefix}: {report.passed} passed, {report.failed} failed")
-    sys.exit(1 if report.failed else 0)
+    report.finish()
 
 
 def http_json(url, data=None, timeout=10):
