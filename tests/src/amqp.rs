@@ -101,7 +101,7 @@ impl Fixture {
     pub async fn new(name: &str) -> Fixture {
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let queue = format!("t_{name}_{suffix}");
-        let mut args = AmqpArgs::new(url());
+        let mut args = AmqpArgs::new(url()).expect("the AMQP flags' defaults");
         args.queues = vec![queue.clone()];
         args.retry_delays = vec![1, 2];
         args.max_attempts = 3;

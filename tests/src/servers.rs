@@ -3,6 +3,7 @@
 //! on free loopback ports in a temp dir, stopped on drop. The shared services are never
 //! touched.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -219,6 +220,101 @@ pub fn start_sentinel(
         master_port,
         &SentinelSecurity::default(),
     )
+}
+
+/// A private master, its replica and two Sentinels monitoring it (see [`start_sentinel`]),
+/// each on a free loopback port, files in one directory; the shared Redis is untouched.
+/// Everything stops when it is dropped (the Sentinels first).
+pub struct SentinelGroup {
+    /// The Sentinels' ports.
+    pub sentinels: [u16; 2],
+    /// The master's port.
+    pub master: u16,
+    /// The replica's port.
+    pub replica: u16,
+    /// The name the Sentinels monitor the master as.
+    pub master_name: String,
+    // Declared in drop order (fields drop top to bottom); the directory goes last.
+    _daemons: [Daemon; 4],
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelGroup {
+    /// Starts the four servers, the Sentinels monitoring the master as `master_name`.
+    pub fn start(master_name: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (master, replica) = (free_port()?, free_port()?);
+        let sentinels = [free_port()?, free_port()?];
+        let path = dir.path();
+        let m = start_redis(path, "master", &format!("port {master}"), master)?;
+        let r = start_redis(
+            path,
+            "replica",
+            &format!("port {replica}\nreplicaof 127.0.0.1 {master}"),
+            replica,
+        )?;
+        let s1 = start_sentinel(path, "sentinel1", sentinels[0], master_name, master)?;
+        let s2 = start_sentinel(path, "sentinel2", sentinels[1], master_name, master)?;
+        Ok(SentinelGroup {
+            sentinels,
+            master,
+            replica,
+            master_name: master_name.to_string(),
+            _daemons: [s2, s1, r, m],
+            _dir: dir,
+        })
+    }
+
+    /// Waits until the first Sentinel knows the replica as healthy: Sentinel can only fail
+    /// over to a replica it has seen with its link to the master up.
+    pub fn wait_replica_seen(&self) -> Result<()> {
+        let url = format!("redis://127.0.0.1:{}/0", self.sentinels[0]);
+        let mut s = redis::Client::open(url)?.get_connection()?;
+        wait_for(
+            Duration::from_secs(30),
+            "the Sentinels to see the replica",
+            || {
+                let replicas: Vec<HashMap<String, String>> = redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(&self.master_name)
+                    .query(&mut s)?;
+                Ok(replicas
+                    .iter()
+                    .any(|r| {
+                        r.get("flags").is_some_and(|f| f == "slave")
+                            && r.get("master-link-status").is_some_and(|l| l == "ok")
+                    })
+                    .then_some(()))
+            },
+        )
+    }
+
+    /// `SENTINEL FAILOVER` through the first Sentinel, retried for up to 20 s while the
+    /// Sentinels still refuse it (e.g. no good replica yet); returns when it was accepted.
+    pub fn failover(&self) -> Result<Instant> {
+        let url = format!("redis://127.0.0.1:{}/0", self.sentinels[0]);
+        let mut s = redis::Client::open(url)?.get_connection()?;
+        let t0 = Instant::now();
+        loop {
+            match redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(&self.master_name)
+                .query::<String>(&mut s)
+            {
+                Ok(_) => return Ok(Instant::now()),
+                Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                    eprintln!("SENTINEL FAILOVER not yet: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => bail!("SENTINEL FAILOVER: {e}"),
+            }
+        }
+    }
+
+    /// The directory of the servers' files (a test may put its own logs there).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
 }
 
 /// [`start_sentinel`] with TLS, its own password and credentials for the data nodes.

@@ -3,49 +3,41 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use mindora_tests::{run_python, wait_for, wait_statuses, RedisDb, WorkerProcess};
+use mindora_tests::python_rq::{PythonRq, FAST_RECOVERY};
+use mindora_tests::{wait_for, wait_statuses, WorkerProcess};
 
 #[test]
 fn kill_9_mid_jobs_then_restart_loses_nothing() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "3.0",
-        &db,
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(
         r#"
 from rq import Retry
-q = Queue("default", connection=r)
 for i in range(10):
     q.enqueue("mindora.sleep", 2, job_id=f"r{i}", retry=Retry(max=1), job_timeout=10)
 for i in range(10):
     q.enqueue("mindora.sleep", 2, job_id=f"n{i}", job_timeout=10)
 "#,
     )?;
-    let fast = [
-        "--abandon-grace-secs",
-        "2",
-        "--heartbeat-secs",
-        "1",
-        "--recover-every-secs",
-        "1",
-        "--concurrency",
-        "10",
-    ];
-    let mut victim = WorkerProcess::start(&db, "w-victim", &fast)?;
-    let mut conn = db.conn()?;
+    let fast = [FAST_RECOVERY, &["--concurrency", "10"]].concat();
+    let mut victim = WorkerProcess::start(&rq.db, "w-victim", &fast)?;
+    let mut conn = rq.db.conn()?;
     wait_for(Duration::from_secs(10), "ten jobs running", || {
         let running: i64 = redis::cmd("ZCARD").arg("rq:wip:default").query(&mut conn)?;
         Ok((running == 10).then_some(()))
     })?;
     victim.signal("KILL")?;
     victim.wait_exit(Duration::from_secs(5))?;
-    let _survivor = WorkerProcess::start(&db, "w-survivor", &fast)?;
+    let _survivor = WorkerProcess::start(&rq.db, "w-survivor", &fast)?;
     let all: Vec<String> = (0..10)
         .flat_map(|i| [format!("r{i}"), format!("n{i}")])
         .collect();
-    wait_statuses(&db, &all, &["finished", "failed"], Duration::from_secs(60))?;
-    let out = run_python(
-        "3.0",
-        &db,
+    wait_statuses(
+        &rq.db,
+        &all,
+        &["finished", "failed"],
+        Duration::from_secs(60),
+    )?;
+    let out = rq.run(
         r#"
 from rq.job import Job
 st = {}
@@ -65,10 +57,8 @@ print(sorted((k, len(v)) for k, v in st.items()))
 
 #[test]
 fn sigterm_finishes_running_jobs_then_exits_cleanly() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "2.12",
-        &db,
+    let rq = PythonRq::lease("2.12")?;
+    rq.enqueue(
         r#"
 for i in range(3):
     Queue("default", connection=r).enqueue("mindora.sleep", 1.5, job_id=f"s{i}")
@@ -76,14 +66,14 @@ for i in range(3):
     Queue("default", connection=r).enqueue("mindora.sleep", 0.1, job_id=f"later{i}", at_front=False)
 "#,
     )?;
-    let mut w = WorkerProcess::start(&db, "w-term", &["--concurrency", "3"])?;
+    let mut w = WorkerProcess::start(&rq.db, "w-term", &["--concurrency", "3"])?;
     let ids: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
-    wait_statuses(&db, &ids, &["started"], Duration::from_secs(10))?;
+    wait_statuses(&rq.db, &ids, &["started"], Duration::from_secs(10))?;
     w.signal("TERM")?;
     let status = w.wait_exit(Duration::from_secs(20))?;
     assert!(status.success());
-    wait_statuses(&db, &ids, &["finished"], Duration::from_secs(1))?;
-    let mut conn = db.conn()?;
+    wait_statuses(&rq.db, &ids, &["finished"], Duration::from_secs(1))?;
+    let mut conn = rq.db.conn()?;
     let waiting: i64 = redis::cmd("LLEN")
         .arg("rq:queue:default")
         .query(&mut conn)?;
@@ -95,17 +85,15 @@ for i in range(3):
 
 #[test]
 fn shutdown_grace_expiry_requeues_running_jobs() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "3.0",
-        &db,
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(
         r#"
 Queue("default", connection=r).enqueue("mindora.sleep", 60, job_id="long")
 "#,
     )?;
-    let mut w = WorkerProcess::start(&db, "w-grace", &["--shutdown-grace-secs", "1"])?;
+    let mut w = WorkerProcess::start(&rq.db, "w-grace", &["--shutdown-grace-secs", "1"])?;
     wait_statuses(
-        &db,
+        &rq.db,
         &["long".to_string()],
         &["started"],
         Duration::from_secs(10),
@@ -113,12 +101,12 @@ Queue("default", connection=r).enqueue("mindora.sleep", 60, job_id="long")
     w.signal("TERM")?;
     w.wait_exit(Duration::from_secs(20))?;
     wait_statuses(
-        &db,
+        &rq.db,
         &["long".to_string()],
         &["queued"],
         Duration::from_secs(2),
     )?;
-    let mut conn = db.conn()?;
+    let mut conn = rq.db.conn()?;
     let head: Option<String> = redis::cmd("LINDEX")
         .arg("rq:queue:default")
         .arg(0)
@@ -129,9 +117,9 @@ Queue("default", connection=r).enqueue("mindora.sleep", 60, job_id="long")
 
 #[test]
 fn redis_connection_loss_is_survived() -> Result<()> {
-    let db = RedisDb::lease()?;
-    let mut w = WorkerProcess::start(&db, "w-reconnect", &["--heartbeat-secs", "1"])?;
-    let mut conn = db.conn()?;
+    let rq = PythonRq::lease("3.0")?;
+    let mut w = WorkerProcess::start(&rq.db, "w-reconnect", &["--heartbeat-secs", "1"])?;
+    let mut conn = rq.db.conn()?;
     wait_for(Duration::from_secs(10), "worker registration", || {
         let n: i64 = redis::cmd("SCARD").arg("rq:workers").query(&mut conn)?;
         Ok((n == 1).then_some(()))
@@ -145,7 +133,7 @@ fn redis_connection_loss_is_survived() -> Result<()> {
                 line.split(' ')
                     .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
             };
-            if field("db").as_deref() == Some(&db.db.to_string())
+            if field("db").as_deref() == Some(&rq.db.db.to_string())
                 && field("id") != Some(me.to_string())
             {
                 if let Some(id) = field("id") {
@@ -159,15 +147,13 @@ fn redis_connection_loss_is_survived() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    run_python(
-        "3.0",
-        &db,
+    rq.enqueue(
         r#"
 Queue("default", connection=r).enqueue("mindora.echo", "after", job_id="after")
 "#,
     )?;
     wait_statuses(
-        &db,
+        &rq.db,
         &["after".to_string()],
         &["finished"],
         Duration::from_secs(20),
@@ -178,12 +164,10 @@ Queue("default", connection=r).enqueue("mindora.echo", "after", job_id="after")
 
 #[test]
 fn a_job_stranded_between_pop_and_claim_is_recovered() -> Result<()> {
-    let db = RedisDb::lease()?;
+    let rq = PythonRq::lease("3.0")?;
     // A worker killed right after its BLMOVE leaves the id in the intermediate list, its job
     // still `queued`. Simulate exactly that, then start a worker on two lanes.
-    run_python(
-        "3.0",
-        &db,
+    rq.enqueue(
         r#"
 q = Queue("low", connection=r)
 q.enqueue("mindora.echo", "stranded", job_id="stranded")
@@ -191,17 +175,17 @@ assert r.lmove("rq:queue:low", "rq:queue:low:intermediate") == b"stranded"
 "#,
     )?;
     let _w = WorkerProcess::start(
-        &db,
+        &rq.db,
         "w-stranded",
         &["--queues", "high,low", "--recover-every-secs", "1"],
     )?;
     wait_statuses(
-        &db,
+        &rq.db,
         &["stranded".to_string()],
         &["finished"],
         Duration::from_secs(20),
     )?;
-    let mut conn = db.conn()?;
+    let mut conn = rq.db.conn()?;
     let left: i64 = redis::cmd("LLEN")
         .arg("rq:queue:low:intermediate")
         .query(&mut conn)?;
@@ -211,22 +195,20 @@ assert r.lmove("rq:queue:low", "rq:queue:low:intermediate") == b"stranded"
 
 #[test]
 fn an_idle_worker_on_several_lanes_picks_up_lower_lane_jobs() -> Result<()> {
-    let db = RedisDb::lease()?;
-    let _w = WorkerProcess::start(&db, "w-lanes", &["--queues", "high,default,low"])?;
-    let mut conn = db.conn()?;
+    let rq = PythonRq::lease("3.0")?;
+    let _w = WorkerProcess::start(&rq.db, "w-lanes", &["--queues", "high,default,low"])?;
+    let mut conn = rq.db.conn()?;
     wait_for(Duration::from_secs(10), "worker registration", || {
         let n: i64 = redis::cmd("SCARD").arg("rq:workers").query(&mut conn)?;
         Ok((n == 1).then_some(()))
     })?;
     for lane in ["low", "default", "high"] {
         let id = format!("on-{lane}");
-        run_python(
-            "3.0",
-            &db,
-            &format!(r#"Queue("{lane}", connection=r).enqueue("mindora.echo", job_id="{id}")"#),
-        )?;
+        rq.run(&format!(
+            r#"Queue("{lane}", connection=r).enqueue("mindora.echo", job_id="{id}")"#
+        ))?;
         // Picked up although the idle worker blocks on the highest lane only.
-        wait_statuses(&db, &[id], &["finished"], Duration::from_secs(10))?;
+        wait_statuses(&rq.db, &[id], &["finished"], Duration::from_secs(10))?;
     }
     Ok(())
 }

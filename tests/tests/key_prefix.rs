@@ -8,31 +8,19 @@ use std::process::Command;
 
 use anyhow::Result;
 use mindora_tests::cluster::RedisCluster;
-use mindora_tests::{python, python_command, repo_root, worker_binary, RedisDb, WorkerProcess};
+use mindora_tests::python_rq::{checked, PythonRq};
+use mindora_tests::{python, repo_root, worker_binary, RedisDb, WorkerProcess};
 
 /// Starts the worker binary on `url` with `RQ_KEY_PREFIX` set in its environment.
 fn worker_with_prefix(url: &str, name: &str, prefix: &str, args: &[&str]) -> Result<WorkerProcess> {
     WorkerProcess::spawn(url, name, args, &[("RQ_KEY_PREFIX", prefix)])
 }
 
-/// Runs `code` with rq `version`, `RQ_KEY_PREFIX=prefix` and `REDIS_URL` of `db`.
-fn python_with_prefix(version: &str, db: &RedisDb, prefix: &str, code: &str) -> Result<String> {
-    let out = python_command(version, db)?
-        .env("RQ_KEY_PREFIX", prefix)
-        .arg("-c")
-        .arg(format!("{}{code}", mindora_tests::PYTHON_PRELUDE))
-        .output()?;
-    checked(out, code)
-}
-
-fn checked(out: std::process::Output, code: &str) -> Result<String> {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    anyhow::ensure!(
-        out.status.success(),
-        "python failed:\n{code}\n--- stdout\n{stdout}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(stdout)
+/// rq `version` on a leased database, its snippets run with `RQ_KEY_PREFIX=prefix`.
+fn with_prefix(version: &'static str, prefix: &'static str) -> Result<PythonRq> {
+    let mut rq = PythonRq::lease(version)?;
+    rq.key_prefix = Some(prefix);
+    Ok(rq)
 }
 
 /// Waits (in Python, through rq) until the 20 jobs `p0..p19` finished, then checks each
@@ -53,26 +41,18 @@ for i in range(20):
 
 #[test]
 fn rq30_custom_prefix_runs_all_jobs_and_creates_no_rq_keys() -> Result<()> {
-    let db = RedisDb::lease()?;
-    python_with_prefix(
-        "3.0",
-        &db,
-        "acme.v3",
+    let rq = with_prefix("3.0", "acme.v3")?;
+    rq.enqueue(
         r#"
-q = Queue("default", connection=r)
 for i in range(20):
     q.enqueue("mindora.echo", i, job_id=f"p{i}")
 assert r.exists("acme.v3:queue:default") and not r.exists("rq:queue:default")
 "#,
     )?;
-    let _w = worker_with_prefix(&db.url(), "w-prefix", "acme.v3", &["--concurrency", "4"])?;
-    let out = python_with_prefix(
-        "3.0",
-        &db,
-        "acme.v3",
-        &format!(
-            "CONN = r\n{WAIT_AND_CHECK}{}",
-            r#"
+    let _w = worker_with_prefix(&rq.db.url(), "w-prefix", "acme.v3", &["--concurrency", "4"])?;
+    rq.check(&format!(
+        "CONN = r\n{WAIT_AND_CHECK}{}",
+        r#"
 from rq import Worker
 from rq.registry import FinishedJobRegistry
 assert [w.name for w in Worker.all(connection=r)] == ["w-prefix"], Worker.all(connection=r)
@@ -80,77 +60,51 @@ assert len(FinishedJobRegistry("default", connection=r)) == 20
 stray = [k for k in r.keys("*") if not k.startswith(b"acme.v3:")]
 assert stray == [], stray
 assert r.keys("acme.v3:mindora:worker-lease:*") == [b"acme.v3:mindora:worker-lease:w-prefix"], r.keys("acme.v3:mindora:*")
-print("ok")
 "#
-        ),
-    )?;
-    assert_eq!(out.trim(), "ok");
+    ))?;
     Ok(())
 }
 
 #[test]
 fn rq212_keeps_the_rq_prefix_and_mindora_keys_keep_their_names() -> Result<()> {
-    let db = RedisDb::lease()?;
     // rq 2.12 has no prefix setting: whatever the environment says, its keys start `rq:`.
-    python_with_prefix(
-        "2.12",
-        &db,
-        "acme.v3",
+    let mut rq = with_prefix("2.12", "acme.v3")?;
+    rq.enqueue(
         r#"
-q = Queue("default", connection=r)
 for i in range(20):
     q.enqueue("mindora.echo", i, job_id=f"p{i}")
 assert r.exists("rq:queue:default")
 "#,
     )?;
     let _w = WorkerProcess::start(
-        &db,
+        &rq.db,
         "w-default",
         &["--concurrency", "4", "--rq-key-prefix", "rq"],
     )?;
-    let out = python_with_prefix(
-        "2.12",
-        &db,
-        "rq",
-        &format!(
-            "CONN = r\n{WAIT_AND_CHECK}{}",
-            r#"
+    rq.key_prefix = Some("rq");
+    rq.check(&format!(
+        "CONN = r\n{WAIT_AND_CHECK}{}",
+        r#"
 stray = [k for k in r.keys("*") if not (k.startswith(b"rq:") or k.startswith(b"mindora:"))]
 assert stray == [], stray
 assert r.exists("mindora:worker-lease:w-default")
-print("ok")
 "#
-        ),
-    )?;
-    assert_eq!(out.trim(), "ok");
+    ))?;
     Ok(())
 }
 
 #[test]
 fn python_pool_runners_use_the_worker_s_prefix_flag() -> Result<()> {
-    let db = RedisDb::lease()?;
-    python_with_prefix(
-        "3.0",
-        &db,
-        "acme.v3",
+    let rq = with_prefix("3.0", "acme.v3")?;
+    rq.enqueue(
         r#"
 Queue("default", connection=r).enqueue("pytasks.progress", 3, job_id="meta", meta={"who": "py"})
 "#,
     )?;
     // The flag alone (no RQ_KEY_PREFIX in the worker's environment): the runners must get it.
-    let mut args = vec![
-        "--rq-key-prefix".to_string(),
-        "acme.v3".to_string(),
-        "--concurrency".to_string(),
-        "2".to_string(),
-    ];
-    args.extend(mindora_tests::python_pool_args("3.0", 1)?);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _w = WorkerProcess::start(&db, "w-pool-prefix", &args)?;
-    let out = python_with_prefix(
-        "3.0",
-        &db,
-        "acme.v3",
+    let flags = ["--rq-key-prefix", "acme.v3", "--concurrency", "2"];
+    let _w = rq.start_pool_worker("w-pool-prefix", 1, &flags)?;
+    rq.check(
         r#"
 from rq.job import Job
 deadline = time.time() + 60
@@ -162,10 +116,8 @@ assert j.return_value() == {"id": "meta", "origin": "default"}, j.return_value()
 assert j.meta == {"who": "py", "step": 3}, j.meta
 stray = [k for k in r.keys("*") if not k.startswith(b"acme.v3:")]
 assert stray == [], stray
-print("ok")
 "#,
     )?;
-    assert_eq!(out.trim(), "ok");
     Ok(())
 }
 

@@ -8,9 +8,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mindora_tests::{
-    free_port, python_pool_args, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess,
-};
+use mindora_tests::python_rq::PythonRq;
+use mindora_tests::{free_port, wait_for, wait_statuses};
 
 fn get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -26,13 +25,10 @@ fn get(port: u16, path: &str) -> Result<String> {
 
 #[test]
 fn metrics_and_health_endpoints_report_real_jobs() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "3.0",
-        &db,
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(
         r#"
 from rq import Retry
-q = Queue("default", connection=r)
 for i in range(5):
     q.enqueue("mindora.echo", i, job_id=f"ok{i}")
 q.enqueue("mindora.fail", "x", job_id="dead")
@@ -45,8 +41,11 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
     let addr = format!("127.0.0.1:{port}");
     // A cron entry too, so the scrape carries the cron series the dashboard's Cron panels
     // query; its ticks go to a lane this worker does not serve, leaving the counts alone.
-    let dir =
-        std::env::temp_dir().join(format!("mindora-metrics-{}-{}", std::process::id(), db.db));
+    let dir = std::env::temp_dir().join(format!(
+        "mindora-metrics-{}-{}",
+        std::process::id(),
+        rq.db.db
+    ));
     std::fs::create_dir_all(&dir)?;
     let cron = dir.join("cron.toml");
     std::fs::write(
@@ -55,33 +54,28 @@ Queue("low", connection=r).enqueue("mindora.sleep", 30, job_id="running")
     )?;
     let cron = cron.display().to_string();
     // The Python pool too (one process, one Python job), for the dashboard's Python row.
-    let mut args: Vec<String> = [
+    let flags = [
         "--metrics-addr",
         &addr,
         "--queues",
         "default,low",
         "--cron",
         &cron,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(python_pool_args("3.0", 1)?);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _w = WorkerProcess::start(&db, "w-metrics", &args)?;
+    ];
+    let _w = rq.start_pool_worker("w-metrics", 1, &flags)?;
     let ids: Vec<String> = ["ok0", "ok1", "ok2", "ok3", "ok4", "py"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    wait_statuses(&db, &ids, &["finished"], Duration::from_secs(20))?;
+    wait_statuses(&rq.db, &ids, &["finished"], Duration::from_secs(20))?;
     wait_statuses(
-        &db,
+        &rq.db,
         &["dead".into(), "retry".into()],
         &["failed"],
         Duration::from_secs(20),
     )?;
     wait_statuses(
-        &db,
+        &rq.db,
         &["running".into()],
         &["started"],
         Duration::from_secs(20),

@@ -4,38 +4,19 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use mindora_tests::{
-    free_port, http_get, ids, python_pool_args, run_python, wait_for, wait_statuses, RedisDb,
-    WorkerProcess, RQ_VERSIONS,
-};
+use mindora_tests::python_rq::{PythonRq, FAST_RECOVERY};
+use mindora_tests::{free_port, http_get, ids, wait_for, wait_statuses};
 
 const T: Duration = Duration::from_secs(60);
 
-fn start(
-    db: &RedisDb,
-    version: &str,
-    name: &str,
-    processes: usize,
-    extra: &[&str],
-) -> Result<WorkerProcess> {
-    let mut args = python_pool_args(version, processes)?;
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    WorkerProcess::start(db, name, &args)
-}
-
 #[test]
 fn python_functions_run_with_rq_results_tracebacks_meta_and_callbacks() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
-            r#"
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        rq.enqueue(r#"
 from rq import Callback
 from rq.serializers import JSONSerializer
 import pytasks
-q = Queue("default", connection=r)
 q.enqueue(pytasks.move, pytasks.Point(1, 2), dy=3, job_id="obj", on_success=Callback(pytasks.on_success))
 Queue("default", connection=r, serializer=JSONSerializer).enqueue("pytasks.add", 1, y=2, job_id="json")
 q.enqueue("pytasks.boom", "no good", job_id="boom", on_failure=Callback(pytasks.on_failure))
@@ -43,22 +24,18 @@ q.enqueue("pytasks.progress", 2, job_id="meta", meta={"who": "py"})
 for i in range(3):
     q.enqueue(pytasks.rendezvous, 3, job_id=f"async{i}")
 q.enqueue("mindora.echo", "built in", job_id="native")
-"#,
-        )?;
-        let _w = start(&db, version, "w-py", 1, &["--concurrency", "8"])?;
+"#)?;
+        let _w = rq.start_pool_worker("w-py", 1, &["--concurrency", "8"])?;
         wait_statuses(
-            &db,
+            &rq.db,
             &ids(&[
                 "obj", "json", "meta", "async0", "async1", "async2", "native",
             ]),
             &["finished"],
             T,
         )?;
-        wait_statuses(&db, &ids(&["boom"]), &["failed"], T)?;
-        let out = run_python(
-            version,
-            &db,
-            r#"
+        wait_statuses(&rq.db, &ids(&["boom"]), &["failed"], T)?;
+        rq.check(r#"
 import pytasks
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -74,63 +51,41 @@ assert m.get_meta() == {"who": "py", "step": 2}, m.get_meta()
 assert m.return_value() == {"id": "meta", "origin": "default"}, m.return_value()
 assert len({Job.fetch(f"async{i}", connection=r).return_value() for i in range(3)}) == 1
 assert Job.fetch("native", connection=r).return_value() == {"args": ["built in"], "kwargs": {}}
-print("ok")
-"#,
-        )?;
-        assert_eq!(out.trim(), "ok", "rq {version}");
+"#)?;
     }
     Ok(())
 }
 
 #[test]
 fn timeouts_segfaults_stops_and_memory_recycling_leave_the_worker_running() -> Result<()> {
-    let version = "3.0";
-    let db = RedisDb::lease()?;
-    run_python(
-        version,
-        &db,
-        r#"
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(r#"
 from rq import Callback
 import pytasks
-q = Queue("default", connection=r)
 q.enqueue("pytasks.stuck", job_id="stuck", job_timeout=1, on_failure=Callback(pytasks.on_failure))
 q.enqueue("pytasks.segfault", job_id="segv")
 q.enqueue("pytasks.grow", 200, job_id="grow")
 q.enqueue("pytasks.stuck", job_id="stopme", job_timeout=600, on_stopped=Callback(pytasks.on_stopped))
-"#,
-    )?;
-    let mut w = start(
-        &db,
-        version,
+"#)?;
+    let mut w = rq.start_pool_worker(
         "w-py-crash",
         1,
         &["--concurrency", "1", "--python-max-rss-mb", "150"],
     )?;
-    wait_statuses(&db, &ids(&["stuck", "segv"]), &["failed"], T)?;
-    wait_statuses(&db, &ids(&["grow"]), &["finished"], T)?;
+    wait_statuses(&rq.db, &ids(&["stuck", "segv"]), &["failed"], T)?;
+    wait_statuses(&rq.db, &ids(&["grow"]), &["finished"], T)?;
     // rq's stop command: the job is recorded as stopped, its process killed, and its
     // on_stopped callback runs in another process.
-    wait_statuses(&db, &ids(&["stopme"]), &["started"], T)?;
-    run_python(
-        version,
-        &db,
-        "from rq.command import send_stop_job_command\nsend_stop_job_command(r, 'stopme')",
-    )?;
-    wait_statuses(&db, &ids(&["stopme"]), &["stopped"], T)?;
-    run_python(
-        version,
-        &db,
-        "Queue('default', connection=r).enqueue('pytasks.pid', job_id='after')",
-    )?;
-    wait_statuses(&db, &ids(&["after"]), &["finished"], T)?;
+    wait_statuses(&rq.db, &ids(&["stopme"]), &["started"], T)?;
+    rq.run("from rq.command import send_stop_job_command\nsend_stop_job_command(r, 'stopme')")?;
+    wait_statuses(&rq.db, &ids(&["stopme"]), &["stopped"], T)?;
+    rq.enqueue("q.enqueue('pytasks.pid', job_id='after')")?;
+    wait_statuses(&rq.db, &ids(&["after"]), &["finished"], T)?;
     assert!(
         w.alive(),
         "the worker survives timeouts, segfaults and recycling"
     );
-    let out = run_python(
-        version,
-        &db,
-        r#"
+    rq.check(r#"
 from rq.job import Job
 exc = Job.fetch("stuck", connection=r).latest_result().exc_string
 assert "JobTimeoutException" in exc and "(1 seconds)" in exc, exc
@@ -148,39 +103,23 @@ for _ in range(600):
         break
     time.sleep(0.1)
 assert r.get("cb:stopped:stopme") == b"stopped", r.get("cb:stopped:stopme")
-print("ok")
-"#,
-    )?;
-    assert_eq!(out.trim(), "ok");
+"#)?;
     Ok(())
 }
 
 #[test]
 fn kill_9_with_python_jobs_in_flight_recovers_them() -> Result<()> {
-    let version = "2.12";
-    let db = RedisDb::lease()?;
-    run_python(
-        version,
-        &db,
+    let rq = PythonRq::lease("2.12")?;
+    rq.enqueue(
         r#"
 from rq import Retry
-q = Queue("default", connection=r)
 for i in range(2):
     q.enqueue("pytasks.nap", 3, job_id=f"r{i}", retry=Retry(max=1), job_timeout=6)
 "#,
     )?;
-    let fast = [
-        "--abandon-grace-secs",
-        "2",
-        "--heartbeat-secs",
-        "1",
-        "--recover-every-secs",
-        "1",
-        "--concurrency",
-        "4",
-    ];
-    let mut victim = start(&db, version, "w-py-victim", 1, &fast)?;
-    let mut conn = db.conn()?;
+    let fast = [FAST_RECOVERY, &["--concurrency", "4"]].concat();
+    let mut victim = rq.start_pool_worker("w-py-victim", 1, &fast)?;
+    let mut conn = rq.db.conn()?;
     wait_for(Duration::from_secs(30), "two Python jobs running", || {
         let running: i64 = redis::cmd("ZCARD").arg("rq:wip:default").query(&mut conn)?;
         Ok((running == 2).then_some(()))
@@ -203,8 +142,8 @@ for i in range(2):
                 .then_some(()))
         },
     )?;
-    let _survivor = start(&db, version, "w-py-survivor", 1, &fast)?;
-    wait_statuses(&db, &ids(&["r0", "r1"]), &["finished"], T)?;
+    let _survivor = rq.start_pool_worker("w-py-survivor", 1, &fast)?;
+    wait_statuses(&rq.db, &ids(&["r0", "r1"]), &["finished"], T)?;
     Ok(())
 }
 
@@ -248,15 +187,12 @@ fn rq_timeout(secs: u64) -> String {
 #[test]
 fn jobs_waiting_for_a_process_keep_their_timeout_and_callbacks_are_reported_truthfully(
 ) -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        rq.enqueue(
             r#"
 from rq import Callback
 import pytasks
-q = Queue("default", connection=r)
 cb = dict(on_success=Callback(pytasks.on_success), on_failure=Callback(pytasks.on_failure))
 for i in range(4):
     q.enqueue("pytasks.sleepy", 3, job_id=f"slow{i}", job_timeout=30)
@@ -265,26 +201,19 @@ q.enqueue("pytasks.boom", "no good", job_id="boom", **cb)
 q.enqueue("pytasks.stuck", job_id="stuck", job_timeout=1, **cb)
 "#,
         )?;
-        let _w = start(&db, version, "w-py-wait", 2, &["--concurrency", "8"])?;
+        let _w = rq.start_pool_worker("w-py-wait", 2, &["--concurrency", "8"])?;
         let slow = ["slow0", "slow1", "slow2", "slow3"];
-        wait_statuses(&db, &ids(&slow), &["finished"], T)?;
-        wait_statuses(&db, &ids(&["quick"]), &["finished"], T)?;
-        wait_statuses(&db, &ids(&["boom", "stuck"]), &["failed"], T)?;
+        wait_statuses(&rq.db, &ids(&slow), &["finished"], T)?;
+        wait_statuses(&rq.db, &ids(&["quick"]), &["finished"], T)?;
+        wait_statuses(&rq.db, &ids(&["boom", "stuck"]), &["failed"], T)?;
         // Alone: a plain function's timeout kill would also end an async job sharing its process.
-        run_python(
-            version,
-            &db,
-            r#"
+        rq.enqueue(r#"
 from rq import Callback
 import pytasks
 Queue("default", connection=r).enqueue("pytasks.nap", 30, job_id="nap", job_timeout=1, on_failure=Callback(pytasks.on_failure))
-"#,
-        )?;
-        wait_statuses(&db, &ids(&["nap"]), &["failed"], T)?;
-        let out = run_python(
-            version,
-            &db,
-            &format!(
+"#)?;
+        wait_statuses(&rq.db, &ids(&["nap"]), &["failed"], T)?;
+        rq.check(&format!(
                 r#"
 from rq.job import Job
 def wait_key(key):
@@ -307,12 +236,9 @@ for jid in ["stuck", "nap"]:
     assert got == b"JobTimeoutException: Task exceeded maximum timeout value (1 seconds)", (jid, got)
 nap = Job.fetch("nap", connection=r).latest_result().exc_string
 assert "killed" not in nap and "replaced" not in nap, nap
-print("ok")
 "#,
-                rq = rq_timeout(1)
-            ),
-        )?;
-        assert_eq!(out.trim(), "ok", "rq {version}");
+            rq = rq_timeout(1)
+        ))?;
     }
     Ok(())
 }
@@ -322,15 +248,11 @@ print("ok")
 /// are on `/metrics`.
 #[test]
 fn the_wait_for_a_process_is_bounded_and_the_pool_reports_metrics() -> Result<()> {
-    let version = "3.0";
-    let db = RedisDb::lease()?;
-    run_python(
-        version,
-        &db,
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(
         r#"
 from rq import Callback
 import pytasks
-q = Queue("default", connection=r)
 q.enqueue("pytasks.sleepy", 4, job_id="hold")
 "#,
     )?;
@@ -346,25 +268,23 @@ q.enqueue("pytasks.sleepy", 4, job_id="hold")
         "--metrics-addr",
         &addr,
     ];
-    let _w = start(&db, version, "w-py-metrics", 1, &flags)?;
+    let _w = rq.start_pool_worker("w-py-metrics", 1, &flags)?;
     // `starved` only once `hold` has the one process: enqueued together, either could win
     // it (CI saw `starved` win on a loaded machine, and then nothing starved).
-    wait_statuses(&db, &ids(&["hold"]), &["started"], T)?;
-    run_python(
-        version,
-        &db,
+    wait_statuses(&rq.db, &ids(&["hold"]), &["started"], T)?;
+    rq.enqueue(
         r#"
 from rq import Callback
 import pytasks
-Queue("default", connection=r).enqueue("pytasks.noop", job_id="starved", job_timeout=60, on_failure=Callback(pytasks.on_failure))
+q.enqueue("pytasks.noop", job_id="starved", job_timeout=60, on_failure=Callback(pytasks.on_failure))
 "#,
     )?;
-    wait_statuses(&db, &ids(&["hold"]), &["finished"], T)?;
-    wait_statuses(&db, &ids(&["starved"]), &["failed"], T)?;
+    wait_statuses(&rq.db, &ids(&["hold"]), &["finished"], T)?;
+    wait_statuses(&rq.db, &ids(&["starved"]), &["failed"], T)?;
     // One at a time now: a timeout kill, then jobs enough for a recycle.
     let one = |code: &str, id: &str, status: &str| -> Result<()> {
-        run_python(version, &db, code)?;
-        wait_statuses(&db, &ids(&[id]), &[status], T)
+        rq.run(code)?;
+        wait_statuses(&rq.db, &ids(&[id]), &[status], T)
     };
     one(
         "Queue('default', connection=r).enqueue('pytasks.stuck', job_id='stuck', job_timeout=1)",
@@ -375,9 +295,7 @@ Queue("default", connection=r).enqueue("pytasks.noop", job_id="starved", job_tim
         let code = format!("Queue('default', connection=r).enqueue('pytasks.noop', job_id='n{i}')");
         one(&code, &format!("n{i}"), "finished")?;
     }
-    let out = run_python(
-        version,
-        &db,
+    rq.check(
         r#"
 from rq.job import Job
 exc = Job.fetch("starved", connection=r).latest_result().exc_string
@@ -386,10 +304,8 @@ assert "JobTimeoutException" not in exc, exc
 # It never started: its on_failure did not run, and its record says so.
 assert r.get("cb:failure:starved") is None
 assert b"on_failure" in r.hget("rq:job:starved", "mindora_callbacks_not_run")
-print("ok")
 "#,
     )?;
-    assert_eq!(out.trim(), "ok");
     let body = wait_for(Duration::from_secs(30), "an idle pool on /metrics", || {
         let text = http_get(port, "/metrics")?;
         Ok(

@@ -4,29 +4,23 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use mindora_tests::{ids, run_python, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS};
+use mindora_tests::python_rq::PythonRq;
+use mindora_tests::{ids, wait_statuses, WorkerProcess};
 
 const T: Duration = Duration::from_secs(30);
 
 #[test]
 fn results_statuses_and_registries_read_back_natively() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
-            r#"
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        rq.enqueue(r#"
 from rq.serializers import JSONSerializer
 Queue("default", connection=r).enqueue("mindora.echo", 1, "two", k={"n": [1, 2.5, None]}, job_id="pickled", meta={"who": "py"})
 Queue("default", connection=r, serializer=JSONSerializer).enqueue("mindora.echo", 3, flag=True, job_id="jsoned")
-"#,
-        )?;
-        let _w = WorkerProcess::start(&db, "w-results", &["--concurrency", "4"])?;
-        wait_statuses(&db, &ids(&["pickled", "jsoned"]), &["finished"], T)?;
-        let out = run_python(
-            version,
-            &db,
-            r#"
+"#)?;
+        let _w = WorkerProcess::start(&rq.db, "w-results", &["--concurrency", "4"])?;
+        wait_statuses(&rq.db, &ids(&["pickled", "jsoned"]), &["finished"], T)?;
+        rq.check(r#"
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -43,24 +37,17 @@ assert jj.return_value() == {"args": [3], "kwargs": {"flag": True}}, jj.return_v
 q = Queue("default", connection=r)
 assert set(FinishedJobRegistry(queue=q).get_job_ids()) == {"pickled", "jsoned"}
 assert StartedJobRegistry(queue=q).get_job_ids() == []
-print("ok")
-"#,
-        )?;
-        assert_eq!(out.trim(), "ok", "rq {version}");
+"#)?;
     }
     Ok(())
 }
 
 #[test]
 fn malformed_jobs_fail_with_reasons_and_the_worker_lives() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
-            r#"
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        rq.enqueue(r#"
 import pickle, zlib, datetime
-q = Queue("default", connection=r)
 q.enqueue("mindora.fail", "kaboom", job_id="raises")
 q.enqueue("no.such.function", job_id="unknown")
 def raw(job_id, fields):
@@ -71,19 +58,15 @@ raw("object", {"data": zlib.compress(pickle.dumps(("mindora.echo", None, (dateti
 raw("nodata", {"description": "no data field"})
 raw("badshape", {"data": zlib.compress(pickle.dumps(["only", "two"]))})
 q.enqueue("mindora.echo", "still alive", job_id="after")
-"#,
-        )?;
-        let mut w = WorkerProcess::start(&db, "w-malformed", &["--concurrency", "2"])?;
+"#)?;
+        let mut w = WorkerProcess::start(&rq.db, "w-malformed", &["--concurrency", "2"])?;
         let bad = ids(&[
             "raises", "unknown", "garbage", "object", "nodata", "badshape",
         ]);
-        wait_statuses(&db, &bad, &["failed"], T)?;
-        wait_statuses(&db, &ids(&["after"]), &["finished"], T)?;
+        wait_statuses(&rq.db, &bad, &["failed"], T)?;
+        wait_statuses(&rq.db, &ids(&["after"]), &["finished"], T)?;
         assert!(w.alive(), "worker must survive malformed jobs");
-        let out = run_python(
-            version,
-            &db,
-            r#"
+        rq.check(r#"
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 q = Queue("default", connection=r)
@@ -100,28 +83,21 @@ raw = r.xrevrange("rq:results:nodata", count=1)[0][1]  # rq itself cannot Job.fe
 nodata = zlib.decompress(base64.b64decode(raw[b"exc_string"])).decode()
 assert "no data" in nodata, nodata
 assert "tuple" in exc("badshape"), exc("badshape")
-print("ok")
-"#,
-        )?;
-        assert_eq!(out.trim(), "ok", "rq {version}");
+"#)?;
     }
     Ok(())
 }
 
 #[test]
 fn rq_retry_is_honoured_exactly_then_dead_letters_and_requeues_from_python() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
-            r#"
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        rq.enqueue(r#"
 from rq import Retry
 Queue("default", connection=r).enqueue("mindora.fail", "flaky", job_id="retried", retry=Retry(max=2, interval=[1, 2]))
-"#,
-        )?;
-        let _w = WorkerProcess::start(&db, "w-retry", &[])?;
-        let mut conn = db.conn()?;
+"#)?;
+        let _w = WorkerProcess::start(&rq.db, "w-retry", &[])?;
+        let mut conn = rq.db.conn()?;
         // First failure: scheduled ~1 s later with one retry spent.
         let score = mindora_tests::wait_for(T, "retry to be scheduled", || {
             let s: Option<f64> = redis::cmd("ZSCORE")
@@ -142,10 +118,8 @@ Queue("default", connection=r).enqueue("mindora.fail", "flaky", job_id="retried"
             score - now <= 1.5,
             "first retry interval is 1 s (score {score}, now {now})"
         );
-        wait_statuses(&db, &ids(&["retried"]), &["failed"], T)?;
-        let out = run_python(
-            version,
-            &db,
+        wait_statuses(&rq.db, &ids(&["retried"]), &["failed"], T)?;
+        rq.check(
             r#"
 from rq.job import Job
 from rq.registry import FailedJobRegistry
@@ -155,12 +129,10 @@ assert "flaky" in j.latest_result().exc_string
 reg = FailedJobRegistry(queue=Queue("default", connection=r))
 assert reg.get_job_ids() == ["retried"]
 reg.requeue("retried")
-print("ok")
 "#,
         )?;
-        assert_eq!(out.trim(), "ok");
         // Requeued from Python: the worker runs it once more (and it fails again).
-        let mut conn = db.conn()?;
+        let mut conn = rq.db.conn()?;
         mindora_tests::wait_for(T, "requeued job to run again", || {
             let n: i64 = redis::cmd("XLEN")
                 .arg("rq:results:retried")
@@ -173,17 +145,15 @@ print("ok")
 
 #[test]
 fn default_exponential_policy_applies_to_jobs_without_one() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "3.0",
-        &db,
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(
         r#"
 Queue("default", connection=r).enqueue("mindora.fail", "always", job_id="expo")
 Queue("once", connection=r).enqueue("mindora.fail", "no retries here", job_id="once")
 "#,
     )?;
     let _w = WorkerProcess::start(
-        &db,
+        &rq.db,
         "w-expo",
         &[
             "--queues",
@@ -194,8 +164,8 @@ Queue("once", connection=r).enqueue("mindora.fail", "no retries here", job_id="o
             "once=max_attempts=1",
         ],
     )?;
-    wait_statuses(&db, &ids(&["expo", "once"]), &["failed"], T)?;
-    let mut conn = db.conn()?;
+    wait_statuses(&rq.db, &ids(&["expo", "once"]), &["failed"], T)?;
+    let mut conn = rq.db.conn()?;
     let intervals: String = redis::cmd("HGET")
         .arg("rq:job:expo")
         .arg("retry_intervals")
@@ -219,15 +189,11 @@ Queue("once", connection=r).enqueue("mindora.fail", "no retries here", job_id="o
 
 #[test]
 fn scheduled_and_dependent_jobs_run_when_due() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
-            r#"
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        rq.enqueue(r#"
 from datetime import timedelta
 from rq.job import Dependency
-q = Queue("default", connection=r)
 q.enqueue_in(timedelta(seconds=2), "mindora.echo", "later", job_id="later")
 a = q.enqueue("mindora.sleep", 0.3, job_id="a")
 b = q.enqueue("mindora.echo", "b", job_id="b")
@@ -236,49 +202,40 @@ bad = q.enqueue("mindora.fail", "x", job_id="bad")
 d = q.enqueue("mindora.echo", "d", job_id="d", depends_on=Dependency(jobs=[bad], allow_failure=True))
 e = q.enqueue("mindora.echo", "e", job_id="e", depends_on=bad)
 assert c.get_status() == "deferred" and q.scheduled_job_registry.get_job_ids() == ["later"]
-"#,
-        )?;
+"#)?;
         let started = std::time::Instant::now();
-        let _w = WorkerProcess::start(&db, "w-sched", &["--concurrency", "4"])?;
-        wait_statuses(&db, &ids(&["a", "b", "c", "d"]), &["finished"], T)?;
-        wait_statuses(&db, &ids(&["later"]), &["finished"], T)?;
+        let _w = WorkerProcess::start(&rq.db, "w-sched", &["--concurrency", "4"])?;
+        wait_statuses(&rq.db, &ids(&["a", "b", "c", "d"]), &["finished"], T)?;
+        wait_statuses(&rq.db, &ids(&["later"]), &["finished"], T)?;
         assert!(
             started.elapsed() >= Duration::from_millis(1000),
             "scheduled job ran too early"
         );
-        let out = run_python(
-            version,
-            &db,
+        rq.check(
             r#"
 from rq.job import Job
 c = Job.fetch("c", connection=r); a = Job.fetch("a", connection=r)
 assert c.started_at >= a.ended_at, (c.started_at, a.ended_at)
 assert Job.fetch("e", connection=r).get_status() == "deferred"
-print("ok")
 "#,
         )?;
-        assert_eq!(out.trim(), "ok");
     }
     Ok(())
 }
 
 #[test]
 fn timeouts_are_enforced() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "2.12",
-        &db,
+    let rq = PythonRq::lease("2.12")?;
+    rq.enqueue(
         r#"
 Queue("default", connection=r).enqueue("mindora.sleep", 30, job_id="slow", job_timeout=1)
 "#,
     )?;
-    let _w = WorkerProcess::start(&db, "w-timeout", &[])?;
+    let _w = WorkerProcess::start(&rq.db, "w-timeout", &[])?;
     let t0 = std::time::Instant::now();
-    wait_statuses(&db, &ids(&["slow"]), &["failed"], T)?;
+    wait_statuses(&rq.db, &ids(&["slow"]), &["failed"], T)?;
     assert!(t0.elapsed() < Duration::from_secs(10));
-    let out = run_python(
-        "2.12",
-        &db,
+    let out = rq.run(
         r#"
 from rq.job import Job
 print(Job.fetch("slow", connection=r).latest_result().exc_string)
@@ -293,24 +250,20 @@ print(Job.fetch("slow", connection=r).latest_result().exc_string)
 
 #[test]
 fn workers_register_like_rq_and_obey_rq_commands() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
         let mut w = WorkerProcess::start(
-            &db,
+            &rq.db,
             "w-cmd",
             &["--queues", "high,default", "--heartbeat-secs", "1"],
         )?;
-        run_python(
-            version,
-            &db,
+        rq.enqueue(
             r#"
 Queue("default", connection=r).enqueue("mindora.sleep", 30, job_id="long")
 "#,
         )?;
-        wait_statuses(&db, &ids(&["long"]), &["started"], T)?;
-        let out = run_python(
-            version,
-            &db,
+        wait_statuses(&rq.db, &ids(&["long"]), &["started"], T)?;
+        rq.check(
             r#"
 from rq import Worker
 from rq.command import send_stop_job_command
@@ -339,22 +292,18 @@ deadline = time.time() + 10
 while Job.fetch("long", connection=r).get_status() != "stopped" and time.time() < deadline:
     time.sleep(0.1)
 assert Job.fetch("long", connection=r).get_status() == "stopped"
-print("ok")
 "#,
         )?;
-        assert_eq!(out.trim(), "ok", "rq {version}");
-        let info = mindora_tests::python_command(version, &db)?
+        let info = mindora_tests::python_command(rq.version, &rq.db)?
             .arg("-m")
             .arg("rq.cli")
             .arg("info")
             .arg("--url")
-            .arg(db.url())
+            .arg(rq.db.url())
             .output()?;
         let text = String::from_utf8_lossy(&info.stdout);
         assert!(text.contains("w-cmd"), "rq info lists our worker:\n{text}");
-        run_python(
-            version,
-            &db,
+        rq.run(
             r#"
 from rq.command import send_shutdown_command
 send_shutdown_command(r, "w-cmd")
@@ -362,9 +311,7 @@ send_shutdown_command(r, "w-cmd")
         )?;
         let status = w.wait_exit(Duration::from_secs(15))?;
         assert!(status.success(), "clean exit on shutdown command");
-        let out = run_python(
-            version,
-            &db,
+        let out = rq.run(
             r#"
 from rq import Worker
 print(len(Worker.all(connection=r)))
@@ -378,19 +325,15 @@ print(len(Worker.all(connection=r)))
 #[test]
 fn progress_meta_is_visible_while_jobs_run() -> Result<()> {
     // mindora.sleep reports nothing; meta written by Python must survive our writes.
-    let db = RedisDb::lease()?;
-    run_python(
-        "3.0",
-        &db,
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(
         r#"
 Queue("default", connection=r).enqueue("mindora.echo", job_id="m", meta={"stage": "queued"})
 "#,
     )?;
-    let _w = WorkerProcess::start(&db, "w-meta", &[])?;
-    wait_statuses(&db, &ids(&["m"]), &["finished"], T)?;
-    let out = run_python(
-        "3.0",
-        &db,
+    let _w = WorkerProcess::start(&rq.db, "w-meta", &[])?;
+    wait_statuses(&rq.db, &ids(&["m"]), &["finished"], T)?;
+    let out = rq.run(
         r#"
 from rq.job import Job
 j = Job.fetch("m", connection=r)
@@ -406,19 +349,21 @@ print(j.meta)
 /// runs the Redis jobs, instead of refusing to start.
 #[test]
 fn an_empty_amqp_url_means_the_source_is_off() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "3.0",
-        &db,
-        r#"Queue("default", connection=r).enqueue("mindora.echo", 1, job_id="no-amqp")"#,
-    )?;
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(r#"Queue("default", connection=r).enqueue("mindora.echo", 1, job_id="no-amqp")"#)?;
     let mut child = std::process::Command::new(mindora_tests::worker_binary()?)
-        .args(["--redis-url", &db.url(), "--name", "w-no-amqp", "--burst"])
+        .args([
+            "--redis-url",
+            &rq.db.url(),
+            "--name",
+            "w-no-amqp",
+            "--burst",
+        ])
         .env("MINDORA_AMQP_URL", "")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()?;
-    wait_statuses(&db, &ids(&["no-amqp"]), &["finished"], T)?;
+    wait_statuses(&rq.db, &ids(&["no-amqp"]), &["finished"], T)?;
     let status = child.wait()?;
     assert!(status.success(), "worker exited with {status}");
     Ok(())

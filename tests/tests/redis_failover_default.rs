@@ -10,11 +10,11 @@
 //! Prints the figures for `docs/scaling.md`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mindora_sdk::Client;
-use mindora_tests::servers::{enqueue_failover_jobs, free_port, start_redis, start_sentinel};
+use mindora_tests::servers::{enqueue_failover_jobs, free_port, SentinelGroup};
 use mindora_tests::{http_get, wait_for, worker_binary, WorkerProcess};
 
 const MASTER: &str = "mindora-default-flags";
@@ -54,23 +54,9 @@ async fn failover_unheard_is_reconciled_within_seconds() -> Result<()> {
 /// One failover run. The worker's URL lists only the Sentinel that does not lead the
 /// failover; it finds the leader through it (`SENTINEL SENTINELS`) when `hears_leader`.
 async fn failover_run(hears_leader: bool) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (m_port, r_port, s1, s2, metrics) = (
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-    );
-    let _master = start_redis(dir.path(), "master", &format!("port {m_port}"), m_port)?;
-    let _replica = start_redis(
-        dir.path(),
-        "replica",
-        &format!("port {r_port}\nreplicaof 127.0.0.1 {m_port}"),
-        r_port,
-    )?;
-    let _sentinel1 = start_sentinel(dir.path(), "sentinel1", s1, MASTER, m_port)?;
-    let _sentinel2 = start_sentinel(dir.path(), "sentinel2", s2, MASTER, m_port)?;
+    let group = SentinelGroup::start(MASTER)?;
+    let (m_port, r_port, [s1, s2]) = (group.master, group.replica, group.sentinels);
+    let metrics = free_port()?;
     let url = format!("redis+sentinel://127.0.0.1:{s2}/{MASTER}/0");
     if !hears_leader {
         let dead = free_port()?;
@@ -96,30 +82,13 @@ async fn failover_run(hears_leader: bool) -> Result<()> {
         )?;
     }
 
-    let mut s = conn(s1)?;
-    wait_for(
-        Duration::from_secs(30),
-        "the Sentinels to see the replica",
-        || {
-            let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
-                .arg("REPLICAS")
-                .arg(MASTER)
-                .query(&mut s)?;
-            Ok(replicas
-                .iter()
-                .any(|r| {
-                    r.get("flags").is_some_and(|f| f == "slave")
-                        && r.get("master-link-status").is_some_and(|l| l == "ok")
-                })
-                .then_some(()))
-        },
-    )?;
+    group.wait_replica_seen()?;
     let client = Client::connect(&url).await?;
     let ids = enqueue_failover_jobs(&client, JOBS, 0.1).await?;
     let metrics_addr = format!("127.0.0.1:{metrics}");
     let concurrency = CONCURRENCY.to_string();
     // The worker's log, to show what it did in the switch.
-    let log = dir.path().join("worker.log");
+    let log = group.dir().join("worker.log");
     let mut worker = WorkerProcess {
         child: Command::new(worker_binary()?)
             .args(["--redis-url", &url, "--name", "w-failover-default"])
@@ -144,22 +113,7 @@ async fn failover_run(hears_leader: bool) -> Result<()> {
         },
     )?;
 
-    let t0 = Instant::now();
-    loop {
-        match redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg(MASTER)
-            .query::<String>(&mut s)
-        {
-            Ok(_) => break,
-            Err(e) if t0.elapsed() < Duration::from_secs(20) => {
-                eprintln!("SENTINEL FAILOVER not yet: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => bail!("SENTINEL FAILOVER: {e}"),
-        }
-    }
-    let sent = Instant::now();
+    let sent = group.failover()?;
     // A hang bound, not a performance one: on a worker without reconciliation the jobs
     // lost in the switch wait ~95 s for rq's TTL rule. Servers drop their clients when
     // their role changes: a new connection each time.

@@ -6,13 +6,12 @@
 //! jobs may run twice: at-least-once, as after a Redis restart. Prints how long the
 //! promotion and the worker's resumption took.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mindora_sdk::Client;
 use mindora_tests::servers::{
-    enqueue_failover_jobs, free_port, spawn_worker, start_redis, start_sentinel,
-    FAILOVER_WORKER_FLAGS,
+    enqueue_failover_jobs, free_port, spawn_worker, SentinelGroup, FAILOVER_WORKER_FLAGS,
 };
 use mindora_tests::wait_for;
 
@@ -36,23 +35,9 @@ fn count(c: &mut redis::Connection, cmd: &str, key: &str) -> Result<i64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_follows_a_sentinel_failover_and_loses_no_job() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (m_port, r_port, s1, s2, dead) = (
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-    );
-    let _master = start_redis(dir.path(), "master", &format!("port {m_port}"), m_port)?;
-    let _replica = start_redis(
-        dir.path(),
-        "replica",
-        &format!("port {r_port}\nreplicaof 127.0.0.1 {m_port}"),
-        r_port,
-    )?;
-    let _sentinel1 = start_sentinel(dir.path(), "sentinel1", s1, MASTER, m_port)?;
-    let _sentinel2 = start_sentinel(dir.path(), "sentinel2", s2, MASTER, m_port)?;
+    let group = SentinelGroup::start(MASTER)?;
+    let (m_port, r_port, [s1, s2]) = (group.master, group.replica, group.sentinels);
+    let dead = free_port()?;
     // The first Sentinel listed is down: the others are asked in turn.
     let url = format!("redis+sentinel://127.0.0.1:{dead},127.0.0.1:{s1},127.0.0.1:{s2}/{MASTER}/0");
 
@@ -61,46 +46,14 @@ async fn worker_follows_a_sentinel_failover_and_loses_no_job() -> Result<()> {
     let mut worker = spawn_worker(&url, "w-sentinel", &FAILOVER_WORKER_FLAGS)?;
 
     // Sentinel must know a healthy replica before it can fail over.
-    let mut s = conn(s1)?;
-    wait_for(
-        Duration::from_secs(30),
-        "the Sentinels to see the replica",
-        || {
-            let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
-                .arg("REPLICAS")
-                .arg(MASTER)
-                .query(&mut s)?;
-            Ok(replicas
-                .iter()
-                .any(|r| {
-                    r.get("flags").is_some_and(|f| f == "slave")
-                        && r.get("master-link-status").is_some_and(|l| l == "ok")
-                })
-                .then_some(()))
-        },
-    )?;
+    group.wait_replica_seen()?;
     let mut m = conn(m_port)?;
     wait_for(Duration::from_secs(30), "the worker to be midway", || {
         Ok((count(&mut m, "ZCARD", "rq:finished:default")? >= 200).then_some(()))
     })?;
     let before = count(&mut m, "ZCARD", "rq:finished:default")?;
 
-    let t0 = Instant::now();
-    loop {
-        match redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg(MASTER)
-            .query::<String>(&mut s)
-        {
-            Ok(_) => break,
-            Err(e) if t0.elapsed() < Duration::from_secs(20) => {
-                eprintln!("SENTINEL FAILOVER not yet: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => bail!("SENTINEL FAILOVER: {e}"),
-        }
-    }
-    let failover_sent = Instant::now();
+    let failover_sent = group.failover()?;
     // Promotion: the replica reports role master. Resumption: jobs finish on it.
     let mut promoted = None;
     let mut base = 0;

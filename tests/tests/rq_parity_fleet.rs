@@ -124,15 +124,6 @@ for i in range({n}):
     Ok(())
 }
 
-fn scrape(port: u16) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
 fn env_secs(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -231,7 +222,7 @@ print(",".join(names))
             "rq {version}: {out}"
         );
     }
-    let metrics = scrape(port)?;
+    let metrics = mindora_tests::http_get(port, "/metrics")?;
     for name in [
         "enqueued_total",
         "next_run_timestamp_seconds",

@@ -3,28 +3,24 @@
 //! by a local HTTP server and compared with what a real rq worker sends), and the job record
 //! of Python callbacks the worker does not run.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mindora_tests::hook_server::{dead_url, HookServer, Recorded};
-use mindora_tests::{
-    free_port, ids, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess, RQ_VERSIONS,
-};
+use mindora_tests::python_rq::PythonRq;
+use mindora_tests::{free_port, ids, wait_for, wait_statuses, WorkerProcess};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
 
 #[test]
 fn repeat_follows_rq_interval_indexing_and_failed_runs_do_not_repeat() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        let version = rq.version;
+        rq.enqueue(
             r#"
 from rq import Repeat, Callback
-q = Queue("default", connection=r)
 q.enqueue("mindora.echo", 1, job_id="rep", repeat=Repeat(times=3, interval=[1, 2]))
 q.enqueue("mindora.echo", 2, job_id="rep0", repeat=Repeat(times=2))
 q.enqueue("mindora.fail", "no", job_id="repfail", repeat=Repeat(times=2, interval=1))
@@ -32,18 +28,16 @@ q.enqueue("mindora.echo", 3, job_id="cb", on_success=Callback("jobs.echo"))
 q.enqueue("mindora.fail", "x", job_id="cbfail", on_failure=Callback("jobs.echo"))
 "#,
         )?;
-        let _w = WorkerProcess::start(&db, "w-repeat", &["--concurrency", "4"])?;
-        let mut conn = db.conn()?;
+        let _w = WorkerProcess::start(&rq.db, "w-repeat", &["--concurrency", "4"])?;
+        let mut conn = rq.db.conn()?;
         wait_for(T, "4 runs of rep and 3 of rep0", || {
             let rep: i64 = redis::cmd("XLEN").arg("rq:results:rep").query(&mut conn)?;
             let rep0: i64 = redis::cmd("XLEN").arg("rq:results:rep0").query(&mut conn)?;
             Ok((rep == 4 && rep0 == 3).then_some(()))
         })?;
-        wait_statuses(&db, &ids(&["rep", "rep0"]), &["finished"], T)?;
-        wait_statuses(&db, &ids(&["repfail", "cbfail"]), &["failed"], T)?;
-        let out = run_python(
-            version,
-            &db,
+        wait_statuses(&rq.db, &ids(&["rep", "rep0"]), &["finished"], T)?;
+        wait_statuses(&rq.db, &ids(&["repfail", "cbfail"]), &["failed"], T)?;
+        let out = rq.run(
             r#"
 from rq.job import Job
 j = Job.fetch("rep", connection=r)
@@ -88,27 +82,17 @@ fn keys_of(body: &str) -> Result<Vec<String>> {
     Ok(k)
 }
 
-fn scrape(port: u16) -> Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
 #[test]
 fn webhooks_are_sent_as_rq_sends_them_and_never_hold_the_job() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        let version = rq.version;
         let hooks = HookServer::start()?;
         let u = hooks.url("");
         let dead = dead_url()?;
         // The reference: the same webhooks sent by a real rq worker.
-        run_python(
-            version,
-            &db,
-            &format!(
-                r#"
+        rq.run(&format!(
+            r#"
 from rq import Webhook, SimpleWorker
 U, DEAD = "{u}", "{dead}"
 qr = Queue("ref", connection=r)
@@ -127,13 +111,12 @@ q.enqueue("mindora.echo", 2, job_id="slow", webhooks=[
 for i in range(3):
     q.enqueue("mindora.echo", i, job_id=f"after-{{i}}")
 "#
-            ),
-        )?;
+        ))?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         // One slot: were a webhook to hold it, the jobs after `slow` would wait 10 s.
         let _w = WorkerProcess::start(
-            &db,
+            &rq.db,
             "w-hooks",
             &[
                 "--queues",
@@ -145,8 +128,8 @@ for i in range(3):
             ],
         )?;
         let all = ids(&["ok", "slow", "after-0", "after-1", "after-2"]);
-        wait_statuses(&db, &all, &["finished"], T)?;
-        wait_statuses(&db, &ids(&["bad"]), &["failed"], T)?;
+        wait_statuses(&rq.db, &all, &["finished"], T)?;
+        wait_statuses(&rq.db, &ids(&["bad"]), &["failed"], T)?;
         let reqs = wait_for(T, "the webhooks to arrive", || {
             let r = hooks.requests();
             let want = [
@@ -180,9 +163,7 @@ for i in range(3):
             "rq {version}"
         );
         let body: Value = serde_json::from_str(&post.body)?;
-        let expected = run_python(
-            version,
-            &db,
+        let expected = rq.run(
             "from rq.job import Job\nj = Job.fetch('ok', connection=r)\nprint(j.enqueued_at.isoformat())",
         )?;
         assert_eq!(body["job_id"], "ok");
@@ -210,7 +191,7 @@ for i in range(3):
             "{reqs:?}"
         );
         let metrics = wait_for(T, "the dead endpoint to be counted", || {
-            let m = scrape(port)?;
+            let m = mindora_tests::http_get(port, "/metrics")?;
             Ok(m.contains("mindora_webhooks_total{outcome=\"failed\"}")
                 .then_some(m))
         })?;

@@ -336,7 +336,7 @@ async fn main() -> Result<()> {
 
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let queue = format!("bench_amqp_{suffix}");
-    let mut args = AmqpArgs::new(url());
+    let mut args = AmqpArgs::new(url())?;
     args.queues = vec![queue.clone()];
     args.declare_shared = false;
     args.connection_name = format!("mindora-bench-{suffix}");

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 use mindora_sdk::RetryPolicy;
 
 /// Log output format.
@@ -136,6 +136,14 @@ pub fn parse_policy(spec: &str) -> Result<RetryPolicy, PolicyError> {
         cap_secs: cap,
         jitter,
     })
+}
+
+/// What a group of flags (`T`, e.g. [`crate::amqp::AmqpArgs`]) holds when no flag is given,
+/// without reading the environment: clap's own defaults, so that the constructors for
+/// embedding (tests, benchmarks) cannot drift from the command line's defaults.
+pub fn flag_defaults<T: Args + FromArgMatches>() -> Result<T, clap::Error> {
+    let cmd = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None));
+    T::from_arg_matches(&cmd.try_get_matches_from(["defaults"])?)
 }
 
 /// Default retry policies by queue. Clones share one table, so a change made at run time

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use mindora_tests::{python, repo_root, run_python, RedisDb, RQ_VERSIONS};
+use mindora_tests::python_rq::PythonRq;
+use mindora_tests::{python, repo_root, RedisDb, RQ_VERSIONS};
 use mindora_worker::python::{FailureKind, PoolConfig, PyJob, PyOutcome, PythonPool};
 
-fn config(version: &str, db: &RedisDb, processes: usize) -> Result<PoolConfig> {
-    let mut cfg = PoolConfig::new(python(version)?, db.url());
+fn config(rq: &PythonRq, processes: usize) -> Result<PoolConfig> {
+    let mut cfg = PoolConfig::new(python(rq.version)?, rq.db.url())?;
     cfg.python_path = vec![repo_root().join("python"), repo_root().join("tests/python")];
     cfg.processes = processes;
     Ok(cfg)
@@ -42,32 +43,23 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The process's pid, as `pytasks.pid` returns it (pickled int).
-async fn pid_of(pool: &PythonPool, version: &str, db: &RedisDb, id: &str) -> Result<String> {
-    run_python(
-        version,
-        db,
-        &format!("Queue('py', connection=r).enqueue('pytasks.pid', job_id={id:?})"),
-    )?;
+async fn pid_of(pool: &PythonPool, rq: &PythonRq, id: &str) -> Result<String> {
+    rq.run(&format!(
+        "Queue('py', connection=r).enqueue('pytasks.pid', job_id={id:?})"
+    ))?;
     let bytes = returned(pool.run(job(id, 30)).await, id)?;
-    let out = run_python(
-        version,
-        db,
-        &format!(
-            "import pickle; print(pickle.loads(bytes.fromhex({:?})))",
-            hex(&bytes)
-        ),
-    )?;
+    let out = rq.run(&format!(
+        "import pickle; print(pickle.loads(bytes.fromhex({:?})))",
+        hex(&bytes)
+    ))?;
     Ok(out.trim().to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rq_jobs_run_with_rq_fidelity() -> Result<()> {
-    for version in RQ_VERSIONS {
-        let db = RedisDb::lease()?;
-        run_python(
-            version,
-            &db,
-            r#"
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        rq.enqueue(r#"
 from rq import Callback
 from rq.serializers import JSONSerializer
 import pytasks
@@ -79,9 +71,8 @@ q.enqueue("pytasks.progress", 3, job_id="meta", meta={"who": "py"})
 q.enqueue("pytasks.no_such_function", job_id="missing")
 for i in range(4):
     q.enqueue(pytasks.rendezvous, 4, job_id=f"async{i}")
-"#,
-        )?;
-        let pool = PythonPool::start(config(version, &db, 1)?).await?;
+"#)?;
+        let pool = PythonPool::start(config(&rq, 1)?).await?;
         let obj = returned(pool.run(job("obj", 30)).await, "obj")?;
         let json = returned(pool.run(job("json", 30)).await, "json")?;
         assert_eq!(
@@ -118,11 +109,8 @@ for i in range(4):
             pids.windows(2).all(|w| w[0] == w[1]),
             "one process ran them"
         );
-        let out = run_python(
-            version,
-            &db,
-            &format!(
-                r#"
+        rq.check(&format!(
+            r#"
 import pickle, pytasks
 from rq.job import Job
 p = pickle.loads(bytes.fromhex({:?}))
@@ -131,12 +119,9 @@ assert r.get("cb:success:obj") == b"Point(x=6, y=2)", r.get("cb:success:obj")
 assert r.get("cb:failure:boom") == b"ValueError: bad input", r.get("cb:failure:boom")
 meta = Job.fetch("meta", connection=r).get_meta()
 assert meta == {{"who": "py", "step": 3}}, meta
-print("ok")
 "#,
-                hex(&obj)
-            ),
-        )?;
-        assert_eq!(out.trim(), "ok", "rq {version}");
+            hex(&obj)
+        ))?;
         pool.shutdown().await;
     }
     Ok(())
@@ -144,11 +129,8 @@ print("ok")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_crashes_kill_and_replace_the_process() -> Result<()> {
-    let version = RQ_VERSIONS[RQ_VERSIONS.len() - 1];
-    let db = RedisDb::lease()?;
-    run_python(
-        version,
-        &db,
+    let rq = PythonRq::lease(RQ_VERSIONS[RQ_VERSIONS.len() - 1])?;
+    rq.enqueue(
         r#"
 from rq import Callback
 import pytasks
@@ -159,8 +141,8 @@ q.enqueue("pytasks.nap", 3600, job_id="slow-async", on_failure=Callback(pytasks.
 q.enqueue("pytasks.stuck", job_id="dropped")
 "#,
     )?;
-    let pool = PythonPool::start(config(version, &db, 1)?).await?;
-    let first = pid_of(&pool, version, &db, "pid1").await?;
+    let pool = PythonPool::start(config(&rq, 1)?).await?;
+    let first = pid_of(&pool, &rq, "pid1").await?;
 
     let stuck = failed(pool.run(job("stuck", 1)).await, "stuck")?;
     assert_eq!(stuck.kind, FailureKind::Timeout);
@@ -171,13 +153,13 @@ q.enqueue("pytasks.stuck", job_id="dropped")
         "{}",
         stuck.exc_string
     );
-    let second = pid_of(&pool, version, &db, "pid2").await?;
+    let second = pid_of(&pool, &rq, "pid2").await?;
     assert_ne!(first, second, "the stuck process was replaced");
 
     let segv = failed(pool.run(job("segv", 30)).await, "segv")?;
     assert_eq!(segv.kind, FailureKind::ProcessDied);
     assert!(segv.exc_string.contains("SIGSEGV"), "{}", segv.exc_string);
-    let third = pid_of(&pool, version, &db, "pid3").await?;
+    let third = pid_of(&pool, &rq, "pid3").await?;
     assert_ne!(second, third, "the crashed process was replaced");
 
     // An async job past its timeout is cancelled; its process lives on.
@@ -186,13 +168,13 @@ q.enqueue("pytasks.stuck", job_id="dropped")
     // A dropped run (stop command, shutdown) kills the process of a plain function.
     let dropped = tokio::time::timeout(Duration::from_secs(2), pool.run(job("dropped", 60))).await;
     assert!(dropped.is_err(), "the stuck job cannot have finished");
-    let fourth = pid_of(&pool, version, &db, "pid4").await?;
+    let fourth = pid_of(&pool, &rq, "pid4").await?;
     assert_ne!(third, fourth, "the dropped job's process was replaced");
     let stats = pool.stats();
     assert_eq!(stats.killed, 2, "{stats:?}");
 
     // Failure callbacks ran for the killed and the cancelled job (in another process).
-    let mut conn = db.conn()?;
+    let mut conn = rq.db.conn()?;
     mindora_tests::wait_for(Duration::from_secs(20), "failure callbacks", || {
         let a: Option<String> = redis::Commands::get(&mut conn, "cb:failure:stuck")?;
         let b: Option<String> = redis::Commands::get(&mut conn, "cb:failure:slow-async")?;
@@ -208,29 +190,24 @@ q.enqueue("pytasks.stuck", job_id="dropped")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_are_recycled_by_memory_and_job_count() -> Result<()> {
-    let version = RQ_VERSIONS[0];
-    let db = RedisDb::lease()?;
-    run_python(
-        version,
-        &db,
-        "Queue('py', connection=r).enqueue('pytasks.grow', 200, job_id='grow')",
-    )?;
-    let mut cfg = config(version, &db, 1)?;
+    let rq = PythonRq::lease(RQ_VERSIONS[0])?;
+    rq.run("Queue('py', connection=r).enqueue('pytasks.grow', 200, job_id='grow')")?;
+    let mut cfg = config(&rq, 1)?;
     cfg.max_rss_bytes = 150 * 1024 * 1024;
     let pool = PythonPool::start(cfg).await?;
-    let before = pid_of(&pool, version, &db, "a").await?;
+    let before = pid_of(&pool, &rq, "a").await?;
     returned(pool.run(job("grow", 30)).await, "grow")?;
-    let after = pid_of(&pool, version, &db, "b").await?;
+    let after = pid_of(&pool, &rq, "b").await?;
     assert_ne!(before, after, "the 200 MiB process was recycled");
     assert_eq!(pool.stats().recycled, 1);
     pool.shutdown().await;
 
-    let mut cfg = config(version, &db, 1)?;
+    let mut cfg = config(&rq, 1)?;
     cfg.max_jobs = 2;
     let pool = PythonPool::start(cfg).await?;
-    let one = pid_of(&pool, version, &db, "c").await?;
-    let two = pid_of(&pool, version, &db, "d").await?;
-    let three = pid_of(&pool, version, &db, "e").await?;
+    let one = pid_of(&pool, &rq, "c").await?;
+    let two = pid_of(&pool, &rq, "d").await?;
+    let three = pid_of(&pool, &rq, "e").await?;
     assert_eq!(one, two);
     assert_ne!(two, three, "recycled after 2 jobs");
     pool.shutdown().await;
@@ -240,11 +217,11 @@ async fn processes_are_recycled_by_memory_and_job_count() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_that_cannot_start_says_why() -> Result<()> {
     let db = RedisDb::lease()?;
-    let cfg = PoolConfig::new("/nonexistent/python", db.url());
+    let cfg = PoolConfig::new("/nonexistent/python", db.url())?;
     let err = PythonPool::start(cfg).await.err().context("must fail")?;
     assert!(err.to_string().contains("/nonexistent/python"), "{err}");
     // A real interpreter without the runner on its path.
-    let mut cfg = PoolConfig::new(python(RQ_VERSIONS[0])?, db.url());
+    let mut cfg = PoolConfig::new(python(RQ_VERSIONS[0])?, db.url())?;
     cfg.start_timeout = Duration::from_secs(20);
     let err = PythonPool::start(cfg).await.err().context("must fail")?;
     assert!(err.to_string().contains("mindora_runner"), "{err}");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use mindora_sdk::connect::ManagerOptions;
 use mindora_sdk::RedisConnector;
+use mindora_tests::python_rq::PythonRq;
 use mindora_tests::{run_python, wait_statuses, RedisDb, WorkerProcess};
 use mindora_worker::handler::Output;
 use mindora_worker::rq::store::{FinishError, RqStore};
@@ -26,10 +27,8 @@ async fn store(db: &RedisDb, name: &str) -> Result<RqStore> {
 /// first runs, so they go in one call.)
 #[tokio::test(flavor = "current_thread")]
 async fn fencing_holds_inside_one_batch() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "2.12",
-        &db,
+    let rq = PythonRq::lease("2.12")?;
+    rq.enqueue(
         r#"
 q = Queue("batch", connection=r)
 for i in range(3):
@@ -37,19 +36,19 @@ for i in range(3):
 "#,
     )?;
     let queues = vec!["batch".to_string()];
-    let old = store(&db, "w-old").await?;
+    let old = store(&rq.db, "w-old").await?;
     old.register_birth(&queues, "test").await?;
     let claimed = old.claim(&queues, 3, 30, 60, None).await?;
     assert_eq!(claimed.len(), 3);
     let late = &claimed[1];
 
     // What recovery does to the middle job, then another worker runs it.
-    let mut conn = db.conn()?;
+    let mut conn = rq.db.conn()?;
     let member = format!("{}:{}", late.job_id, late.exec_id);
     let removed: i64 = conn.zrem("rq:wip:batch", &member)?;
     assert_eq!(removed, 1);
     let _: i64 = conn.rpush("rq:queue:batch", &late.job_id)?;
-    let new = store(&db, "w-new").await?;
+    let new = store(&rq.db, "w-new").await?;
     let again = new.claim(&queues, 1, 30, 60, None).await?;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].job_id, late.job_id);
@@ -72,7 +71,7 @@ for i in range(3):
 
     let checked = run_python(
         "3.0",
-        &db,
+        &rq.db,
         r#"
 from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
@@ -105,11 +104,8 @@ print("ok")
 /// counted.
 #[test]
 fn many_jobs_finishing_at_once_are_each_recorded_once() -> Result<()> {
-    let db = RedisDb::lease()?;
-    run_python(
-        "2.12",
-        &db,
-        r#"
+    let rq = PythonRq::lease("2.12")?;
+    rq.enqueue(r#"
 q = Queue("burst", connection=r)
 with r.pipeline() as p:
     for i in range(400):
@@ -117,10 +113,9 @@ with r.pipeline() as p:
     p.execute()
 for i in range(20):
     q.enqueue("mindora.echo", f"child{i}", job_id=f"c{i}", depends_on=[f"m{i * 10 + 1}", f"m{i * 10 + 2}"])
-"#,
-    )?;
+"#)?;
     let _worker = WorkerProcess::start(
-        &db,
+        &rq.db,
         "w-batch",
         &["--queues", "burst", "--concurrency", "64"],
     )?;
@@ -129,10 +124,8 @@ for i in range(20):
         .map(|i| format!("m{i}"))
         .chain((0..20).map(|i| format!("c{i}")))
         .collect();
-    wait_statuses(&db, &kept, &["finished"], Duration::from_secs(60))?;
-    let checked = run_python(
-        "2.12",
-        &db,
+    wait_statuses(&rq.db, &kept, &["finished"], Duration::from_secs(60))?;
+    rq.check(
         r#"
 from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
@@ -163,9 +156,7 @@ assert w[b"state"] == b"idle", w
 assert b"current_job" not in w, w
 assert float(w[b"total_working_time"]) > 0, w
 assert r.scard("rq:worker:w-batch:executions") == 0
-print("ok")
 "#,
     )?;
-    assert_eq!(checked.trim(), "ok");
     Ok(())
 }

@@ -1,10 +1,14 @@
-"""Helpers shared by the live infra runs (monitoring.py, nginx.py): free loopback ports,
-processes that are always stopped, HTTP calls, PASS/FAIL reporting."""
+"""Helpers shared by the live infra runs (monitoring.py, nginx.py, rabbitmq_init.py,
+s3_init.py): free loopback ports, processes that are always stopped, HTTP calls, PASS/FAIL
+reporting."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -100,6 +104,31 @@ class Report:
             self.failed += 1
         print(f"{'PASS' if ok else 'FAIL'} {self.prefix}:{name}" + (f": {detail}" if detail else ""), flush=True)
         return ok
+
+    def finish(self):
+        """Prints the totals and exits: 1 when any check failed."""
+        print(f"{self.prefix}: {self.passed} passed, {self.failed} failed")
+        sys.exit(1 if self.failed else 0)
+
+
+def run_in_tmp(report, tmp_prefix, log_name, tail, scenario):
+    """Runs scenario(procs, tmp) in a new temp dir, then exits with the report's verdict.
+
+    An exception is one failed check (with the last `tail` lines of `tmp/log_name`, the
+    server's log); the processes are always stopped and the dir removed."""
+    tmp = tempfile.mkdtemp(prefix=tmp_prefix)
+    procs = Procs(tmp)
+    try:
+        scenario(procs, tmp)
+    except Exception as e:  # noqa: BLE001 - report, then clean up
+        report.check("run", False, f"{type(e).__name__}: {e}")
+        log = os.path.join(tmp, log_name)
+        if os.path.exists(log):
+            print("".join(open(log).readlines()[-tail:]))
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report.finish()
 
 
 def http_json(url, data=None, timeout=10):

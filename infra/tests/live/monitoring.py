@@ -389,8 +389,7 @@ def main():
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"monitoring: {report.passed} passed, {report.failed} failed")
-    sys.exit(1 if report.failed else 0)
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -328,8 +328,7 @@ def main():
         for s in servers.values():
             s.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"nginx: {report.passed} passed, {report.failed} failed")
-    sys.exit(1 if report.failed else 0)
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -117,21 +117,12 @@ pub struct AmqpArgs {
 }
 
 impl AmqpArgs {
-    /// The defaults of the command line, for embedding (tests, benchmarks) without clap.
-    pub fn new(url: impl Into<String>) -> Self {
-        AmqpArgs {
-            url: Some(url.into()),
-            queues: vec![mindora_sdk::amqp::DEFAULT_QUEUE.to_string()],
-            apps: Vec::new(),
-            max_priority: 10,
-            retry_delays: vec![5, 25, 125, 625],
-            max_attempts: 5,
-            job_timeout_secs: 1800,
-            connection_name: "mindora-worker".into(),
-            declare_shared: true,
-            depth_every_secs: 5,
-            tls: Default::default(),
-        }
+    /// The command line's defaults with `url`, for embedding (tests, benchmarks) without
+    /// parsing a command line (the environment is not read either).
+    pub fn new(url: impl Into<String>) -> Result<Self, clap::Error> {
+        let mut args: AmqpArgs = crate::config::flag_defaults()?;
+        args.url = Some(url.into());
+        Ok(args)
     }
 }
 
@@ -207,4 +198,28 @@ pub async fn run_amqp(
     let result = consumer::run(args, core, shutdown).await;
     drain.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `new` takes clap's defaults: these are the values it used to restate by hand.
+    #[test]
+    fn new_has_the_command_line_defaults() {
+        let a = AmqpArgs::new("amqp://x").unwrap();
+        assert_eq!(a.url.as_deref(), Some("amqp://x"));
+        assert_eq!(a.queues, vec![mindora_sdk::amqp::DEFAULT_QUEUE.to_string()]);
+        assert!(a.apps.is_empty());
+        assert_eq!(a.max_priority, 10);
+        assert_eq!(a.retry_delays, vec![5, 25, 125, 625]);
+        assert_eq!(a.max_attempts, 5);
+        assert_eq!(a.job_timeout_secs, 1800);
+        assert_eq!(a.connection_name, "mindora-worker");
+        assert!(a.declare_shared);
+        assert_eq!(a.depth_every_secs, 5);
+        assert!(
+            a.tls.ca_file.is_none() && a.tls.client_cert.is_none() && a.tls.client_key.is_none()
+        );
+    }
 }

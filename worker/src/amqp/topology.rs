@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn derives_queues_and_delays() {
-        let mut args = AmqpArgs::new("amqp://x");
+        let mut args = AmqpArgs::new("amqp://x").unwrap();
         args.apps = vec!["billing".into(), " ".into()];
         args.queues = vec![
             "ai_processing_tasks".into(),

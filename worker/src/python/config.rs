@@ -118,21 +118,14 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// Sensible defaults for `interpreter` against `redis_url`.
-    pub fn new(interpreter: impl Into<PathBuf>, redis_url: impl Into<String>) -> Self {
-        PoolConfig {
-            interpreter: interpreter.into(),
-            python_path: Vec::new(),
-            redis: RedisSettings::from_url(redis_url),
-            processes: 2,
-            async_slots: 8,
-            max_jobs: 0,
-            max_rss_bytes: 0,
-            start_timeout: Duration::from_secs(30),
-            wait: Some(Duration::from_secs(600)),
-            serializer: None,
-            preload: Vec::new(),
-        }
+    /// The command line's defaults (see [`PythonArgs`]) for `interpreter` against `redis_url`.
+    pub fn new(
+        interpreter: impl Into<PathBuf>,
+        redis_url: impl Into<String>,
+    ) -> Result<Self, clap::Error> {
+        let mut args: PythonArgs = crate::config::flag_defaults()?;
+        args.interpreter = interpreter.into();
+        Ok(Self::from_args(&args, &RedisSettings::from_url(redis_url)))
     }
 
     /// From the command line; `redis` are the worker's Redis settings.
@@ -190,4 +183,26 @@ pub(crate) fn redis_env(r: &RedisSettings) -> Vec<(&'static str, Option<String>)
             r.sentinel.password.clone(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `new` takes clap's defaults: these are the values it used to restate by hand.
+    #[test]
+    fn new_has_the_command_line_defaults() {
+        let c = PoolConfig::new("/usr/bin/python3", "redis://127.0.0.1:6379/3").unwrap();
+        assert_eq!(c.interpreter, PathBuf::from("/usr/bin/python3"));
+        assert!(c.python_path.is_empty());
+        assert_eq!(c.redis.url, "redis://127.0.0.1:6379/3");
+        assert_eq!(c.processes, 2);
+        assert_eq!(c.async_slots, 8);
+        assert_eq!(c.max_jobs, 0);
+        assert_eq!(c.max_rss_bytes, 0);
+        assert_eq!(c.start_timeout, Duration::from_secs(30));
+        assert_eq!(c.wait, Some(Duration::from_secs(600)));
+        assert!(c.serializer.is_none());
+        assert!(c.preload.is_empty());
+    }
 }
