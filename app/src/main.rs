@@ -101,6 +101,9 @@ async fn run(
     if let Some(pool) = python {
         pool.shutdown().await;
     }
+    // The last spans (the drained jobs') leave before the process does; bounded by the
+    // exporter's timeout, off the runtime's worker threads.
+    let _ = tokio::task::spawn_blocking(mindora_worker::telemetry::shutdown).await;
     result
 }
 

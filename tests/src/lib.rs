@@ -6,6 +6,7 @@ pub mod amqp;
 pub mod cluster;
 pub mod consul;
 pub mod hook_server;
+pub mod otlp;
 pub mod python_rq;
 
 use std::path::{Path, PathBuf};

@@ -228,6 +228,7 @@ impl Worker {
     pub async fn run(self) -> Result<(), WorkerError> {
         let args = self.args;
         let name = args.name.clone().unwrap_or_else(default_name);
+        crate::telemetry::set_worker_name(&name);
         let retry_defaults = self.handle.retry.clone();
         if args.amqp.url.is_some() {
             // Bad AMQP settings fail start-up, not silently after the Redis loop ends.
