@@ -2,10 +2,18 @@
 # Benchmark mindora-worker against Python rq's SimpleWorker on the local Redis (same run,
 # same jobs). Usage: bash scripts/bench.sh [--rq-jobs N] [--mindora-jobs N] [--concurrency N]
 #   [--baseline OTHER_MINDORA_BINARY [--rounds N]]  (before/after a change, alternating rounds)
+# Tracing overhead (off / 10 % sampled / all sampled, exporting over OTLP to a local
+# receiver): bash scripts/bench.sh --tracing [--mindora-jobs N] [--rounds N] [--concurrency N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-python.sh >/dev/null
 cargo build --release -p mindora-worker-app --bin mindora-worker --quiet
 target="${CARGO_TARGET_DIR:-target}"
-"${MINDORA_CACHE:-$HOME/.cache/mindora}/venv-rq212/bin/python" tests/bench/rq_bench.py \
-  --worker "$target/release/mindora-worker" "$@"
+python="${MINDORA_CACHE:-$HOME/.cache/mindora}/venv-rq212/bin/python"
+if [ "${1:-}" = "--tracing" ]; then
+  shift
+  cargo build --release -p mindora-tests --example otlp_sink --quiet
+  exec "$python" tests/bench/trace_bench.py --worker "$target/release/mindora-worker" \
+    --sink "$target/release/examples/otlp_sink" "$@"
+fi
+"$python" tests/bench/rq_bench.py --worker "$target/release/mindora-worker" "$@"

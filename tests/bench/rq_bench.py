@@ -69,9 +69,10 @@ def rss_mb(pid):
     return float("nan")
 
 
-def run_throughput(r, url, n, cmd, env):
-    r.flushdb()
-    enqueue(r, n)
+def run_throughput(r, url, n, cmd, env, enqueued=False):
+    if not enqueued:
+        r.flushdb()
+        enqueue(r, n)
     cpu0, cmds0 = redis_counters(r)
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
