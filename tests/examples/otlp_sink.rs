@@ -8,11 +8,7 @@ use mindora_tests::otlp::OtlpReceiver;
 
 fn main() -> anyhow::Result<()> {
     let receiver = OtlpReceiver::start()?;
-    println!(
-        "{} {}",
-        receiver.http_endpoint(),
-        receiver.grpc_endpoint()
-    );
+    println!("{} {}", receiver.http_endpoint(), receiver.grpc_endpoint());
     std::io::stdout().flush()?;
     for line in std::io::stdin().lock().lines() {
         if line?.trim() == "count" {

@@ -88,7 +88,16 @@ pub struct OtlpReceiver {
     http: SocketAddr,
     grpc: SocketAddr,
     store: Shared,
-    _runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for OtlpReceiver {
+    /// Without waiting, so a test may drop it inside its own async runtime.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl OtlpReceiver {
@@ -132,7 +141,7 @@ impl OtlpReceiver {
             http,
             grpc,
             store,
-            _runtime: runtime,
+            runtime: Some(runtime),
         })
     }
 
@@ -201,7 +210,10 @@ fn http_export(store: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode,
         .is_some_and(|v| v.starts_with("application/x-protobuf"));
     let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
     s.requests += 1;
-    match ExportTraceServiceRequest::decode(body).ok().filter(|_| protobuf) {
+    match ExportTraceServiceRequest::decode(body)
+        .ok()
+        .filter(|_| protobuf)
+    {
         Some(req) => {
             s.spans.extend(flatten(req, "http"));
             (
@@ -234,7 +246,10 @@ impl TraceService for Grpc {
 fn flatten(req: ExportTraceServiceRequest, protocol: &'static str) -> Vec<Span> {
     let mut out = Vec::new();
     for rs in req.resource_spans {
-        let resource = rs.resource.map(|r| attrs(&r.attributes)).unwrap_or_default();
+        let resource = rs
+            .resource
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
         let service = resource.get("service.name").cloned().unwrap_or_default();
         for ss in rs.scope_spans {
             for sp in ss.spans {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use mindora_tests::otlp::{kind, OtlpReceiver, Span};
 use mindora_tests::python_rq::PythonRq;
-use mindora_tests::{free_port, http_get, ids, wait_for, wait_statuses, worker_binary, WorkerProcess};
+use mindora_tests::{
+    free_port, http_get, ids, wait_for, wait_statuses, worker_binary, WorkerProcess,
+};
 
 const T: Duration = Duration::from_secs(30);
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -43,10 +45,9 @@ fn worker(rq: &PythonRq, name: &str, env: &[(&str, &str)]) -> Result<WorkerProce
 #[test]
 fn a_w3c_context_in_meta_is_continued_over_http_and_grpc_with_pickle_and_json() -> Result<()> {
     let receiver = OtlpReceiver::start()?;
-    for (version, protocol, serializer) in [
-        ("3.0", "http/protobuf", "pickle"),
-        ("2.12", "grpc", "json"),
-    ] {
+    for (version, protocol, serializer) in
+        [("3.0", "http/protobuf", "pickle"), ("2.12", "grpc", "json")]
+    {
         let rq = PythonRq::lease(version)?;
         let endpoint = match protocol {
             "grpc" => receiver.grpc_endpoint(),
@@ -65,14 +66,22 @@ q.enqueue("mindora.echo", 1, job_id="{job}",
           meta={{"traceparent": "00-{TRACE}-{PARENT}-01", "tracestate": "vendor=x"}})
 "#
         ))?;
-        let _w = worker(&rq, &format!("w-trace-{serializer}"), &otel_env(&endpoint, protocol))?;
+        let _w = worker(
+            &rq,
+            &format!("w-trace-{serializer}"),
+            &otel_env(&endpoint, protocol),
+        )?;
         wait_statuses(&rq.db, &ids(&[&job]), &["finished"], T)?;
         let spans = receiver.wait_for(T, "the attempt's span", |s| {
             !process_spans(s, &job).is_empty()
         })?;
         let span = &process_spans(&spans, &job)[0];
         ensure!(span.trace_id == TRACE, "trace id {}", span.trace_id);
-        ensure!(span.parent_span_id == PARENT, "parent {}", span.parent_span_id);
+        ensure!(
+            span.parent_span_id == PARENT,
+            "parent {}",
+            span.parent_span_id
+        );
         ensure!(span.name == "process default", "name {}", span.name);
         ensure!(span.protocol == protocol.split('/').next().unwrap_or(""));
         ensure!(span.service == "mindora-worker", "service {}", span.service);
@@ -85,7 +94,11 @@ q.enqueue("mindora.echo", 1, job_id="{job}",
             ("mindora.job.outcome", "finished"),
             ("mindora.worker.name", &format!("w-trace-{serializer}")),
         ] {
-            ensure!(span.attr(k) == Some(v), "{k} = {:?} on {span:#?}", span.attr(k));
+            ensure!(
+                span.attr(k) == Some(v),
+                "{k} = {:?} on {span:#?}",
+                span.attr(k)
+            );
         }
         ensure!(span.attr("messaging.mindora.queue_wait_ms").is_some());
         ensure!(span.status == 0, "a finished job has no error status");
@@ -108,20 +121,31 @@ q.enqueue("mindora.fail", "boom", job_id="retried", retry=Retry(max=1),
     let endpoint = receiver.http_endpoint();
     let _w = worker(&rq, "w-trace-retry", &otel_env(&endpoint, "http/protobuf"))?;
     wait_statuses(&rq.db, &ids(&["retried"]), &["failed"], T)?;
-    let spans = receiver.wait_for(T, "two attempts", |s| process_spans(s, "retried").len() == 2)?;
+    let spans = receiver.wait_for(T, "two attempts", |s| {
+        process_spans(s, "retried").len() == 2
+    })?;
     let attempts = process_spans(&spans, "retried");
     for (n, span) in attempts.iter().enumerate() {
-        ensure!(span.trace_id == TRACE && span.parent_span_id == PARENT, "{span:#?}");
+        ensure!(
+            span.trace_id == TRACE && span.parent_span_id == PARENT,
+            "{span:#?}"
+        );
         ensure!(span.status == 2, "attempt {n} is an error: {span:#?}");
         let exc = span
             .events
             .iter()
             .find(|(name, _)| name == "exception")
             .context("exception event")?;
-        ensure!(exc.1.get("exception.message").is_some_and(|m| m.contains("boom")));
+        ensure!(exc
+            .1
+            .get("exception.message")
+            .is_some_and(|m| m.contains("boom")));
     }
     ensure!(attempts[0].attr("mindora.job.outcome") == Some("retried"));
-    ensure!(attempts[0].events.iter().any(|(n, _)| n == "retry scheduled"));
+    ensure!(attempts[0]
+        .events
+        .iter()
+        .any(|(n, _)| n == "retry scheduled"));
     ensure!(attempts[1].attr("mindora.job.outcome") == Some("dead_lettered"));
     ensure!(attempts[0].span_id != attempts[1].span_id);
     Ok(())
@@ -145,9 +169,15 @@ q.enqueue("mindora.echo", 2, job_id="sentry", meta={{"_sentry_trace_headers": {{
         !process_spans(s, "bare").is_empty() && !process_spans(s, "sentry").is_empty()
     })?;
     let bare = &process_spans(&spans, "bare")[0];
-    ensure!(bare.parent_span_id.is_empty() && bare.trace_id != TRACE, "{bare:#?}");
+    ensure!(
+        bare.parent_span_id.is_empty() && bare.trace_id != TRACE,
+        "{bare:#?}"
+    );
     let sentry = &process_spans(&spans, "sentry")[0];
-    ensure!(sentry.trace_id == TRACE && sentry.parent_span_id == PARENT, "{sentry:#?}");
+    ensure!(
+        sentry.trace_id == TRACE && sentry.parent_span_id == PARENT,
+        "{sentry:#?}"
+    );
     Ok(())
 }
 
@@ -183,7 +213,10 @@ fn json_logs_carry_the_trace_and_span_ids_of_the_job() -> Result<()> {
     let entry: serde_json::Value = serde_json::from_str(&line?)?;
     ensure!(entry["trace_id"] == TRACE, "log line: {entry}");
     let span = &process_spans(&spans?, "logged")[0];
-    ensure!(entry["span_id"] == span.span_id.as_str(), "log {entry} vs span {span:#?}");
+    ensure!(
+        entry["span_id"] == span.span_id.as_str(),
+        "log {entry} vs span {span:#?}"
+    );
     Ok(())
 }
 
@@ -216,5 +249,46 @@ for i in range(20):
             .any(|l| l.starts_with("mindora_trace_export_failures_total ") && !l.ends_with(" 0"))
             .then_some(()))
     })?;
+    Ok(())
+}
+
+#[test]
+fn each_cron_tick_is_a_trace_of_its_own_from_producer_to_attempt() -> Result<()> {
+    let receiver = OtlpReceiver::start()?;
+    let rq = PythonRq::lease("3.0")?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("cron.yml");
+    std::fs::write(
+        &file,
+        "job:\n  - name: traced-beat\n    cron: \"* * * * * *\"\n    queue: cronq\n    func: mindora.echo\n",
+    )?;
+    let f = file.to_string_lossy().to_string();
+    let endpoint = receiver.http_endpoint();
+    let _w = WorkerProcess::spawn(
+        &rq.db.url(),
+        "w-trace-cron",
+        &["--queues", "cronq", "--cron", &f],
+        &otel_env(&endpoint, "http/protobuf"),
+    )?;
+    let spans = receiver.wait_for(T, "two ticks, each produced and processed", |s| {
+        s.iter()
+            .filter(|p| p.kind == kind::CONSUMER)
+            .filter(|c| {
+                s.iter().any(|p| {
+                    p.kind == kind::PRODUCER
+                        && p.parent_span_id.is_empty()
+                        && p.span_id == c.parent_span_id
+                        && p.trace_id == c.trace_id
+                })
+            })
+            .count()
+            >= 2
+    })?;
+    let producers: Vec<&Span> = spans.iter().filter(|s| s.kind == kind::PRODUCER).collect();
+    ensure!(producers[0].attr("mindora.cron.entry") == Some("traced-beat"));
+    ensure!(
+        producers[0].trace_id != producers[1].trace_id,
+        "one trace per tick"
+    );
     Ok(())
 }

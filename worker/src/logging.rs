@@ -54,9 +54,7 @@ pub fn env_pinned() -> bool {
 }
 
 fn handle<S: Send + Sync + 'static>(h: reload::Handle<EnvFilter, S>) -> LogLevelHandle {
-    LogLevelHandle(Arc::new(move |f| {
-        h.reload(f).map_err(|e| e.to_string())
-    }))
+    LogLevelHandle(Arc::new(move |f| h.reload(f).map_err(|e| e.to_string())))
 }
 
 /// Installs the global subscriber (and tracing, when the `OTEL_*` variables turn it on) and

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::wire::trace::TRACEPARENT;
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -209,7 +210,13 @@ impl AmqpClient {
             message: reason,
         })?;
         let body = serde_json::to_vec(env)?;
-        let props = task_properties(env, opts)?;
+        // The caller's trace context rides in the headers (as pika's and Celery's
+        // instrumentations send it), unless the caller set its own.
+        let mut opts = opts.clone();
+        if !opts.headers.iter().any(|(k, _)| k == TRACEPARENT) {
+            opts.headers.extend(crate::trace::current());
+        }
+        let props = task_properties(env, &opts)?;
         publish_confirmed(&self.channel, "", queue, &body, props).await
     }
 

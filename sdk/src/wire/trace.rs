@@ -91,7 +91,7 @@ pub fn valid_traceparent(value: &str) -> bool {
 fn from_sentry(header: &str) -> Option<String> {
     let mut parts = header.trim().split('-');
     let (trace, span) = (parts.next()?, parts.next()?);
-    let sampled = parts.next().map_or(true, |s| s == "1");
+    let sampled = parts.next().is_none_or(|s| s == "1");
     let parent = format!("00-{trace}-{span}-{:02x}", u8::from(sampled));
     valid_traceparent(&parent).then_some(parent)
 }
@@ -205,7 +205,9 @@ mod tests {
         let both = meta(json!({"traceparent": TP,
             "_sentry_trace_headers": {"sentry-trace": "11111111111111111111111111111111-2222222222222222-1"}}));
         assert_eq!(
-            carrier_from_meta(&both).get(TRACEPARENT).map(String::as_str),
+            carrier_from_meta(&both)
+                .get(TRACEPARENT)
+                .map(String::as_str),
             Some(TP)
         );
         let mut m = both.clone();

@@ -11,6 +11,7 @@ use mindora_sdk::wire::time::{epoch_float, utcformat};
 use mindora_sdk::wire::{keys, scripts, JobCall, JobStatus};
 use mindora_sdk::RedisConn;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use tracing::{debug, info, warn};
 
 use super::registry::{self, EntryTimes};
@@ -174,6 +175,21 @@ pub async fn enqueue_tick(
     job.result_ttl_secs = entry.result_ttl;
     job.failure_ttl_secs = entry.failure_ttl;
     job.ttl_secs = entry.ttl;
+    // No request caused a tick: each is a trace of its own, a PRODUCER root span whose
+    // context the job carries (nothing is written when tracing is off).
+    let span = tracing::info_span!(
+        parent: None,
+        "cron tick",
+        otel.name = %format!("create {}", entry.queue),
+        otel.kind = "producer",
+        messaging.system = "rq",
+        messaging.operation.type = "create",
+        messaging.destination.name = %entry.queue,
+        messaging.message.id = %job.id,
+        mindora.cron.entry = %entry.name,
+    );
+    let carrier = span.in_scope(mindora_sdk::trace::current);
+    mindora_sdk::wire::trace::inject_into_meta(&mut job.meta, &carrier);
     let now = Utc::now();
     let fields = job.fields(JobStatus::Queued, now)?;
     let mut inv = scripts::CRON_ENQUEUE.prepare_invoke();
@@ -193,7 +209,7 @@ pub async fn enqueue_tick(
         }
     }
     let mut conn = conn.clone();
-    let won: i64 = inv.invoke_async(&mut conn).await?;
+    let won: i64 = inv.invoke_async(&mut conn).instrument(span).await?;
     Ok((won == 1).then_some(job.id))
 }
 

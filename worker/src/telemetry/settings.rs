@@ -20,7 +20,11 @@ impl Settings {
     /// one); off with `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`, as the
     /// specification says.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
-        let set = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let set = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let disabled = set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let exporter = set("OTEL_TRACES_EXPORTER").map(|v| v.to_ascii_lowercase());
         let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -33,8 +37,10 @@ impl Settings {
                 None => endpoint,
             };
         let service_name_set = set("OTEL_SERVICE_NAME").is_some()
-            || set("OTEL_RESOURCE_ATTRIBUTES")
-                .is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+            || set("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| {
+                a.split(',')
+                    .any(|kv| kv.trim().starts_with("service.name="))
+            });
         Settings {
             enabled,
             service_name_set,
@@ -47,8 +53,10 @@ mod tests {
     use super::*;
 
     fn with(vars: &[(&str, &str)]) -> Settings {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
     }
 
@@ -57,7 +65,13 @@ mod tests {
         assert!(!with(&[]).enabled);
         assert!(!with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]).enabled);
         assert!(with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).enabled);
-        assert!(with(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]).enabled);
+        assert!(
+            with(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://c:4318/v1/traces"
+            )])
+            .enabled
+        );
         assert!(with(&[("OTEL_TRACES_EXPORTER", "otlp")]).enabled);
     }
 

@@ -62,9 +62,8 @@ pub fn process_span(ctx: &JobContext, producer: &Producer) -> Span {
         mindora.worker.name = super::worker_name(),
     );
     if !producer.carrier.is_empty() {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&producer.carrier)
-        });
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&producer.carrier));
         if parent.span().span_context().is_valid() {
             // Set before the span is first entered, so it cannot have started yet.
             let _ = span.set_parent(parent);
