@@ -10,7 +10,10 @@ its size: the text, its chunks and their 1536-d vectors, held by the job after e
 replica's jobs (MINDORA_MAX_OBJECT_BYTES is a per-process budget, released after extraction), so
 every running job can hold its own document's text and vectors at once: the rule multiplies by
 the concurrency. FACTOR is the measured 14 plus headroom; it scales with the embedding
-dimensions (vectors are 4 x dims bytes per ~1000 characters), measured at 1536.
+dimensions (vectors are 4 x dims bytes per ~1000 characters), measured at 1536. At concurrency 1
+with 100 MiB documents the heap the allocator keeps between jobs and the PDF helper exceed it
+(2000 MiB measured against 1856): that setting is sized from the measurement (2304m), see the
+README.
 """
 MIB = 1024 * 1024
 BASE_MIB = 128  # idle worker ~6 MiB measured, plus one tesseract (120 MiB with chi_sim+eng)
