@@ -8,6 +8,10 @@ from pathlib import Path
 
 import yaml
 
+# The same memory rule as compose's (infra/scripts/check-stack.py), measured in a real cgroup.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra" / "scripts"))
+import memory_rule  # noqa: E402
+
 
 def fail(msg):
     print(f"FAIL: {msg}", file=sys.stderr)
@@ -48,14 +52,17 @@ def main():
     if str(worker["ports"][0]["containerPort"]) != port:
         fail("container port must match MINDORA_METRICS_ADDR")
 
-    # Pipelines' memory rule: 64Mi + concurrency x 8 x max object size.
+    # One memory rule for compose and Kubernetes (infra/scripts/memory_rule.py): base +
+    # concurrency x factor x max object + /tmp (a disk emptyDir's page cache counts in the pod).
     concurrency = int(config["MINDORA_CONCURRENCY"])
-    max_object_mi = int(config["MINDORA_MAX_OBJECT_BYTES"]) / (1024 * 1024)
-    need = 64 + concurrency * 8 * max_object_mi
+    cap = int(config["MINDORA_MAX_OBJECT_BYTES"])
+    tmp_vol = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    tmp = mebibytes(tmp_vol["emptyDir"]["sizeLimit"]) * 1024 * 1024
+    need = memory_rule.need_bytes(concurrency, cap, tmp) / (1024 * 1024)
     limit = mebibytes(worker["resources"]["limits"]["memory"])
     request = mebibytes(worker["resources"]["requests"]["memory"])
     if limit < need:
-        fail(f"memory limit {limit}Mi below the pipelines' rule {need:.0f}Mi")
+        fail(f"memory limit {limit}Mi below the rule {memory_rule.formula(concurrency, cap, tmp)}")
     if request > limit:
         fail("memory request above the limit")
 

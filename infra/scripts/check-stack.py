@@ -12,8 +12,9 @@ One PASS/FAIL line per check (exit 1 on any failure):
                 {app}-documents template/alias/ILM; the exporter role is read-only on ILM
   names         Qdrant collection, PostgreSQL schema, ES documents alias named alike in
                 pipelines/src/model.rs, the init scripts, the Consul KV seed and infra/README.md
-  memory        worker: MEM_WORKER holds 128 MiB + 14 x WORKER_MAX_OBJECT_BYTES (measured peaks)
-                + its capped tmpfs, the compose file passes the cap, the code default agrees;
+  memory        worker: MEM_WORKER and the Kubernetes limit hold memory_rule.py's 128 MiB +
+                concurrency x 16 x max object + /tmp (measured in a cgroup)
+                + its capped tmpfs, the compose file passes the cap;
                 RabbitMQ: absolute watermark <= 0.6 x MEM_RABBITMQ; Redis maxmemory <= half
                 of MEM_REDIS (fork headroom)
   postgres      healthcheck over TCP, init waits for queries, max_connections holds every
@@ -34,6 +35,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from filebeat_replay import get_path, leaves, mapped_fields, replay  # noqa: E402
+import memory_rule  # noqa: E402
 
 ROOT = "."
 results = []
@@ -268,10 +270,35 @@ def check_names():
 
 
 # ------------------------------------------------------------------ memory
-# Measured (docs/scaling.md, pipelines/README.md): the worker process peaked at 856 MB RSS for a
-# 97 MB PDF (8.8 x) and the PDF helper process, in the same container, at 285 MB for a 58 MB
-# PDF (4.9 x): 13.7 x together, rounded up.
-MEASURED_FACTOR = 14
+# One rule for compose and Kubernetes (infra/scripts/memory_rule.py, measured in a real cgroup:
+# infra/tests/worker-memory-cgroup.sh): BASE + concurrency x FACTOR x max object + /tmp.
+
+
+def k8s_quantity(q):
+    """Kubernetes memory quantity (128Mi, 1Gi, plain bytes) in bytes."""
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", str(q))
+    if not m:
+        raise ValueError(f"not a Kubernetes memory quantity: {q!r}")
+    return int(m.group(1)) * {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}[m.group(2)]
+
+
+def k8s_memory():
+    """(problems, detail) of the Kubernetes base: limit vs the same rule as compose's."""
+    docs = []
+    for f in ("deploy/kubernetes/base/configmap.yaml", "deploy/kubernetes/base/deployment.yaml"):
+        docs += [d for d in yaml.safe_load_all(read(f)) if d]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    limit = k8s_quantity(pod["containers"][0]["resources"]["limits"]["memory"])
+    tmp_vol = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    # A disk emptyDir's page cache is charged to the pod too; count its cap like a tmpfs.
+    tmp = k8s_quantity(tmp_vol["emptyDir"]["sizeLimit"])
+    conc, cap = int(config["MINDORA_CONCURRENCY"]), int(config["MINDORA_MAX_OBJECT_BYTES"])
+    need = memory_rule.need_bytes(conc, cap, tmp)
+    problems = []
+    if limit < need:
+        problems.append(f"Kubernetes limit {limit >> 20}Mi < {memory_rule.formula(conc, cap, tmp)}")
+    return problems, f"Kubernetes {limit >> 20}Mi >= {memory_rule.formula(conc, cap, tmp)}"
 
 
 def check_memory():
@@ -280,13 +307,16 @@ def check_memory():
     mem = size_bytes(env["MEM_WORKER"])
     if "WORKER_MAX_OBJECT_BYTES" not in env:
         problems.append("no WORKER_MAX_OBJECT_BYTES in .env.example: the download cap is not tied to MEM_WORKER")
-    cap = int(env.get("WORKER_MAX_OBJECT_BYTES", 512 * 1024**2))
-    # The tmpfs /tmp is RAM in the same cgroup; 128 MiB covers the base process and one tesseract.
+    cap = int(env.get("WORKER_MAX_OBJECT_BYTES", 100 * 1024**2))
+    conc = int(env["WORKER_CONCURRENCY"])
+    # The tmpfs /tmp is RAM in the same cgroup.
     tmp = size_bytes(env.get("WORKER_TMP_SIZE", "0"))
-    need = 128 * 1024**2 + MEASURED_FACTOR * cap + tmp
+    need = memory_rule.need_bytes(conc, cap, tmp)
     if mem < need:
-        problems.append(f"MEM_WORKER {env['MEM_WORKER']} < 128 MiB + {MEASURED_FACTOR} x WORKER_MAX_OBJECT_BYTES"
-                        f" + WORKER_TMP_SIZE ({need >> 20} MiB)")
+        problems.append(f"MEM_WORKER {env['MEM_WORKER']} < {memory_rule.formula(conc, cap, tmp)}"
+                        " (WORKER_CONCURRENCY x FACTOR x WORKER_MAX_OBJECT_BYTES)")
+    k8s_problems, k8s_detail = k8s_memory()
+    problems += k8s_problems
     if "/tmp:size=${WORKER_TMP_SIZE}" not in compose()["services"]["worker"].get("tmpfs", []):
         problems.append("worker tmpfs /tmp is not capped at ${WORKER_TMP_SIZE}")
     redis_max, redis_mem = size_bytes(env["REDIS_MAXMEMORY"]), size_bytes(env["MEM_REDIS"])
@@ -295,11 +325,8 @@ def check_memory():
     w = compose()["services"]["worker"]["environment"]
     if str(w.get("MINDORA_MAX_OBJECT_BYTES")) != "${WORKER_MAX_OBJECT_BYTES}":
         problems.append("worker environment lacks MINDORA_MAX_OBJECT_BYTES: ${WORKER_MAX_OBJECT_BYTES}")
-    cfg = read("pipelines/src/config.rs")
-    m = re.search(r'env = "MINDORA_MAX_OBJECT_BYTES", default_value_t = ([0-9 *]+)\)', cfg)
-    default = eval(m.group(1)) if m else None  # noqa: S307 - digits and '*' only
-    if default != cap:
-        problems.append(f"code default of MINDORA_MAX_OBJECT_BYTES {default} != WORKER_MAX_OBJECT_BYTES {cap}")
+    # The code's default (100 MiB, for deployments that set nothing) need not be compose's:
+    # compose always passes MINDORA_MAX_OBJECT_BYTES (checked above).
     fetch = read("pipelines/src/fetch.rs")
     if "budget.reserve(" not in fetch:
         problems.append("pipelines/src/fetch.rs does not reserve downloads from the process budget")
@@ -313,8 +340,8 @@ def check_memory():
     elif size_bytes(m.group(1)) > 0.6 * limit + 1024**2:
         problems.append(f"RabbitMQ watermark {m.group(1)} > 0.6 x MEM_RABBITMQ {env['MEM_RABBITMQ']}")
     report("memory", problems,
-           f"worker {env['MEM_WORKER']} >= 128 MiB + {MEASURED_FACTOR} x {cap >> 20} MiB + /tmp {tmp >> 20} MiB "
-           f"(measured peak; code default agrees, budget shared by jobs); Redis maxmemory <= half its limit; "
+           f"worker {env['MEM_WORKER']} >= {memory_rule.formula(conc, cap, tmp)} (measured in a cgroup); "
+           f"{k8s_detail}; Redis maxmemory <= half its limit; "
            f"RabbitMQ alarm {m.group(1) if m else '?'} of {env['MEM_RABBITMQ']}")
 
 

@@ -3,6 +3,7 @@
 //! starts real `mindora-worker` processes.
 
 pub mod amqp;
+pub mod cgroup;
 pub mod cluster;
 pub mod consul;
 pub mod hook_server;
