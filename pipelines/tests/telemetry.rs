@@ -449,3 +449,48 @@ async fn without_opentelemetry_no_context_is_sent() {
     assert!(headers.is_empty(), "{headers:?}");
     e.assert_no_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_requests_do_not_fail_the_stage() {
+    let otel = install();
+    let e = env(768).await;
+    e.s3.put(
+        &e.bucket,
+        "a.txt",
+        "Some text to embed. ".repeat(50).into_bytes(),
+    )
+    .await;
+    let (p, _) = pipelines(&e).await;
+    e.openai
+        .state
+        .lock()
+        .unwrap()
+        .fail_with
+        .extend([429, 500, 429]);
+    otel.exporter.reset();
+    let job = tracing::info_span!("job", otel.name = "process retried");
+    let out = e
+        .run(&p, "pipelines.process_document", "a.txt", json!({}))
+        .instrument(job.clone())
+        .await
+        .unwrap();
+    drop(job);
+    assert_eq!(out["status"], "done");
+    let spans = otel.spans();
+    // The retry warnings (`error = ...` fields) do not turn the stage into an error.
+    let embed = one(&spans, "embed");
+    assert_eq!(embed.status, Status::Unset);
+    // Each request carried the context of an embeddings span under the stage (the client's
+    // own retries resend the same request, so several requests may name one span).
+    let calls: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name == "embeddings fake-embed-768")
+        .inspect(|s| is_child(s, embed))
+        .map(traceparent)
+        .collect();
+    let received = e.openai.state.lock().unwrap().traceparents.clone();
+    assert!(received.len() >= 4, "{received:?}");
+    for tp in &received {
+        assert!(calls.contains(tp), "{tp} names no embeddings span");
+    }
+}
