@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
 use crate::model::{FetchedObject, MemoryReservation};
+use crate::telemetry;
 
 /// Budget unit: the semaphore counts KiB so that a `u32` permit count covers objects up to 4 TiB.
 const UNIT: u64 = 1024;
@@ -70,6 +71,8 @@ pub trait ObjectSource: Send + Sync {
 pub struct S3Source {
     client: aws_sdk_s3::Client,
     budget: MemoryBudget,
+    /// `server.address` of the client spans: the endpoint's host, or AWS's regional host.
+    server: String,
 }
 
 impl S3Source {
@@ -92,12 +95,15 @@ impl S3Source {
                 "mindora-config",
             ))
             .force_path_style(config.s3_force_path_style);
+        let mut server = format!("s3.{}.amazonaws.com", config.s3_region);
         if let Some(endpoint) = &config.s3_endpoint {
             builder = builder.endpoint_url(endpoint.clone());
+            server = telemetry::server_of(endpoint).0;
         }
         Ok(S3Source {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             budget: MemoryBudget::new(config.max_object_bytes),
+            server,
         })
     }
 
@@ -162,20 +168,43 @@ where
 
 #[async_trait]
 impl ObjectSource for S3Source {
+    /// One CLIENT span `S3.GetObject` over the request and the body download (the memory
+    /// budget wait between them included: it holds the open response).
     async fn fetch(
         &self,
         bucket: &str,
         key: &str,
         max_bytes: u64,
     ) -> Result<FetchedObject, PipelineError> {
-        let resp = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| s3_error(bucket, key, e))?;
+        let span = telemetry::s3("GetObject", bucket, key, &self.server);
+        telemetry::in_client(span, self.get_object(bucket, key, max_bytes)).await
+    }
+}
+
+impl S3Source {
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<FetchedObject, PipelineError> {
+        let request = self.client.get_object().bucket(bucket).key(key);
+        // The client span's context, added before signing (so it is signed like any header).
+        let carrier = telemetry::context();
+        let sent = if carrier.is_empty() {
+            request.send().await
+        } else {
+            request
+                .customize()
+                .mutate_request(move |r| {
+                    for (k, v) in &carrier {
+                        let _ = r.headers_mut().try_insert(k.clone(), v.clone());
+                    }
+                })
+                .send()
+                .await
+        };
+        let resp = sent.map_err(|e| s3_error(bucket, key, e))?;
         let too_large = |size: u64| PipelineError::ObjectTooLarge {
             bucket: bucket.into(),
             key: key.into(),
@@ -222,6 +251,7 @@ impl ObjectSource for S3Source {
             bytes.extend_from_slice(&part);
         }
         let sha256 = hex(&hasher.finalize());
+        tracing::Span::current().record("http.response.body.size", bytes.len() as u64);
         Ok(FetchedObject {
             bytes,
             sha256,

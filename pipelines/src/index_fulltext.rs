@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
 use crate::model::{App, Chunk, ChunkMeta};
+use crate::telemetry;
 
 /// What an index stage did.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
@@ -50,6 +51,8 @@ const BULK_RETRIES: u32 = 3;
 /// [`FulltextIndex`] on Elasticsearch through the official client.
 pub struct ElasticIndex {
     client: Elasticsearch,
+    /// `server.address` of the client spans.
+    server: String,
     templates: Mutex<HashSet<String>>,
 }
 
@@ -62,6 +65,7 @@ impl ElasticIndex {
                 var: "MINDORA_ELASTICSEARCH_URL",
             });
         };
+        let server = telemetry::server_of(url).0;
         let url = Url::parse(url).map_err(|e| {
             PipelineError::Config(format!(
                 "MINDORA_ELASTICSEARCH_URL {url:?} is not a URL: {e}"
@@ -80,6 +84,7 @@ impl ElasticIndex {
             .map_err(|e| PipelineError::Config(format!("Elasticsearch client: {e}")))?;
         Ok(ElasticIndex {
             client: Elasticsearch::new(transport),
+            server,
             templates: Mutex::new(HashSet::new()),
         })
     }
@@ -176,6 +181,7 @@ async fn checked(
     resp: elasticsearch::http::response::Response,
 ) -> Result<Value, PipelineError> {
     let status = resp.status_code().as_u16();
+    tracing::Span::current().record("http.response.status_code", status);
     let body: Value = resp.json().await.map_err(|e| transport_error(what, e))?;
     if status >= 300 {
         let reason = body["error"]["reason"]
@@ -192,6 +198,11 @@ async fn checked(
 }
 
 impl ElasticIndex {
+    /// CLIENT span of one Elasticsearch API call (`db.operation.name` is the API's name).
+    fn span(&self, operation: &str, target: &str) -> tracing::Span {
+        telemetry::db("elasticsearch", operation, target, &self.server)
+    }
+
     async fn ensure_template(&self, app: &App) -> Result<(), PipelineError> {
         let name = app.es_template();
         if self
@@ -202,15 +213,21 @@ impl ElasticIndex {
         {
             return Ok(());
         }
-        let resp = self
-            .client
-            .indices()
-            .put_index_template(IndicesPutIndexTemplateParts::Name(&name))
-            .body(index_template(app))
-            .send()
-            .await
-            .map_err(|e| transport_error("put index template", e))?;
-        checked(&format!("put index template {name}"), resp).await?;
+        let span = self.span("indices.put_index_template", &name);
+        telemetry::in_client(span, async {
+            let indices = self.client.indices();
+            let mut request = indices.put_index_template(IndicesPutIndexTemplateParts::Name(&name));
+            for (k, v) in &telemetry::http_headers() {
+                request = request.header(k.clone(), v.clone());
+            }
+            let resp = request
+                .body(index_template(app))
+                .send()
+                .await
+                .map_err(|e| transport_error("put index template", e))?;
+            checked(&format!("put index template {name}"), resp).await
+        })
+        .await?;
         if let Ok(mut t) = self.templates.lock() {
             t.insert(name);
         }
@@ -234,14 +251,21 @@ impl ElasticIndex {
                     .into()
             })
             .collect();
-        let resp = self
-            .client
-            .bulk(BulkParts::Index(index))
-            .body(ops)
-            .send()
-            .await
-            .map_err(|e| transport_error("bulk", e))?;
-        let body = checked(&format!("bulk into {index}"), resp).await?;
+        let span = self.span("bulk", index);
+        span.record("db.operation.batch.size", batch.len() as u64);
+        let body = telemetry::in_client(span, async {
+            let mut request = self.client.bulk(BulkParts::Index(index));
+            for (k, v) in &telemetry::http_headers() {
+                request = request.header(k.clone(), v.clone());
+            }
+            let resp = request
+                .body(ops)
+                .send()
+                .await
+                .map_err(|e| transport_error("bulk", e))?;
+            checked(&format!("bulk into {index}"), resp).await
+        })
+        .await?;
         let mut retry = Vec::new();
         let mut failed = Vec::new();
         if body["errors"].as_bool().unwrap_or(false) {
@@ -327,9 +351,16 @@ impl FulltextIndex for ElasticIndex {
         }
         // Replace: drop this document's chunks written by any other run (other months included).
         let pattern = app.es_index_pattern();
-        let resp = self
-            .client
-            .delete_by_query(DeleteByQueryParts::Index(&[&pattern]))
+        let span = self.span("delete_by_query", &pattern);
+        let body = telemetry::in_client(span, async {
+            let targets = [pattern.as_str()];
+            let mut request = self
+                .client
+                .delete_by_query(DeleteByQueryParts::Index(&targets));
+            for (k, v) in &telemetry::http_headers() {
+                request = request.header(k.clone(), v.clone());
+            }
+            let resp = request
             .conflicts(Conflicts::Proceed)
             .allow_no_indices(true)
             .ignore_unavailable(true)
@@ -343,7 +374,9 @@ impl FulltextIndex for ElasticIndex {
             .send()
             .await
             .map_err(|e| transport_error("delete stale chunks", e))?;
-        let body = checked(&format!("delete stale chunks of {file}"), resp).await?;
+            checked(&format!("delete stale chunks of {file}"), resp).await
+        })
+        .await?;
         Ok(IndexReport {
             indexed: chunks.len(),
             removed: body["deleted"].as_u64().unwrap_or(0),

@@ -1,5 +1,6 @@
 //! Vector index stage: Qdrant, one collection per app, over gRPC with qdrant-client.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -16,6 +17,7 @@ use crate::config::{PipelineConfig, QdrantDistance};
 use crate::error::PipelineError;
 use crate::index_fulltext::IndexReport;
 use crate::model::{App, Chunk, ChunkMeta};
+use crate::telemetry;
 
 const SERVICE: &str = "Qdrant";
 /// Points per upsert request.
@@ -38,6 +40,8 @@ pub trait VectorIndex: Send + Sync {
 /// [`VectorIndex`] on Qdrant.
 pub struct QdrantIndex {
     client: Qdrant,
+    /// `server.address` of the client spans.
+    server: String,
     distance: Distance,
     ready: Mutex<HashSet<String>>,
 }
@@ -69,6 +73,7 @@ impl QdrantIndex {
             .map_err(|e| PipelineError::Config(format!("MINDORA_QDRANT_URL {url:?}: {e}")))?;
         Ok(QdrantIndex {
             client,
+            server: telemetry::server_of(url).0,
             distance: distance(config.qdrant_distance),
             ready: Mutex::new(HashSet::new()),
         })
@@ -105,33 +110,60 @@ mod tonic_code {
 }
 
 impl QdrantIndex {
+    /// CLIENT span of one Qdrant call (`db.operation.name` is the gRPC method).
+    fn span(&self, operation: &str, collection: &str) -> tracing::Span {
+        telemetry::db("qdrant", operation, collection, &self.server)
+    }
+
+    /// The client to call inside a client span: one sending the span's context as gRPC
+    /// metadata (qdrant-client's `with_header`, a clone sharing the connection pool), or the
+    /// shared client itself when tracing is off.
+    fn traced(&self) -> Cow<'_, Qdrant> {
+        let carrier = telemetry::context();
+        if carrier.is_empty() {
+            return Cow::Borrowed(&self.client);
+        }
+        let mut client = self.client.clone();
+        for (k, v) in carrier {
+            client = client.with_header(k, v);
+        }
+        Cow::Owned(client)
+    }
+
     async fn ensure_collection(&self, name: &str, dims: usize) -> Result<(), PipelineError> {
         if self.ready.lock().map(|r| r.contains(name)).unwrap_or(false) {
             return Ok(());
         }
-        let exists = self
-            .client
-            .collection_exists(name)
-            .await
-            .map_err(|e| map_error("collection exists", e))?;
+        let exists = telemetry::in_client(self.span("collection_exists", name), async {
+            self.traced()
+                .collection_exists(name)
+                .await
+                .map_err(|e| map_error("collection exists", e))
+        })
+        .await?;
         if !exists {
-            let created = self
-                .client
-                .create_collection(
-                    CreateCollectionBuilder::new(name)
-                        .vectors_config(VectorParamsBuilder::new(dims as u64, self.distance)),
-                )
-                .await;
+            let created = telemetry::in_client(self.span("create_collection", name), async {
+                self.traced()
+                    .create_collection(
+                        CreateCollectionBuilder::new(name)
+                            .vectors_config(VectorParamsBuilder::new(dims as u64, self.distance)),
+                    )
+                    .await
+                    .map_err(|e| map_error("create collection", e))
+            })
+            .await;
             if let Err(e) = created {
                 // Another worker may have created it meanwhile; the size check below decides.
                 tracing::info!(collection = name, error = %e, "create collection failed; checking it");
             }
         }
-        let info = self
-            .client
-            .collection_info(name)
-            .await
-            .map_err(|e| map_error(&format!("collection info {name}"), e))?;
+        let info = telemetry::in_client(self.span("collection_info", name), async {
+            self.traced()
+                .collection_info(name)
+                .await
+                .map_err(|e| map_error(&format!("collection info {name}"), e))
+        })
+        .await?;
         let size = info
             .result
             .and_then(|r| r.config)
@@ -211,10 +243,15 @@ impl VectorIndex for QdrantIndex {
                     PointStruct::new(c.id.to_string(), v.clone(), payload)
                 })
                 .collect();
-            self.client
-                .upsert_points(UpsertPointsBuilder::new(&name, points).wait(true))
-                .await
-                .map_err(|e| map_error(&format!("{}: upsert into {name}", d.file_name()), e))?;
+            let span = self.span("upsert_points", &name);
+            span.record("db.operation.batch.size", points.len() as u64);
+            telemetry::in_client(span, async {
+                self.traced()
+                    .upsert_points(UpsertPointsBuilder::new(&name, points).wait(true))
+                    .await
+                    .map_err(|e| map_error(&format!("{}: upsert into {name}", d.file_name()), e))
+            })
+            .await?;
         }
         let filter = Filter {
             must: vec![Condition::matches("document_id", d.document_id.to_string())],
@@ -223,18 +260,23 @@ impl VectorIndex for QdrantIndex {
         };
         if dims > 0 || chunks.is_empty() {
             let exists = dims > 0
-                || self
-                    .client
-                    .collection_exists(&name)
-                    .await
-                    .map_err(|e| map_error("collection exists", e))?;
+                || telemetry::in_client(self.span("collection_exists", &name), async {
+                    self.traced()
+                        .collection_exists(&name)
+                        .await
+                        .map_err(|e| map_error("collection exists", e))
+                })
+                .await?;
             if exists {
-                self.client
-                    .delete_points(DeletePointsBuilder::new(&name).points(filter).wait(true))
-                    .await
-                    .map_err(|e| {
-                        map_error(&format!("{}: delete stale points", d.file_name()), e)
-                    })?;
+                telemetry::in_client(self.span("delete_points", &name), async {
+                    self.traced()
+                        .delete_points(DeletePointsBuilder::new(&name).points(filter).wait(true))
+                        .await
+                        .map_err(|e| {
+                            map_error(&format!("{}: delete stale points", d.file_name()), e)
+                        })
+                })
+                .await?;
             }
         }
         Ok(IndexReport {

@@ -24,6 +24,7 @@ pub mod notify;
 pub mod openai;
 mod pipeline;
 pub mod record;
+mod telemetry;
 
 use std::sync::Arc;
 

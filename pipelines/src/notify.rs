@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
 use crate::model::App;
+use crate::telemetry;
 
 /// Where a notification went.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
@@ -99,7 +100,20 @@ impl BrokerNotifier {
         self.amqp_connector.is_some() || self.redis.is_some()
     }
 
+    /// Publishes inside a PRODUCER span `send <queue>`, its context in the message's AMQP
+    /// headers (`traceparent`, `tracestate`) so the consumer of the notification continues
+    /// the trace.
     async fn publish_amqp(
+        &self,
+        connector: &AmqpConnector,
+        payload: &[u8],
+    ) -> Result<(), PipelineError> {
+        let span = telemetry::publish("rabbitmq", &self.queue);
+        span.record("messaging.message.body.size", payload.len() as u64);
+        telemetry::in_client(span, self.publish_amqp_now(connector, payload)).await
+    }
+
+    async fn publish_amqp_now(
         &self,
         connector: &AmqpConnector,
         payload: &[u8],
@@ -140,6 +154,12 @@ impl BrokerNotifier {
         let Some((_, channel)) = guard.as_ref() else {
             return Err(PipelineError::transient("RabbitMQ", "no channel"));
         };
+        let mut properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        if let Some(headers) = telemetry::amqp_headers() {
+            properties = properties.with_headers(headers);
+        }
         let result = async {
             channel
                 .basic_publish(
@@ -147,9 +167,7 @@ impl BrokerNotifier {
                     self.queue.as_str().into(),
                     BasicPublishOptions::default(),
                     payload,
-                    BasicProperties::default()
-                        .with_content_type("application/json".into())
-                        .with_delivery_mode(2),
+                    properties,
                 )
                 .await?
                 .await
@@ -216,7 +234,10 @@ impl Notifier for BrokerNotifier {
         }
         if let Some(client) = &self.redis {
             let channel = redis_channel(app);
-            let n = self.publish_redis(client, &channel, &payload).await?;
+            // Redis pub/sub messages have no headers: the span is there, no context is sent.
+            let span = telemetry::db("redis", "PUBLISH", &channel, "");
+            let n =
+                telemetry::in_client(span, self.publish_redis(client, &channel, &payload)).await?;
             report.redis_channel = Some((channel, n));
         }
         Ok(report)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
+use async_openai::traits::RequestOptionsBuilder;
 use async_openai::types::chat::{
     ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
     CreateChatCompletionRequestArgs,
@@ -18,6 +19,7 @@ use tokio::sync::Semaphore;
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
 use crate::model::Analysis;
+use crate::telemetry;
 
 /// Turns texts into vectors. A trait so a local model or a test double can stand in.
 #[async_trait]
@@ -37,6 +39,32 @@ pub trait Embedder: Send + Sync {
 pub trait Analyzer: Send + Sync {
     /// Analyzes a document's text (the implementation decides how much of it to send).
     async fn analyze(&self, file: &str, text: &str) -> Result<Analysis, PipelineError>;
+}
+
+/// Where the client spans of the OpenAI-compatible API say they went: the base URL without
+/// credentials and its host.
+#[derive(Clone, Debug, Default)]
+struct Endpoint {
+    base: String,
+    server: String,
+}
+
+impl Endpoint {
+    fn of(config: &PipelineConfig) -> Self {
+        let base = config.embed_base_url.as_deref().unwrap_or_default();
+        Endpoint {
+            base: telemetry::redacted_url(base.trim_end_matches('/'))
+                .trim_end_matches('/')
+                .to_string(),
+            server: telemetry::server_of(base).0,
+        }
+    }
+
+    /// CLIENT span of one request to `path` (its context goes into the request's headers).
+    fn span(&self, operation: &'static str, model: &str, path: &str) -> tracing::Span {
+        let url = format!("{}{path}", self.base);
+        telemetry::gen_ai(operation, model, &url, &self.server)
+    }
 }
 
 /// Builds the shared client for an OpenAI-compatible base URL.
@@ -115,6 +143,7 @@ where
 #[derive(Clone)]
 pub struct OpenAiEmbedder {
     client: Client<OpenAIConfig>,
+    endpoint: Endpoint,
     model: String,
     dimensions: usize,
     send_dimensions: bool,
@@ -129,6 +158,7 @@ impl OpenAiEmbedder {
     pub fn from_config(config: &PipelineConfig) -> Result<Self, PipelineError> {
         Ok(OpenAiEmbedder {
             client: client(config)?,
+            endpoint: Endpoint::of(config),
             model: config.embed_model.clone(),
             dimensions: config.embed_dimensions as usize,
             send_dimensions: config.embed_send_dimensions,
@@ -153,12 +183,17 @@ impl OpenAiEmbedder {
         let req = req
             .build()
             .map_err(|e| PipelineError::InvalidArgument(e.to_string()))?;
-        let resp = self
-            .client
-            .embeddings()
-            .create(req)
-            .await
-            .map_err(|e| map_error("embeddings", e))?;
+        let span = self.endpoint.span("embeddings", &self.model, "/embeddings");
+        span.record("mindora.embed.batch_size", texts.len() as u64);
+        let resp = telemetry::in_client(span, async {
+            self.client
+                .embeddings()
+                .headers(telemetry::http_headers())
+                .create(req)
+                .await
+                .map_err(|e| map_error("embeddings", e))
+        })
+        .await?;
         if resp.data.len() != texts.len() {
             return Err(PipelineError::transient(
                 "OpenAI-compatible API",
@@ -223,6 +258,7 @@ impl Embedder for OpenAiEmbedder {
 #[derive(Clone)]
 pub struct OpenAiAnalyzer {
     client: Client<OpenAIConfig>,
+    endpoint: Endpoint,
     model: String,
     retries: u32,
     /// Characters of the document sent (the start of it): bounds cost and context length.
@@ -237,6 +273,7 @@ impl OpenAiAnalyzer {
         };
         Ok(Some(OpenAiAnalyzer {
             client: client(config)?,
+            endpoint: Endpoint::of(config),
             model: model.clone(),
             retries: config.embed_retries,
             max_chars: 12_000,
@@ -295,12 +332,16 @@ impl Analyzer for OpenAiAnalyzer {
                 .build()
         };
         let req = build().map_err(|e| PipelineError::InvalidArgument(e.to_string()))?;
-        let resp = with_retries(self.retries, || async {
-            self.client
-                .chat()
-                .create(req.clone())
-                .await
-                .map_err(|e| map_error("chat completion", e))
+        let resp = with_retries(self.retries, || {
+            let span = self.endpoint.span("chat", &self.model, "/chat/completions");
+            telemetry::in_client(span, async {
+                self.client
+                    .chat()
+                    .headers(telemetry::http_headers())
+                    .create(req.clone())
+                    .await
+                    .map_err(|e| map_error("chat completion", e))
+            })
         })
         .await?;
         let answer = resp

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
 use crate::model::{Analysis, App, Chunk, DocumentRef, ExtractedText};
+use crate::telemetry;
 use crate::JobInfo;
 
 /// Fields of the document row a run learned; `None` keeps what is stored.
@@ -127,6 +128,19 @@ impl PgRecordStore {
         })
     }
 
+    /// CLIENT span of one call: `db.namespace` is `database|schema` as the PostgreSQL
+    /// conventions say, `db.query.summary` names the statements the call runs.
+    fn span(&self, app: &App, operation: &str, table: &str, summary: &str) -> tracing::Span {
+        let span = telemetry::db("postgresql", operation, table, self.options.get_host());
+        let database = self.options.get_database().unwrap_or("postgres");
+        span.record(
+            "db.namespace",
+            format!("{database}|{}", app.schema()).as_str(),
+        );
+        span.record("db.query.summary", summary);
+        span
+    }
+
     /// The pool (tests read the tables through it).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -163,6 +177,51 @@ impl PgRecordStore {
 #[async_trait]
 impl RecordStore for PgRecordStore {
     async fn migrate(&self, app: &App) -> Result<(), PipelineError> {
+        let span = self.span(app, "migrate", "_sqlx_migrations", "migrate");
+        telemetry::in_client(span, self.migrate_schema(app)).await
+    }
+
+    async fn record(&self, app: &App, run: &RunRecord) -> Result<(), PipelineError> {
+        let span = self.span(
+            app,
+            "INSERT",
+            "documents",
+            "INSERT documents processing_runs audit_log document_texts chunks",
+        );
+        telemetry::in_client(span, self.write_run(app, run)).await
+    }
+
+    async fn load_text(
+        &self,
+        app: &App,
+        document_id: Uuid,
+    ) -> Result<Option<ExtractedText>, PipelineError> {
+        let span = self.span(app, "SELECT", "document_texts", "SELECT document_texts");
+        telemetry::in_client(span, self.select_text(app, document_id)).await
+    }
+
+    async fn load_chunks(
+        &self,
+        app: &App,
+        document_id: Uuid,
+    ) -> Result<Vec<StoredChunk>, PipelineError> {
+        let span = self.span(app, "SELECT", "chunks", "SELECT chunks");
+        telemetry::in_client(span, self.select_chunks(app, document_id)).await
+    }
+
+    async fn load_document(
+        &self,
+        app: &App,
+        document_id: Uuid,
+    ) -> Result<Option<Value>, PipelineError> {
+        let span = self.span(app, "SELECT", "documents", "SELECT documents");
+        telemetry::in_client(span, self.select_document(app, document_id)).await
+    }
+}
+
+/// The calls of [`RecordStore`], each run inside its client span.
+impl PgRecordStore {
+    async fn migrate_schema(&self, app: &App) -> Result<(), PipelineError> {
         let schema = app.schema();
         // A private one-connection pool whose sessions have the app's search_path, so the
         // migrations' unqualified names land in the app's schema.
@@ -198,7 +257,7 @@ impl RecordStore for PgRecordStore {
         Ok(())
     }
 
-    async fn record(&self, app: &App, run: &RunRecord) -> Result<(), PipelineError> {
+    async fn write_run(&self, app: &App, run: &RunRecord) -> Result<(), PipelineError> {
         let mut tx = self.begin(app).await?;
         let d = &run.document;
         let previous: Option<String> =
@@ -346,7 +405,7 @@ impl RecordStore for PgRecordStore {
         Ok(())
     }
 
-    async fn load_text(
+    async fn select_text(
         &self,
         app: &App,
         document_id: Uuid,
@@ -368,7 +427,7 @@ impl RecordStore for PgRecordStore {
         }))
     }
 
-    async fn load_chunks(
+    async fn select_chunks(
         &self,
         app: &App,
         document_id: Uuid,
@@ -399,7 +458,7 @@ impl RecordStore for PgRecordStore {
             .collect())
     }
 
-    async fn load_document(
+    async fn select_document(
         &self,
         app: &App,
         document_id: Uuid,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tracing::Span;
 
 use super::args::Args;
 use super::progress::{Progress, RunLog};
@@ -12,6 +13,7 @@ use super::{need, option_on, Inner};
 use crate::error::PipelineError;
 use crate::model::{Chunk, ExtractedText};
 use crate::record::RecordStore;
+use crate::telemetry::{in_stage, stage};
 use crate::JobInfo;
 
 impl Inner {
@@ -40,7 +42,7 @@ impl Inner {
         progress: &Progress<'_>,
         log: &mut RunLog,
     ) -> Result<StageResult, PipelineError> {
-        let obj = self.fetch(a, progress, log).await?;
+        let obj = in_stage(stage("fetch", &a.doc), self.fetch(a, progress, log)).await?;
         Ok(StageResult::Fetched {
             doc: DocFields::of(a),
             size_bytes: obj.bytes.len(),
@@ -55,8 +57,12 @@ impl Inner {
         progress: &Progress<'_>,
         log: &mut RunLog,
     ) -> Result<StageResult, PipelineError> {
-        let obj = self.fetch(a, progress, log).await?;
-        let text = self.extract(a, obj, progress, log).await?;
+        let obj = in_stage(stage("fetch", &a.doc), self.fetch(a, progress, log)).await?;
+        let text = in_stage(
+            stage("extract", &a.doc),
+            self.extract(a, obj, progress, log),
+        )
+        .await?;
         let result = StageResult::Extracted {
             doc: DocFields::of(a),
             characters: text.text.chars().count(),
@@ -74,8 +80,12 @@ impl Inner {
         progress: &Progress<'_>,
         log: &mut RunLog,
     ) -> Result<StageResult, PipelineError> {
-        let text = self.stored_text(a).await?;
-        let chunks = self.chunk(a, &text.text, progress, log);
+        // The stage span covers loading its input from PostgreSQL.
+        let chunks = in_stage(stage("chunk", &a.doc), async {
+            let text = self.stored_text(a).await?;
+            Ok(self.chunk(a, &text.text, progress, log))
+        })
+        .await?;
         let result = StageResult::Chunked {
             doc: DocFields::of(a),
             chunks: chunks.len(),
@@ -108,9 +118,13 @@ impl Inner {
         progress: &Progress<'_>,
         log: &mut RunLog,
     ) -> Result<StageResult, PipelineError> {
-        let stored = self.stored_chunks(a).await?;
-        let chunks: Vec<Chunk> = stored.into_iter().map(|(c, _)| c).collect();
-        let vectors = self.embed(&chunks, progress, log).await?;
+        let (chunks, vectors) = in_stage(stage("embed", &a.doc), async {
+            let stored = self.stored_chunks(a).await?;
+            let chunks: Vec<Chunk> = stored.into_iter().map(|(c, _)| c).collect();
+            let vectors = self.embed(&chunks, progress, log).await?;
+            Ok((chunks, vectors))
+        })
+        .await?;
         let result = StageResult::Embedded {
             doc: DocFields::of(a),
             chunks: chunks.len(),
@@ -126,26 +140,30 @@ impl Inner {
         progress: &Progress<'_>,
         log: &mut RunLog,
     ) -> Result<StageResult, PipelineError> {
-        let text = self.stored_text(a).await?;
-        let stored = self.stored_chunks(a).await?;
-        let has_all = stored.iter().all(|(_, v)| v.is_some());
-        let chunks: Vec<Chunk> = stored.iter().map(|(c, _)| c.clone()).collect();
-        let vectors: Option<Vec<Vec<f32>>> = if has_all {
-            Some(stored.into_iter().filter_map(|(_, v)| v).collect())
-        } else if self.stages.vectors.is_some() && option_on(&a.options, "index_vectors") {
-            return Err(PipelineError::MissingInput {
-                document_id: a.doc.document_id.to_string(),
-                what: "embeddings",
-                stage: "pipelines.embed",
-            });
-        } else {
-            None
-        };
-        let meta = self.meta(a, &text, log);
-        log.fields.chunks = Some(chunks.len() as i32);
-        let indexed = self
-            .index(a, &meta, &chunks, vectors.as_deref(), progress, log)
-            .await?;
+        let (chunks, indexed) = in_stage(stage("index", &a.doc), async {
+            let text = self.stored_text(a).await?;
+            let stored = self.stored_chunks(a).await?;
+            let has_all = stored.iter().all(|(_, v)| v.is_some());
+            let chunks: Vec<Chunk> = stored.iter().map(|(c, _)| c.clone()).collect();
+            let vectors: Option<Vec<Vec<f32>>> = if has_all {
+                Some(stored.into_iter().filter_map(|(_, v)| v).collect())
+            } else if self.stages.vectors.is_some() && option_on(&a.options, "index_vectors") {
+                return Err(PipelineError::MissingInput {
+                    document_id: a.doc.document_id.to_string(),
+                    what: "embeddings",
+                    stage: "pipelines.embed",
+                });
+            } else {
+                None
+            };
+            let meta = self.meta(a, &text, log);
+            log.fields.chunks = Some(chunks.len() as i32);
+            let indexed = self
+                .index(a, &meta, &chunks, vectors.as_deref(), progress, log)
+                .await?;
+            Ok((chunks, indexed))
+        })
+        .await?;
         Ok(StageResult::IndexedChunks {
             doc: DocFields::of(a),
             chunks: chunks.len(),
@@ -164,8 +182,11 @@ impl Inner {
             "the analyze stage",
             "MINDORA_CHAT_MODEL",
         )?;
-        let text = self.stored_text(a).await?;
-        let analysis = self.analyze(a, &text.text, progress, log).await?;
+        let analysis = in_stage(stage("analyze", &a.doc), async {
+            let text = self.stored_text(a).await?;
+            self.analyze(a, &text.text, progress, log).await
+        })
+        .await?;
         Ok(StageResult::Analyzed {
             doc: DocFields::of(a),
             analysis,
@@ -199,28 +220,32 @@ impl Inner {
             "notifications",
             "MINDORA_AMQP_URL or MINDORA_NOTIFY_REDIS_URL",
         )?;
-        progress.stage("notify");
-        let doc = match &self.stages.records {
-            Some(r) => r.load_document(&a.app, a.doc.document_id).await?,
-            None => None,
-        };
-        let status = doc
-            .as_ref()
-            .and_then(|d| d["status"].as_str())
-            .unwrap_or("done")
-            .to_string();
-        let event = if status == "failed" {
-            "document.failed"
-        } else {
-            "document.processed"
-        };
-        let field = |k: &str| doc.as_ref().map_or(Value::Null, |d| d[k].clone());
-        let mut msg = Notification::new(a, job, event, (field("pages"), field("chunks")), None);
-        if doc.is_some() {
-            msg.status = status;
-            msg.error = field("error");
-        }
-        let report = notifier.notify(&a.app, &to_json(&msg)).await?;
+        let report = in_stage(stage("notify", &a.doc), async {
+            progress.stage("notify");
+            let doc = match &self.stages.records {
+                Some(r) => r.load_document(&a.app, a.doc.document_id).await?,
+                None => None,
+            };
+            let status = doc
+                .as_ref()
+                .and_then(|d| d["status"].as_str())
+                .unwrap_or("done")
+                .to_string();
+            let event = if status == "failed" {
+                "document.failed"
+            } else {
+                "document.processed"
+            };
+            let field = |k: &str| doc.as_ref().map_or(Value::Null, |d| d[k].clone());
+            let mut msg = Notification::new(a, job, event, (field("pages"), field("chunks")), None);
+            if doc.is_some() {
+                msg.status = status;
+                msg.error = field("error");
+            }
+            Span::current().record("mindora.notify.event", event);
+            notifier.notify(&a.app, &to_json(&msg)).await
+        })
+        .await?;
         Ok(StageResult::Notified {
             doc: DocFields::of(a),
             notified: report,

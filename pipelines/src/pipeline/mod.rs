@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::PipelineError;
 use crate::record::RunRecord;
+use crate::telemetry::{in_stage, stage};
 use crate::{Function, JobInfo, PipelineConfig, ProgressSink, Stages};
 
 use args::{parse_args, Args};
@@ -85,12 +86,8 @@ impl Inner {
                     progress.stage("record");
                     let started = Instant::now();
                     let recorded = to_json(&out);
-                    records
-                        .record(
-                            &a.app,
-                            &self.run_record(job, name, &a, &mut log, Ok(recorded)),
-                        )
-                        .await?;
+                    let run = self.run_record(job, name, &a, &mut log, Ok(recorded));
+                    in_stage(stage("record", &a.doc), records.record(&a.app, &run)).await?;
                     let ms = started.elapsed().as_millis() as u64;
                     log.timings.insert("record", Millis::Whole(ms));
                     out.timings_ms = log.timings.clone();
@@ -108,7 +105,10 @@ impl Inner {
                             _ => (Value::Null, Value::Null),
                         };
                         let msg = Notification::new(&a, job, "document.processed", counts, None);
-                        out.notified = Some(notifier.notify(&a.app, &to_json(&msg)).await?);
+                        let span = stage("notify", &a.doc);
+                        span.record("mindora.notify.event", "document.processed");
+                        let sent = in_stage(span, notifier.notify(&a.app, &to_json(&msg))).await?;
+                        out.notified = Some(sent);
                     }
                 }
                 progress.set(&[("stage", json!("done")), ("status", json!("done"))]);
@@ -136,7 +136,8 @@ impl Inner {
                         &mut log,
                         Err((e.kind().into(), e.to_string())),
                     );
-                    if let Err(re) = records.record(&a.app, &run).await {
+                    let recorded = in_stage(stage("record", &a.doc), records.record(&a.app, &run));
+                    if let Err(re) = recorded.await {
                         tracing::warn!(error = %re, "could not record the failure");
                     }
                 }
@@ -144,7 +145,11 @@ impl Inner {
                     if let Some(notifier) = &self.stages.notifier {
                         let counts = (Value::Null, Value::Null);
                         let msg = Notification::new(&a, job, "document.failed", counts, Some(&e));
-                        if let Err(ne) = notifier.notify(&a.app, &to_json(&msg)).await {
+                        let span = stage("notify", &a.doc);
+                        span.record("mindora.notify.event", "document.failed");
+                        let msg = to_json(&msg);
+                        let sent = in_stage(span, notifier.notify(&a.app, &msg));
+                        if let Err(ne) = sent.await {
                             tracing::warn!(error = %ne, "could not send the failure notification");
                         }
                     }

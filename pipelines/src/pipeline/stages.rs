@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use tracing::Span;
 
 use super::args::Args;
 use super::progress::{Progress, RunLog};
@@ -11,6 +12,7 @@ use super::result::{DocFields, ExtractNotes, Indexed, Processed, StageResult};
 use super::{need, option_on, Inner};
 use crate::error::PipelineError;
 use crate::model::{Analysis, Chunk, ChunkMeta, ExtractedText, FetchedObject};
+use crate::telemetry::{in_stage, stage};
 
 impl Inner {
     pub(super) async fn fetch(
@@ -31,6 +33,11 @@ impl Inner {
             .await?;
         log.fields.sha256 = Some(obj.sha256.clone());
         log.fields.size_bytes = Some(obj.bytes.len() as i64);
+        let span = Span::current();
+        span.record("mindora.document.bytes", obj.bytes.len() as u64);
+        if let Some(mime) = &obj.content_type {
+            span.record("mindora.document.mime", mime.as_str());
+        }
         log.done(
             "fetch",
             "fetched",
@@ -76,6 +83,10 @@ impl Inner {
         .map_err(|problem| PipelineError::Extract { file, problem })?;
         log.fields.kind = Some((text.kind.clone(), text.mime.clone()));
         log.fields.pages = Some(text.pages as i32);
+        let span = Span::current();
+        span.record("mindora.document.format", text.kind.as_str());
+        span.record("mindora.document.mime", text.mime.as_str());
+        span.record("mindora.document.pages", text.pages);
         log.done(
             "extract",
             "extracted",
@@ -125,6 +136,7 @@ impl Inner {
             None => self.stages.chunker.chunk(a.doc.document_id, text),
         };
         log.fields.chunks = Some(chunks.len() as i32);
+        Span::current().record("mindora.chunks.count", chunks.len() as u64);
         log.done("chunk", "chunked", t, json!({"chunks": chunks.len()}));
         progress.set(&[("chunks", json!(chunks.len()))]);
         chunks
@@ -146,6 +158,10 @@ impl Inner {
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         let report = |n: usize| progress.set(&[("embedded", json!(n))]);
         let vectors = embedder.embed(&texts, &report).await?;
+        let span = Span::current();
+        span.record("mindora.chunks.count", chunks.len() as u64);
+        span.record("mindora.vectors.count", vectors.len() as u64);
+        span.record("mindora.vectors.dimensions", embedder.dimensions() as u64);
         log.done(
             "embed",
             "embedded",
@@ -166,10 +182,13 @@ impl Inner {
     ) -> Result<Indexed, PipelineError> {
         let mut out = Indexed::default();
         let t = Instant::now();
+        Span::current().record("mindora.chunks.count", chunks.len() as u64);
         if option_on(&a.options, "index_fulltext") {
             if let Some(ft) = &self.stages.fulltext {
                 progress.stage("index_fulltext");
-                out.fulltext = Some(ft.index(&a.app, meta, chunks).await?);
+                let report = ft.index(&a.app, meta, chunks).await?;
+                Span::current().record("mindora.index.fulltext", report.target.as_str());
+                out.fulltext = Some(report);
             }
         }
         if option_on(&a.options, "index_vectors") {
@@ -181,7 +200,11 @@ impl Inner {
                     });
                 };
                 progress.stage("index_vectors");
-                out.vectors = Some(vx.index(&a.app, meta, chunks, vectors).await?);
+                let report = vx.index(&a.app, meta, chunks, vectors).await?;
+                let span = Span::current();
+                span.record("mindora.index.vectors", report.target.as_str());
+                span.record("mindora.vectors.count", vectors.len() as u64);
+                out.vectors = Some(report);
             }
         }
         if out.any() {
@@ -216,6 +239,24 @@ impl Inner {
         Ok(Some(analysis))
     }
 
+    /// [`Inner::analyze`] inside an `analyze` stage span, opened only when the stage runs.
+    pub(super) async fn analyze_staged(
+        &self,
+        a: &Args,
+        text: &str,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) -> Result<Option<Analysis>, PipelineError> {
+        if self.stages.analyzer.is_none() || !option_on(&a.options, "analyze") {
+            return Ok(None);
+        }
+        in_stage(
+            stage("analyze", &a.doc),
+            self.analyze(a, text, progress, log),
+        )
+        .await
+    }
+
     pub(super) fn meta(&self, a: &Args, text: &ExtractedText, log: &RunLog) -> ChunkMeta {
         ChunkMeta {
             document: a.doc.clone(),
@@ -237,23 +278,29 @@ impl Inner {
         log: &mut RunLog,
     ) -> Result<StageResult, PipelineError> {
         log.fields.metadata = a.options.get("metadata").cloned();
-        let obj = self.fetch(a, progress, log).await?;
+        let obj = in_stage(stage("fetch", &a.doc), self.fetch(a, progress, log)).await?;
         let (sha, size) = (obj.sha256.clone(), obj.bytes.len());
-        let text = self.extract(a, obj, progress, log).await?;
-        let chunks = self.chunk(a, &text.text, progress, log);
+        let text = in_stage(
+            stage("extract", &a.doc),
+            self.extract(a, obj, progress, log),
+        )
+        .await?;
+        let chunks = stage("chunk", &a.doc).in_scope(|| self.chunk(a, &text.text, progress, log));
         let wants_vectors = self.stages.vectors.is_some() && option_on(&a.options, "index_vectors");
         let vectors = if wants_vectors
             || (self.stages.embedder.is_some() && self.stages.fulltext.is_none())
         {
-            Some(self.embed(&chunks, progress, log).await?)
+            Some(in_stage(stage("embed", &a.doc), self.embed(&chunks, progress, log)).await?)
         } else {
             None
         };
         let meta = self.meta(a, &text, log);
-        let indexed = self
-            .index(a, &meta, &chunks, vectors.as_deref(), progress, log)
-            .await?;
-        let analysis = self.analyze(a, &text.text, progress, log).await?;
+        let indexed = in_stage(
+            stage("index", &a.doc),
+            self.index(a, &meta, &chunks, vectors.as_deref(), progress, log),
+        )
+        .await?;
+        let analysis = self.analyze_staged(a, &text.text, progress, log).await?;
         log.transitions.push(("done".into(), json!({})));
         Ok(StageResult::Processed(Processed {
             doc: DocFields::of(a),

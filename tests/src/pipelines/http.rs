@@ -26,6 +26,33 @@ impl Req {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
+
+    /// The W3C `traceparent` header ("" when absent), or the reason it breaks the W3C Trace
+    /// Context format (version 00, lowercase hex trace and parent ids that are not all zeros).
+    pub fn traceparent(&self) -> Result<String, String> {
+        let v = self.header("traceparent");
+        if v.is_empty() {
+            return Ok(String::new());
+        }
+        let parts: Vec<&str> = v.split('-').collect();
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let ok = parts.len() == 4
+            && parts[0] == "00"
+            && hex(parts[1], 32)
+            && hex(parts[2], 16)
+            && hex(parts[3], 2)
+            && parts[1].bytes().any(|b| b != b'0')
+            && parts[2].bytes().any(|b| b != b'0');
+        if ok {
+            Ok(v.to_string())
+        } else {
+            Err(format!("malformed traceparent {v:?}"))
+        }
+    }
 }
 
 /// A response, with optional HTTP/2 trailers (gRPC status).

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mindora_pipelines::PipelineConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{S3_KEY, S3_SECRET};
 
@@ -79,6 +81,64 @@ impl S3Server {
             .expect("s3 config")
             .client()
             .clone()
+    }
+
+    /// A loopback proxy in front of this server that records the `traceparent` header of every
+    /// HTTP/1.1 request passing through ("" when absent), for the tracing tests: s3s-fs runs
+    /// as its own process, so the headers it receives are read on the way in. Returns the
+    /// proxy's endpoint (configure the pipelines with it) and the recorded values.
+    pub async fn traceparent_proxy(&self) -> (String, Arc<Mutex<Vec<String>>>) {
+        let upstream = self.endpoint.trim_start_matches("http://").to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let (mut from_client, mut to_client) = client.split();
+                    let up = async {
+                        let mut head = Vec::new();
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            // Requests through the fetch stage are GETs (no body): every
+                            // blank-line-terminated block is one request head.
+                            head.extend_from_slice(&buf[..n]);
+                            while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let text = String::from_utf8_lossy(&head[..end]).to_string();
+                                head.drain(..end + 4);
+                                let tp = text
+                                    .lines()
+                                    .filter_map(|l| l.split_once(':'))
+                                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("traceparent"))
+                                    .map(|(_, v)| v.trim().to_string())
+                                    .unwrap_or_default();
+                                recorded.lock().unwrap().push(tp);
+                            }
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_server.shutdown().await;
+                    };
+                    let down = tokio::io::copy(&mut from_server, &mut to_client);
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        (format!("http://{addr}"), seen)
     }
 
     pub async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {

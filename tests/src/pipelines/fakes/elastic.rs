@@ -13,6 +13,8 @@ pub struct EsState {
     /// index -> id -> source
     pub indices: HashMap<String, HashMap<String, Value>>,
     pub violations: Vec<String>,
+    /// The `traceparent` header of every request, in order ("" when none was sent).
+    pub traceparents: Vec<String>,
     pub bulk_requests: usize,
     /// Items whose text contains this are rejected with 429 once each.
     pub busy_marker_seen: HashMap<String, bool>,
@@ -130,6 +132,10 @@ pub async fn elastic() -> FakeElastic {
     let s = state.clone();
     let addr = serve(Arc::new(move |r: Req| {
         let mut st = s.lock().unwrap();
+        match r.traceparent() {
+            Ok(tp) => st.traceparents.push(tp),
+            Err(v) => st.violations.push(v),
+        }
         st.requests.push(format!("{} {}?{}", r.method, r.path, r.query));
         let ct = r.header("content-type").to_string();
         if !(r.body.is_empty() || ct.starts_with("application/json") || ct.starts_with("application/x-ndjson") || ct.contains("elasticsearch+")) {

@@ -19,6 +19,8 @@ pub struct OpenAiState {
     pub chat_requests: usize,
     pub max_batch: usize,
     pub violations: Vec<String>,
+    /// The `traceparent` header of every request, in order ("" when none was sent).
+    pub traceparents: Vec<String>,
     /// Dimensions returned regardless of model (None: 768 for models containing "768", else 1536).
     pub force_dims: Option<usize>,
 }
@@ -40,6 +42,10 @@ pub async fn openai() -> FakeOpenAi {
     let s = state.clone();
     let addr = serve(Arc::new(move |r: Req| {
         let mut st = s.lock().unwrap();
+        match r.traceparent() {
+            Ok(tp) => st.traceparents.push(tp),
+            Err(v) => st.violations.push(v),
+        }
         if !r.header("authorization").starts_with("Bearer ") {
             st.violations.push(format!("{} without bearer token", r.path));
             return openai_error(401, "invalid_request_error", "missing api key");

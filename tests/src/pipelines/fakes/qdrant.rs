@@ -21,6 +21,8 @@ pub struct QdrantState {
     /// collection -> point id -> (vector, payload)
     pub points: HashMap<String, HashMap<String, StoredPoint>>,
     pub violations: Vec<String>,
+    /// The `traceparent` header of every request, in order ("" when none was sent).
+    pub traceparents: Vec<String>,
     pub calls: Vec<String>,
 }
 
@@ -134,6 +136,10 @@ pub async fn qdrant() -> FakeQdrant {
     let s = state.clone();
     let addr = serve(Arc::new(move |r: Req| {
         let mut st = s.lock().unwrap();
+        match r.traceparent() {
+            Ok(tp) => st.traceparents.push(tp),
+            Err(v) => st.violations.push(v),
+        }
         st.calls.push(r.path.clone());
         if !r.header("content-type").starts_with("application/grpc") || r.method != "POST" {
             st.violations.push(format!(
