@@ -82,14 +82,19 @@ def wait_http(port, proc):
     raise SystemExit("uvicorn did not answer")
 
 
-def spans_of(trace_id, want, deadline=10):
+def spans_of(trace_id, done, deadline=10):
+    """The exported spans of trace_id once done(spans) holds (or whatever came by the deadline):
+    the server span ends after the response, so it is exported last."""
     end = time.time() + deadline
-    while time.time() < end:
+    while True:
         found = [s for s in SPANS if s[0] == trace_id]
-        if len(found) >= want:
+        if done(found) or time.time() > end:
             return found
         time.sleep(0.1)
-    return [s for s in SPANS if s[0] == trace_id]
+
+
+def has_server(spans):
+    return any(s[4] == 2 for s in spans)  # SPAN_KIND_SERVER
 
 
 def run(mode, otlp_port, r, amqp_queue):
@@ -122,8 +127,8 @@ def run(mode, otlp_port, r, amqp_queue):
         )
         if tp:
             _, trace_id, parent, _ = tp.split("-")
-            found = spans_of(trace_id, 2)
-            server = [s for s in found if s[4] == 2]  # SPAN_KIND_SERVER
+            found = spans_of(trace_id, lambda f: has_server(f) and any(s[1] == parent for s in f))
+            server = [s for s in found if s[4] == 2]
             producer = [s for s in found if s[1] == parent]
             check(f"[{mode}] the HTTP server span is in the job's trace", bool(server), repr(found))
             check(
@@ -143,8 +148,8 @@ def run(mode, otlp_port, r, amqp_queue):
         check(f"[{mode}] the AMQP message has a traceparent header", tp.startswith("00-"), repr(headers))
         check(f"[{mode}] the AMQP body is the task envelope", method and json.loads(body)["id"] == out["task_id"])
         if tp:
-            found = spans_of(tp.split("-")[1], 2)
-            check(f"[{mode}] the AMQP publish joined the HTTP request's trace", any(s[4] == 2 for s in found), repr(found))
+            found = spans_of(tp.split("-")[1], has_server)
+            check(f"[{mode}] the AMQP publish joined the HTTP request's trace", has_server(found), repr(found))
     finally:
         proc.terminate()
         proc.wait(10)
