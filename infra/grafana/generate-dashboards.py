@@ -262,7 +262,7 @@ def infra():
     b.panel("Qdrant collections / vectors", [("collections_total", "collections"), ("sum(collections_vector_total)", "vectors")], w=6)
     b.panel("Qdrant REST requests", [("sum(rate(rest_responses_total[$__rate_interval]))", "requests/s"),
                                      ("sum(rate(rest_responses_fail_total[$__rate_interval]))", "failures/s")], unit="ops", w=6)
-    b.panel("Consul, Grafana, Alertmanager, Prometheus up", [('up{job=~"consul|grafana|alertmanager|prometheus"}', "{{job}}")], w=24, h=6)
+    b.panel("Consul, Grafana, Alertmanager, Prometheus, Jaeger up", [('up{job=~"consul|grafana|alertmanager|prometheus|jaeger"}', "{{job}}")], w=24, h=6)
     b.dump("mindora-infrastructure", "infrastructure", ["mindora"], [], "infrastructure.json")
 
 
