@@ -111,6 +111,7 @@ check_compose_config() {
     cp .env.example "$d/.env"
     cp -r infra "$d/infra"
     mkdir -p "$d/worker" && cp worker/Dockerfile "$d/worker/"
+    mkdir -p "$d/examples" && cp -r examples/fastapi-app "$d/examples/"
     (cd "$d" && docker-compose config -q)
     (cd "$d" && docker-compose config --services | grep -qx worker) || { echo "worker service missing"; return 1; }
 }

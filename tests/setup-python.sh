@@ -8,6 +8,9 @@
 #                               rq==2.12.0 and redis==5.2.1; rq-dashboard imports six
 #                               without declaring it)
 #   $MINDORA_CACHE/venv-ruff   ruff==0.17.5, the Python linter .ci/run runs (config: ruff.toml)
+#   $MINDORA_CACHE/venv-otel   rq==2.12.0 with opentelemetry-api/-sdk==1.45.1: a team venv
+#                               with OpenTelemetry, for the --python trace tests (issue 21)
+#   $MINDORA_CACHE/venv-fastapi examples/fastapi-app/requirements.txt, for its smoke test
 set -euo pipefail
 cache="${MINDORA_CACHE:-$HOME/.cache/mindora}"
 mkdir -p "$cache"
@@ -40,5 +43,24 @@ if ! { [ -x "$ruff_venv/bin/ruff" ] && [ "$("$ruff_venv/bin/ruff" --version)" = 
   rm -rf "$ruff_venv"
   python3 -m venv "$ruff_venv"
   "$ruff_venv/bin/pip" install --quiet --disable-pip-version-check "ruff==$ruff_version"
+fi
+otel="$cache/venv-otel"
+otel_version=1.45.1
+if ! { [ -x "$otel/bin/python" ] && "$otel/bin/python" -c "
+import importlib.metadata as m, sys
+sys.exit(0 if (m.version('opentelemetry-sdk'), m.version('rq'), m.version('redis')) == ('$otel_version', '2.12.0', '$redis_py') else 1)" 2>/dev/null; }; then
+  rm -rf "$otel"
+  python3 -m venv "$otel"
+  "$otel/bin/pip" install --quiet --disable-pip-version-check rq==2.12.0 "redis==$redis_py" \
+    "opentelemetry-api==$otel_version" "opentelemetry-sdk==$otel_version"
+fi
+fastapi="$cache/venv-fastapi"
+fastapi_req="$(cd "$(dirname "$0")/.." && pwd)/examples/fastapi-app/requirements.txt"
+fastapi_stamp="$fastapi/requirements.sha256"
+if ! { [ -x "$fastapi/bin/python" ] && [ "$(cat "$fastapi_stamp" 2>/dev/null)" = "$(sha256sum < "$fastapi_req")" ]; }; then
+  rm -rf "$fastapi"
+  python3 -m venv "$fastapi"
+  "$fastapi/bin/pip" install --quiet --disable-pip-version-check -r "$fastapi_req"
+  sha256sum < "$fastapi_req" > "$fastapi_stamp"
 fi
 echo "python venvs ready in $cache"

@@ -3,7 +3,8 @@
 # - kibana_system password; users mindora_worker (exactly the privileges of the API calls the
 #   worker makes: infra/check.sh derives them from pipelines/src/index_fulltext.rs),
 #   elasticsearch_exporter (monitor, read_ilm) and log_shipper (Filebeat: append to the
-#   mindora-logs-* data streams only); one role + user per app for its own indices;
+#   mindora-logs-* data streams only), grafana_logs (Grafana's logs data source, for
+#   trace-to-logs: read mindora-logs-* only); one role + user per app for its own indices;
 # - ILM policy mindora-logs and the data-stream template mindora-logs (container logs shipped
 #   by Filebeat, worker JSON fields mapped); per app the {app}-logs-* template and the first
 #   write index behind the {app}-logs rollover alias (the app's own logs);
@@ -38,10 +39,12 @@ es PUT /_security/role/elasticsearch_exporter "$(cat "$INFRA/elasticsearch/role-
 es PUT /_security/user/elasticsearch_exporter "{\"password\":\"${ELASTIC_EXPORTER_PASSWORD:?}\",\"roles\":[\"elasticsearch_exporter\"]}"
 es PUT /_security/role/log_shipper "$(cat "$INFRA/elasticsearch/role-log_shipper.json")"
 es PUT /_security/user/log_shipper "{\"password\":\"${ELASTIC_SHIPPER_PASSWORD:?}\",\"roles\":[\"log_shipper\"]}"
+es PUT /_security/role/grafana_logs "$(cat "$INFRA/elasticsearch/role-grafana_logs.json")"
+es PUT /_security/user/grafana_logs "{\"password\":\"${ELASTIC_GRAFANA_PASSWORD:?}\",\"roles\":[\"grafana_logs\"]}"
 # The named Kibana login (not the elastic superuser).
 es PUT /_security/role/mindora_ui "$(cat "$INFRA/elasticsearch/role-mindora_ui.json")"
 es PUT "/_security/user/${KIBANA_UI_USER:?}" "{\"password\":\"${KIBANA_UI_PASSWORD:?}\",\"roles\":[\"mindora_ui\"]}"
-log "users kibana_system, mindora_worker, elasticsearch_exporter, log_shipper, $KIBANA_UI_USER (Kibana login)"
+log "users kibana_system, mindora_worker, elasticsearch_exporter, log_shipper, grafana_logs, $KIBANA_UI_USER (Kibana login)"
 
 es PUT /_ilm/policy/mindora-logs "$(render "$INFRA/elasticsearch/ilm-logs.json")"
 es PUT /_index_template/mindora-logs "$(cat "$INFRA/elasticsearch/template-container-logs.json")"

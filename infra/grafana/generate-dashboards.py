@@ -4,9 +4,26 @@
 that every metric the queries name really exists."""
 import json
 import os
+import urllib.parse
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboards")
 DS = {"type": "prometheus", "uid": "prometheus"}
+# The Jaeger data source (infra/grafana/provisioning/datasources/): traces, linked to the logs.
+JAEGER = {"type": "jaeger", "uid": "jaeger"}
+
+
+def explore_traces(service, tags=""):
+    """A Grafana Explore URL that searches Jaeger for `service`'s traces (logfmt `tags`)."""
+    query = {"refId": "A", "datasource": JAEGER, "queryType": "search", "service": service, "limit": 50}
+    if tags:
+        query["tags"] = tags
+    panes = {"traces": {"datasource": JAEGER["uid"], "queries": [query], "range": {"from": "now-1h", "to": "now"}}}
+    return "/explore?schemaVersion=1&orgId=1&panes=" + urllib.parse.quote(json.dumps(panes, separators=(",", ":")))
+
+
+def link(title, url, tooltip):
+    return {"title": title, "type": "link", "url": url, "tooltip": tooltip, "icon": "external link",
+            "targetBlank": False, "keepTime": False, "includeVars": False, "asDropdown": False, "tags": []}
 
 
 class Board:
@@ -58,12 +75,13 @@ class Board:
         self.x += w
         self.row_h = max(self.row_h, h)
 
-    def dump(self, uid, title, tags, templating, filename):
+    def dump(self, uid, title, tags, templating, filename, links=()):
         d = {
             "uid": uid, "title": title, "tags": tags, "timezone": "browser", "editable": False,
             "schemaVersion": 39, "version": 1, "refresh": "30s",
             "time": {"from": "now-3h", "to": "now"},
             "templating": {"list": templating}, "annotations": {"list": []},
+            "links": list(links),
             "panels": self.panels,
         }
         with open(os.path.join(OUT, filename), "w") as f:
@@ -179,7 +197,13 @@ def tasks():
     b.dump("mindora-tasks", "mindora tasks", ["mindora"],
            [var("source", "label_values(mindora_jobs_started_total, source)", "source"),
             var("queue", 'label_values(mindora_jobs_started_total{source=~"$source"}, queue)', "queue")],
-           "mindora-tasks.json")
+           "mindora-tasks.json",
+           # Traces (issue 21): the worker's spans in Jaeger; each span links to its log
+           # lines in Elasticsearch (trace-to-logs on the Jaeger data source).
+           [link("Traces: worker", explore_traces("mindora-worker"),
+                 "Grafana Explore: the worker's traces of the last hour in Jaeger (service mindora-worker)"),
+            link("Traces: failed jobs", explore_traces("mindora-worker", "error=true"),
+                 "Grafana Explore: the worker's traces with an error span (status ERROR)")])
 
 
 def infra():
@@ -238,7 +262,7 @@ def infra():
     b.panel("Qdrant collections / vectors", [("collections_total", "collections"), ("sum(collections_vector_total)", "vectors")], w=6)
     b.panel("Qdrant REST requests", [("sum(rate(rest_responses_total[$__rate_interval]))", "requests/s"),
                                      ("sum(rate(rest_responses_fail_total[$__rate_interval]))", "failures/s")], unit="ops", w=6)
-    b.panel("Consul, Grafana, Alertmanager, Prometheus up", [('up{job=~"consul|grafana|alertmanager|prometheus"}', "{{job}}")], w=24, h=6)
+    b.panel("Consul, Grafana, Alertmanager, Prometheus, Jaeger up", [('up{job=~"consul|grafana|alertmanager|prometheus|jaeger"}', "{{job}}")], w=24, h=6)
     b.dump("mindora-infrastructure", "infrastructure", ["mindora"], [], "infrastructure.json")
 
 

@@ -33,7 +33,7 @@ VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-
 BRACED_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CONFIG_EXT = (".yml", ".yaml", ".json", ".conf", ".txt", ".hcl", ".tmpl", ".template")
 STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "s3", "elasticsearch", "kibana", "qdrant",
-            "prometheus", "alertmanager", "grafana"]
+            "prometheus", "alertmanager", "grafana", "jaeger"]
 
 # One-shot jobs that only provision a UI: nothing has to wait for them.
 LEAF_ONESHOTS = {"kibana-init", "grafana-init"}

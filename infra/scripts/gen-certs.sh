@@ -17,7 +17,7 @@ domain=${DOMAIN:-localhost}
 days=${CERT_DAYS:-825}
 
 # The UI host names (nginx server_name, certificate SAN): keep in step with conf.d/mindora.conf.
-UIS="grafana kibana rabbitmq consul prometheus alertmanager rq"
+UIS="grafana kibana rabbitmq consul prometheus alertmanager rq jaeger"
 
 # openssl is baked into the nginx-init image (infra/nginx/init.Dockerfile): nothing is
 # installed at run time.

@@ -29,5 +29,6 @@ prometheus 65534:65534 750
 alertmanager 65534:65534 750
 grafana 472:0 750
 filebeat 0:0 750
+jaeger 10001:10001 750
 LIST
 echo "data directories ready under $root"

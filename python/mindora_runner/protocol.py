@@ -7,13 +7,18 @@ Every message is one frame::
     H bytes             header: a UTF-8 JSON object whose "t" names the message
     N - 4 - H bytes     body: opaque bytes (serialized return value, exc_string, ...)
 
-Worker -> runner: ``job`` (tag, id, origin, serializer, timeout), ``callback`` (run a
+Worker -> runner: ``job`` (tag, id, origin, serializer, timeout, and ``trace``: the W3C
+headers of the worker's span, absent when tracing is off; see ``tracing``), ``callback`` (run a
 job's failure/stopped callback after its process was killed), ``cancel`` (tag, reason; for
 ``async def`` jobs), ``exit``.
 Runner -> worker: ``hello`` (protocol, pid, versions, async slots) once at start,
 ``started`` (tag, mode sync|async), ``phase`` (tag, callback timeout), ``meta`` (tag: the
 job saved its meta), ``ok`` (body: serialized return value), ``err`` (body: exc_string),
 ``hb`` (heartbeat with RSS). ``ok``/``err`` carry the process RSS so the worker can recycle.
+
+Within a version a message may gain optional fields (omitted when empty) and both sides
+ignore header keys they do not know; anything an older peer would misread needs a new
+version (the worker refuses a runner of another version).
 """
 
 import json

@@ -20,7 +20,7 @@ import rq
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from . import compat
+from . import compat, tracing
 from .protocol import PROTOCOL_VERSION, read_frame
 
 HEARTBEAT_SECS = 2.0
@@ -139,14 +139,24 @@ class Runner:
             else:  # as rq's perform_job: a job that cannot start still gets on_failure
                 self.main_jobs.put((self._failed, (tag, job, sys.exc_info())))
             return
+        trace = header.get("trace")
         if inspect.iscoroutinefunction(func):
             self.writer.send({"t": "started", "tag": tag, "mode": "async"})
-            self.loop.call_soon_threadsafe(self._start_task, tag, job, header.get("timeout"))
+            self.loop.call_soon_threadsafe(self._start_task, tag, job, header.get("timeout"), trace)
         else:
             self.writer.send({"t": "started", "tag": tag, "mode": "sync"})
-            self.main_jobs.put((self._run_sync, (tag, job)))
+            self.main_jobs.put((self._run_sync, (tag, job, trace)))
 
-    def _run_sync(self, tag, job):
+    def _run_sync(self, tag, job, trace=None):
+        # The worker's span is current for the call and the callbacks, then the previous
+        # context again, whatever the outcome (a timeout kills the process instead).
+        token = tracing.attach(trace)
+        try:
+            self._call_sync(tag, job)
+        finally:
+            tracing.detach(token)
+
+    def _call_sync(self, tag, job):
         try:
             with compat.current_job(job):
                 result = job.func(*job.args, **job.kwargs)
@@ -157,10 +167,19 @@ class Runner:
             return
         self._succeeded(tag, job, result)
 
-    def _start_task(self, tag, job, timeout):
-        self.tasks[tag] = self.loop.create_task(self._run_async(tag, job, timeout))
+    def _start_task(self, tag, job, timeout, trace=None):
+        self.tasks[tag] = self.loop.create_task(self._run_async(tag, job, timeout, trace))
 
-    async def _run_async(self, tag, job, timeout):
+    async def _run_async(self, tag, job, timeout, trace=None):
+        # Attached inside the task: a task runs in its own copy of the context, so this
+        # reaches the function and its callbacks and no other job on the loop.
+        token = tracing.attach(trace)
+        try:
+            await self._call_async(tag, job, timeout)
+        finally:
+            tracing.detach(token)
+
+    async def _call_async(self, tag, job, timeout):
         try:
             with compat.current_job(job):
                 result = await job.func(*job.args, **job.kwargs)

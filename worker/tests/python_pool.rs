@@ -21,6 +21,7 @@ fn job(id: &str, timeout_secs: u64) -> PyJob {
         id: id.to_string(),
         origin: "py".to_string(),
         timeout: Some(Duration::from_secs(timeout_secs)),
+        trace: Default::default(),
     }
 }
 

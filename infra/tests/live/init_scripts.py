@@ -266,7 +266,7 @@ def main():
             want_tpl = {"mindora-logs"} | {f"{a}-logs" for a in apps}
             ok = ok and set(st["templates"]) == want_tpl and "mindora-logs" in st["ilm"] and \
                 "data_stream" in st["templates"]["mindora-logs"] and \
-                {"mindora_worker", "elasticsearch_exporter", "log_shipper"} <= set(st["roles"])
+                {"mindora_worker", "elasticsearch_exporter", "log_shipper", "grafana_logs"} <= set(st["roles"])
             detail += f"; templates {sorted(st['templates'])}; roles {sorted(st['roles'])}"
         if name == "qdrant-init":
             want = {f"{a}_documents" for a in apps}

@@ -43,10 +43,13 @@ impl Handler for PythonHandler {
                 ));
             }
             let timeout = ctx.raw().and_then(|r| r.timeout);
+            // Read here, inside the future: it is polled within the attempt's span, so this
+            // is that span's context (empty when tracing is off).
             let job = PyJob {
                 id: ctx.id.clone(),
                 origin: ctx.queue.clone(),
                 timeout,
+                trace: mindora_sdk::trace::current(),
             };
             match pool.run(job).await {
                 PyOutcome::Returned(bytes) => Ok(Output::Serialized(bytes)),

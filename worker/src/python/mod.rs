@@ -28,7 +28,7 @@ pub use pool::{PoolStats, PythonPool};
 use std::time::Duration;
 
 /// One rq job for the pool: the runner reads the job hash itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PyJob {
     /// rq job id.
     pub id: String,
@@ -36,6 +36,11 @@ pub struct PyJob {
     pub origin: String,
     /// rq's `job_timeout` (None: no limit).
     pub timeout: Option<Duration>,
+    /// W3C trace headers the runner makes current around the call (empty: none). The
+    /// worker's handler fills them from the attempt's span
+    /// ([`mindora_sdk::trace::current`]), so Python code instrumented with OpenTelemetry
+    /// continues the worker's trace.
+    pub trace: mindora_sdk::trace::Carrier,
 }
 
 /// Why a Python job did not return.

@@ -4,6 +4,12 @@
 //! A frame is `u32 BE total length`, `u32 BE header length`, a JSON header whose `t` names
 //! the message, then an opaque body (a serialized return value, an `exc_string`). Pickle
 //! never crosses into Rust as anything but opaque bytes.
+//!
+//! Within a version, a message may gain optional fields (skipped when empty) and both sides
+//! ignore header keys they do not know, so a runner of the same version without the field
+//! still works; anything an older peer would misread needs a new version.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -31,6 +37,11 @@ pub enum ToRunner {
         serializer: Option<String>,
         /// The job's timeout in seconds, for messages.
         timeout: u64,
+        /// The W3C trace context (`traceparent`, `tracestate`) of the worker's span for this
+        /// attempt: the runner makes it current around the call so the team's own
+        /// OpenTelemetry instrumentation continues the trace. Absent when tracing is off.
+        #[serde(skip_serializing_if = "HashMap::is_empty")]
+        trace: HashMap<String, String>,
     },
     /// Run a job's `on_failure` / `on_stopped` callback after its own process was killed.
     Callback {
@@ -200,5 +211,25 @@ mod tests {
         assert!(read_frame(&mut r).await.expect("clean end").is_none());
         let mut bad: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 9];
         assert!(read_frame(&mut bad).await.is_err());
+    }
+
+    #[test]
+    fn a_job_carries_its_trace_context_only_when_there_is_one() {
+        let job = |trace: HashMap<String, String>| ToRunner::Job {
+            tag: 1,
+            id: "j".into(),
+            origin: "q".into(),
+            serializer: None,
+            timeout: 5,
+            trace,
+        };
+        let head = |msg: &ToRunner| {
+            let frame = encode(msg, b"").expect("encodes");
+            serde_json::from_slice::<serde_json::Value>(&frame[8..]).expect("json")
+        };
+        assert!(head(&job(HashMap::new())).get("trace").is_none());
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let with = head(&job(HashMap::from([("traceparent".into(), tp.into())])));
+        assert_eq!(with["trace"], serde_json::json!({ "traceparent": tp }));
     }
 }

@@ -34,6 +34,7 @@ impl PythonPool {
             origin: job.origin.clone(),
             serializer: self.inner.cfg.serializer.clone(),
             timeout,
+            trace: job.trace.clone(),
         };
         let limit = job.timeout.map(|_| Duration::from_secs(timeout));
         match self.dispatch(&job.id, msg, limit, timeout).await {
