@@ -78,7 +78,6 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
 }
 
 #[test]
-#[ignore = "needs the worker's span export (issue 21, engine side); see the module doc"]
 fn a_python_job_continues_the_producers_trace_through_the_worker() -> Result<()> {
     let db = RedisDb::lease()?;
     let receiver = Receiver::start()?;
