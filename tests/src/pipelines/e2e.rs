@@ -42,6 +42,11 @@ impl Env {
 
     /// The real `mindora-worker`, configured through its CLI flags only.
     pub fn start_worker(&self, name: &str) -> Result<WorkerProcess> {
+        self.start_worker_with(name, &[])
+    }
+
+    /// [`Env::start_worker`] with extra environment variables (e.g. `OTEL_*`).
+    pub fn start_worker_with(&self, name: &str, envs: &[(&str, &str)]) -> Result<WorkerProcess> {
         let dims = DIMS.to_string();
         let model = format!("fake-embed-{DIMS}");
         let args = [
@@ -84,7 +89,7 @@ impl Env {
             "--chunk-overlap",
             "80",
         ];
-        WorkerProcess::start(&self.db, name, &args)
+        WorkerProcess::spawn(&self.db.url(), name, &args, envs)
     }
 
     /// Runs a Python snippet with rq `version`; `P` is `params` (a dict), and the snippet's last
