@@ -28,7 +28,7 @@ fn otel_python() -> Result<std::path::PathBuf> {
 }
 
 fn config(interpreter: std::path::PathBuf, db: &RedisDb) -> PoolConfig {
-    let mut cfg = PoolConfig::new(interpreter, db.url());
+    let mut cfg = PoolConfig::new(interpreter, db.url()).expect("the pool flags' defaults");
     cfg.python_path = vec![repo_root().join("python"), repo_root().join("tests/python")];
     cfg.processes = 1;
     cfg
