@@ -292,3 +292,48 @@ fn each_cron_tick_is_a_trace_of_its_own_from_producer_to_attempt() -> Result<()>
     );
     Ok(())
 }
+
+#[test]
+fn a_webhook_is_a_client_span_of_the_attempt_and_carries_its_context() -> Result<()> {
+    let receiver = OtlpReceiver::start()?;
+    let hooks = mindora_tests::hook_server::HookServer::start()?;
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue(&format!(
+        r#"
+from rq import Webhook
+q.enqueue("mindora.echo", 1, job_id="hooked", webhooks=[Webhook("{}", "finished", method="POST")],
+          meta={{"traceparent": "00-{TRACE}-{PARENT}-01"}})
+"#,
+        hooks.url("/done?token=secret")
+    ))?;
+    let endpoint = receiver.http_endpoint();
+    let _w = worker(&rq, "w-trace-hook", &otel_env(&endpoint, "http/protobuf"))?;
+    wait_statuses(&rq.db, &ids(&["hooked"]), &["finished"], T)?;
+    let spans = receiver.wait_for(T, "the webhook span", |s| {
+        s.iter()
+            .any(|c| c.kind == kind::CLIENT && c.trace_id == TRACE)
+    })?;
+    let process = &process_spans(&spans, "hooked")[0];
+    let hook = spans
+        .iter()
+        .find(|c| c.kind == kind::CLIENT && c.trace_id == TRACE)
+        .context("client span")?;
+    ensure!(hook.parent_span_id == process.span_id, "{hook:#?}");
+    ensure!(
+        hook.attr("http.response.status_code") == Some("200"),
+        "{hook:#?}"
+    );
+    ensure!(
+        hook.attr("url.full").is_some_and(|u| !u.contains("secret")),
+        "no query in the span: {hook:#?}"
+    );
+    let got = hooks.requests();
+    let req = got.first().context("the webhook request")?;
+    ensure!(
+        req.headers.get("traceparent").map(String::as_str)
+            == Some(format!("00-{TRACE}-{}-01", hook.span_id).as_str()),
+        "headers {:?}",
+        req.headers
+    );
+    Ok(())
+}

@@ -19,7 +19,7 @@ use mindora_sdk::wire::JobHash;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 /// Counter: webhook requests by `outcome`.
 pub const WEBHOOKS_TOTAL: &str = "mindora_webhooks_total";
@@ -149,8 +149,25 @@ pub fn dispatch(hash: &JobHash, status: Terminal, ended: DateTime<Utc>, exc: Opt
         };
         let job_id = hash.id.clone();
         let body = body.clone();
+        // A CLIENT span under the job's attempt (settling runs in it); the request carries
+        // its `traceparent`, so the receiving service continues the job's trace.
+        let span = tracing::info_span!(
+            "webhook",
+            otel.name = %hook.method,
+            otel.kind = "client",
+            http.request.method = %hook.method,
+            url.full = %redacted(&hook.url),
+            mindora.webhook.status = status.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
         tokio::spawn(async move {
-            let outcome = send(&hook, &body).await;
+            let outcome = send(&hook, &body).instrument(span.clone()).await;
+            if let Err((_, why)) = &outcome {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", why.as_str());
+            }
             drop(permit);
             match &outcome {
                 Ok(()) => debug!(job_id, url = %hook.url, "webhook sent"),
@@ -164,6 +181,20 @@ pub fn dispatch(hash: &JobHash, status: Terminal, ended: DateTime<Utc>, exc: Opt
             };
             metrics::counter!(WEBHOOKS_TOTAL, "outcome" => label).increment(1);
         });
+    }
+}
+
+/// The URL without user info, query or fragment (they may hold secrets), for spans.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid>".into(),
     }
 }
 
@@ -184,6 +215,9 @@ async fn send(hook: &Webhook, body: &Value) -> Result<(), (&'static str, String)
             .body(body.to_string()),
         other => return Err(("invalid", format!("unsupported method {other}"))),
     };
+    for (k, v) in mindora_sdk::trace::current() {
+        req = req.header(k, v);
+    }
     for (k, v) in hook.headers.iter().flatten() {
         let v = match v {
             Value::String(s) => s.clone(),
@@ -202,6 +236,7 @@ async fn send(hook: &Webhook, body: &Value) -> Result<(), (&'static str, String)
                 ("failed", e.to_string())
             }
         })?;
+    tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
     // urllib's urlopen raises on 4xx/5xx, so rq logs those as failures too.
     if resp.status().is_client_error() || resp.status().is_server_error() {
         return Err(("http_error", format!("HTTP {}", resp.status())));

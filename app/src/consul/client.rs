@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::registration::ServiceRegistration;
 
@@ -153,11 +154,31 @@ impl ConsulClient {
     }
 
     async fn send(&self, what: &str, rb: RequestBuilder) -> Result<reqwest::Response, ConsulError> {
-        let resp = rb.send().await.map_err(|source| ConsulError::Unreachable {
-            addr: self.base.clone(),
-            source,
+        // A CLIENT span per agent call (with tracing on), its context in the request.
+        let span = tracing::info_span!(
+            "consul",
+            otel.name = %format!("consul {what}"),
+            otel.kind = "client",
+            server.address = %self.base,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let mut rb = rb;
+        for (k, v) in span.in_scope(mindora_sdk::trace::current) {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.send().instrument(span.clone()).await.map_err(|source| {
+            span.record("otel.status_code", "ERROR");
+            ConsulError::Unreachable {
+                addr: self.base.clone(),
+                source,
+            }
         })?;
         let status = resp.status();
+        span.record("http.response.status_code", status.as_u16());
+        if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+            span.record("otel.status_code", "ERROR");
+        }
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok(resp);
         }
