@@ -1,7 +1,7 @@
 //! Tracing on the AMQP source: a message whose headers carry W3C context (as pika's and
 //! Celery's instrumentations publish it) is processed in a CONSUMER span continuing that
 //! trace; a retried message keeps it on every attempt; the SDK's publisher writes the
-//! caller's context into the headers. Spans go over OTLP/HTTP to the test kit's receiver,
+//! caller's context into the headers, and the rq SDK into `job.meta`. Spans go over OTLP/HTTP to the test kit's receiver,
 //! which decodes them with the official protobuf definitions.
 //!
 //! One test in this file: it installs the process-wide tracing subscriber.
@@ -117,6 +117,36 @@ async fn amqp_headers_carry_the_trace_through_attempts_and_the_sdk_writes_them()
     let got = &consumer(&spans, "sdk-1")[0];
     assert_eq!(got.trace_id, caller.trace_id().to_string());
     assert_eq!(got.parent_span_id, caller.span_id().to_string());
+    // The rq SDK writes it into `job.meta`, where Python's instrumentation would.
+    let db = mindora_tests::RedisDb::lease().expect("redis db");
+    let rq = mindora_sdk::Client::connect(&db.url()).await.expect("sdk");
+    let span = tracing::info_span!("enqueuer", otel.kind = "producer");
+    let caller = {
+        use tracing::Instrument;
+        async {
+            let opts = mindora_sdk::EnqueueOptions {
+                job_id: Some("traced-rq".into()),
+                ..Default::default()
+            };
+            rq.enqueue("default", "mindora.noop", vec![], Default::default(), opts)
+                .await
+                .expect("enqueue");
+            tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current())
+        }
+        .instrument(span)
+        .await
+    };
+    let meta = rq
+        .job("traced-rq")
+        .await
+        .expect("job")
+        .meta(mindora_sdk::Serializer::Pickle);
+    let sc = caller.span().span_context().clone();
+    assert_eq!(
+        meta.get("traceparent").and_then(|v| v.as_str()),
+        Some(format!("00-{}-{}-01", sc.trace_id(), sc.span_id()).as_str()),
+        "meta {meta:?}"
+    );
     assert_eq!(receiver.refused(), 0);
     client.close().await.ok();
     worker.stop().await;
