@@ -142,6 +142,9 @@ def es_calls(src):
     """[(api, uses_refresh)] for every request chain `client[.indices()].api(...)...send()`."""
     flat = re.sub(r"\s+", "", src)
     calls = []
+    # `let indices = self.client.indices(); indices.put_index_template(..)` is the same chain
+    # (the Indices namespace must outlive the request builder borrowing it).
+    flat = re.sub(r"let([a-z_]+)=self\.client\.indices\(\);let(?:mut)?[a-z_]+=\1\.", r"self.client.indices().", flat)
     for m in re.finditer(r"\.client(?:\.indices\(\))?\.([a-z_]+)\((.*?)\.send\(\)", flat):
         refresh = re.search(r"\.refresh\((?!false\)|Refresh::False\))", m.group(2)) is not None
         calls.append((m.group(1), refresh))
