@@ -95,13 +95,30 @@ impl Telemetry {
     {
         let tracer = self.provider.tracer("mindora-worker");
         let levels = EnvFilter::try_new(OTEL_FILTER).unwrap_or_else(|_| EnvFilter::new("info"));
-        let not_log_only = tracing_subscriber::filter::filter_fn(|meta| {
-            !(meta.is_span() && meta.name() == "job" && meta.target() == "mindora_worker::core")
-        });
+        // Spans (not the engine's log-only `job` span), and only the events worth a span
+        // event (warnings and errors: a failing stage's `exception`): every info line of
+        // every job as a span event cost more than the span itself.
+        fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+            if meta.is_span() {
+                !(meta.name() == "job" && meta.target() == "mindora_worker::core")
+            } else {
+                *meta.level() <= tracing::Level::WARN
+            }
+        }
+        // A `FilterFn` reads only metadata, so its answer is cached per callsite.
+        let wanted = tracing_subscriber::filter::filter_fn(wanted);
+        // No per-span thread ids, targets, source locations, busy/idle clocks or OpenTelemetry
+        // context activation (clock reads and a thread-local push on every poll of every job
+        // future): none answers a question a job trace asks, and our propagation reads the
+        // tracing span's context directly (`mindora_sdk::trace`).
         let layer: Filtered<_, _, S> = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
-            .with_filter(levels.and(not_log_only));
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
+            .with_context_activation(false)
+            .with_filter(levels.and(wanted));
         Box::new(layer)
     }
 }
