@@ -1,6 +1,7 @@
 //! Tracing on the AMQP source: a message whose headers carry W3C context (as pika's and
 //! Celery's instrumentations publish it) is processed in a CONSUMER span continuing that
-//! trace; a retried message keeps it on every attempt; the SDK's publisher writes the
+//! trace (and a real pika publisher with `opentelemetry-instrumentation-pika` is the parent of
+//! the attempt); a retried message keeps it on every attempt; the SDK's publisher writes the
 //! caller's context into the headers, and the rq SDK into `job.meta`. Spans go over OTLP/HTTP to the test kit's receiver,
 //! which decodes them with the official protobuf definitions.
 //!
@@ -117,6 +118,34 @@ async fn amqp_headers_carry_the_trace_through_attempts_and_the_sdk_writes_them()
     let got = &consumer(&spans, "sdk-1")[0];
     assert_eq!(got.trace_id, caller.trace_id().to_string());
     assert_eq!(got.parent_span_id, caller.span_id().to_string());
+    // A real pika publisher with `opentelemetry-instrumentation-pika` (the FastAPI example's
+    // venv): its PRODUCER span is the parent of the worker's attempt.
+    let venv = mindora_tests::cache_dir().join("venv-fastapi/bin/python");
+    let body = serde_json::to_string(&{
+        let mut e = Envelope::new("test.record", vec![json!(4)]);
+        e.id = "pika-real".into();
+        e
+    })
+    .unwrap();
+    let out = std::process::Command::new(&venv)
+        .arg("-c")
+        .arg(PIKA_PRODUCER)
+        .env("EP", receiver.http_endpoint())
+        .env("Q", &fx.queue)
+        .env("BODY", body)
+        .output()
+        .expect("python with pika");
+    assert!(out.status.success(), "pika producer: {out:?}");
+    let spans = wait_spans(&receiver, |s| !consumer(s, "pika-real").is_empty()).await;
+    let got = &consumer(&spans, "pika-real")[0];
+    let producer = spans
+        .iter()
+        .find(|s| s.span_id == got.parent_span_id)
+        .unwrap_or_else(|| panic!("no parent for {got:#?}"));
+    assert_eq!(producer.kind, kind::PRODUCER, "{producer:#?}");
+    assert_eq!(producer.service, "pika-producer");
+    assert_eq!(producer.trace_id, got.trace_id);
+
     // The rq SDK writes it into `job.meta`, where Python's instrumentation would.
     let db = mindora_tests::RedisDb::lease().expect("redis db");
     let rq = mindora_sdk::Client::connect(&db.url()).await.expect("sdk");
@@ -152,6 +181,27 @@ async fn amqp_headers_carry_the_trace_through_attempts_and_the_sdk_writes_them()
     worker.stop().await;
     fx.cleanup().await;
 }
+
+/// A producer as a Python team writes it: pika, instrumented, exporting over OTLP/HTTP.
+const PIKA_PRODUCER: &str = r#"
+import os, pika
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.pika import PikaInstrumentor
+tp = TracerProvider(resource=Resource.create({"service.name": "pika-producer"}))
+tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=os.environ["EP"] + "/v1/traces")))
+trace.set_tracer_provider(tp)
+PikaInstrumentor().instrument()
+conn = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
+ch = conn.channel()
+ch.basic_publish("", os.environ["Q"], os.environ["BODY"].encode(),
+                 pika.BasicProperties(message_id="pika-real", content_type="application/json"))
+conn.close()
+tp.shutdown()
+"#;
 
 async fn wait_spans(receiver: &OtlpReceiver, done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
     for _ in 0..300 {
