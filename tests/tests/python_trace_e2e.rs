@@ -5,12 +5,10 @@
 //! span id the worker exported (to a local OTLP/HTTP receiver) with the producer's span as
 //! parent. The runner side alone is `worker/tests/python_trace.rs`.
 //!
-//! Ignored until the worker exports spans (the engine half of issue 21): it needs the
-//! `process <queue>` span to be current while the Python handler runs (so
-//! `mindora_sdk::trace::current()` in `worker/src/python/handler.rs` is its context), its
-//! parent read from `job.meta["traceparent"]`, and OTLP HTTP/protobuf export configured by
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended) with a batch delay short enough to
-//! flush within the wait below, or a flush at shutdown (SIGTERM).
+//! The worker's side: the `process <queue>` span is current while the Python handler runs, so
+//! `mindora_sdk::trace::current()` in `worker/src/python/handler.rs` is its context; its parent
+//! comes from `job.meta["traceparent"]`; export is OTLP/HTTP from `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! with a short `OTEL_BSP_SCHEDULE_DELAY`, and a flush at shutdown.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
