@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::{HeaderMap, Request, Response};
+use mindora_sdk::wire::trace::valid_traceparent;
 use serde_json::Value;
 
 /// A request as the fake servers see it.
@@ -28,29 +29,21 @@ impl Req {
     }
 
     /// The W3C `traceparent` header ("" when absent), or the reason it breaks the W3C Trace
-    /// Context format (version 00, lowercase hex trace and parent ids that are not all zeros).
+    /// Context format (version 00 as our clients send it, then the SDK's own shape check).
     pub fn traceparent(&self) -> Result<String, String> {
         let v = self.header("traceparent");
-        if v.is_empty() {
-            return Ok(String::new());
-        }
-        let parts: Vec<&str> = v.split('-').collect();
-        let hex = |s: &str, n: usize| {
-            s.len() == n
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        let ok = parts.len() == 4
-            && parts[0] == "00"
-            && hex(parts[1], 32)
-            && hex(parts[2], 16)
-            && hex(parts[3], 2)
-            && parts[1].bytes().any(|b| b != b'0')
-            && parts[2].bytes().any(|b| b != b'0');
-        if ok {
+        if v.is_empty() || (v.starts_with("00-") && valid_traceparent(v)) {
             Ok(v.to_string())
         } else {
             Err(format!("malformed traceparent {v:?}"))
+        }
+    }
+
+    /// Keeps this request's `traceparent` in `seen`, or a malformed one in `violations`.
+    pub fn record_traceparent(&self, seen: &mut Vec<String>, violations: &mut Vec<String>) {
+        match self.traceparent() {
+            Ok(tp) => seen.push(tp),
+            Err(v) => violations.push(v),
         }
     }
 }

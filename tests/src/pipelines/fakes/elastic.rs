@@ -131,11 +131,9 @@ pub async fn elastic() -> FakeElastic {
     let state = Arc::new(Mutex::new(EsState::default()));
     let s = state.clone();
     let addr = serve(Arc::new(move |r: Req| {
-        let mut st = s.lock().unwrap();
-        match r.traceparent() {
-            Ok(tp) => st.traceparents.push(tp),
-            Err(v) => st.violations.push(v),
-        }
+        let mut guard = s.lock().unwrap();
+        let st = &mut *guard;
+        r.record_traceparent(&mut st.traceparents, &mut st.violations);
         st.requests.push(format!("{} {}?{}", r.method, r.path, r.query));
         let ct = r.header("content-type").to_string();
         if !(r.body.is_empty() || ct.starts_with("application/json") || ct.starts_with("application/x-ndjson") || ct.contains("elasticsearch+")) {

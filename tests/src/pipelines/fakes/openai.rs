@@ -41,11 +41,9 @@ pub async fn openai() -> FakeOpenAi {
     let state = Arc::new(Mutex::new(OpenAiState::default()));
     let s = state.clone();
     let addr = serve(Arc::new(move |r: Req| {
-        let mut st = s.lock().unwrap();
-        match r.traceparent() {
-            Ok(tp) => st.traceparents.push(tp),
-            Err(v) => st.violations.push(v),
-        }
+        let mut guard = s.lock().unwrap();
+        let st = &mut *guard;
+        r.record_traceparent(&mut st.traceparents, &mut st.violations);
         if !r.header("authorization").starts_with("Bearer ") {
             st.violations.push(format!("{} without bearer token", r.path));
             return openai_error(401, "invalid_request_error", "missing api key");

@@ -135,11 +135,9 @@ pub async fn qdrant() -> FakeQdrant {
     let state = Arc::new(Mutex::new(QdrantState::default()));
     let s = state.clone();
     let addr = serve(Arc::new(move |r: Req| {
-        let mut st = s.lock().unwrap();
-        match r.traceparent() {
-            Ok(tp) => st.traceparents.push(tp),
-            Err(v) => st.violations.push(v),
-        }
+        let mut guard = s.lock().unwrap();
+        let st = &mut *guard;
+        r.record_traceparent(&mut st.traceparents, &mut st.violations);
         st.calls.push(r.path.clone());
         if !r.header("content-type").starts_with("application/grpc") || r.method != "POST" {
             st.violations.push(format!(
