@@ -10,75 +10,19 @@
 //! comes from `job.meta["traceparent"]`; export is OTLP/HTTP from `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! with a short `OTEL_BSP_SCHEDULE_DELAY`, and a flush at shutdown.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::Router;
-use mindora_tests::{
-    cache_dir, ids, repo_root, run_python, wait_for, wait_statuses, RedisDb, WorkerProcess,
-};
+use anyhow::{ensure, Context, Result};
+use mindora_tests::otlp::{kind, OtlpReceiver};
+use mindora_tests::{cache_dir, ids, repo_root, run_python, wait_statuses, RedisDb, WorkerProcess};
 
 const PRODUCER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PRODUCER_SPAN: &str = "00f067aa0ba902b7";
 
-type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
-
-/// An OTLP/HTTP receiver that keeps every request body as it came (protobuf bytes).
-struct Receiver {
-    addr: std::net::SocketAddr,
-    bodies: Bodies,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Receiver {
-    fn start() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        let bodies: Bodies = Arc::default();
-        async fn keep(State(b): State<Bodies>, body: Bytes) -> &'static str {
-            if let Ok(mut b) = b.lock() {
-                b.push(body.to_vec());
-            }
-            ""
-        }
-        let app = Router::new().fallback(keep).with_state(bodies.clone());
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let addr = listener.local_addr()?;
-        rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Receiver {
-            addr,
-            bodies,
-            _rt: rt,
-        })
-    }
-
-    /// Whether any export so far holds these raw bytes (a span id, a trace id).
-    fn saw(&self, bytes: &[u8]) -> bool {
-        self.bodies.lock().is_ok_and(|b| {
-            b.iter()
-                .any(|body| body.windows(bytes.len()).any(|w| w == bytes))
-        })
-    }
-}
-
-fn unhex(s: &str) -> Result<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("hex"))
-        .collect()
-}
-
 #[test]
 fn a_python_job_continues_the_producers_trace_through_the_worker() -> Result<()> {
     let db = RedisDb::lease()?;
-    let receiver = Receiver::start()?;
+    let receiver = OtlpReceiver::start()?;
     run_python(
         "2.12",
         &db,
@@ -97,7 +41,7 @@ q.enqueue("tracetasks.span_ids", job_id="root")
     let interpreter = cache_dir().join("venv-otel/bin/python");
     let path =
         std::env::join_paths([repo_root().join("python"), repo_root().join("tests/python")])?;
-    let endpoint = format!("http://{}", receiver.addr);
+    let endpoint = receiver.http_endpoint();
     let mut worker = WorkerProcess::spawn(
         &db.url(),
         "w-trace",
@@ -155,26 +99,26 @@ print(json.dumps({i: Job.fetch(i, connection=r, serializer=JSONSerializer).retur
 
     worker.signal("TERM")?;
     let _ = worker.wait_exit(Duration::from_secs(30));
-    wait_for(
+    let spans = receiver.wait_for(
         Duration::from_secs(20),
         "the worker's spans exported",
-        || {
-            let all = worker_spans
+        |s| {
+            worker_spans
                 .iter()
-                .map(|s| unhex(s))
-                .collect::<Result<Vec<_>>>()?
-                .iter()
-                .all(|s| receiver.saw(s));
-            Ok(all.then_some(()))
+                .all(|id| s.iter().any(|span| &span.span_id == id))
         },
     )?;
-    assert!(
-        receiver.saw(&unhex(PRODUCER_TRACE)?),
-        "the producer's trace id was exported"
-    );
-    assert!(
-        receiver.saw(&unhex(PRODUCER_SPAN)?),
-        "the producer's span id was exported (as the parent of the process spans)"
-    );
+    for id in &worker_spans {
+        let span = spans
+            .iter()
+            .find(|s| &s.span_id == id)
+            .context("exported span")?;
+        ensure!(
+            span.kind == kind::CONSUMER
+                && span.trace_id == PRODUCER_TRACE
+                && span.parent_span_id == PRODUCER_SPAN,
+            "the span current in Python is the worker's attempt under the producer: {span:#?}"
+        );
+    }
     Ok(())
 }

@@ -39,12 +39,8 @@ pub type Carrier = HashMap<String, String>;
 /// keys too by default).
 pub fn carrier_from_meta(meta: &Map<String, Value>) -> Carrier {
     let text = |key: &str| meta.get(key).and_then(as_text);
-    let mut carrier = Carrier::new();
-    if let Some(parent) = text(TRACEPARENT).filter(|p| valid_traceparent(p)) {
-        carrier.insert(TRACEPARENT.into(), parent);
-        if let Some(state) = text(TRACESTATE) {
-            carrier.insert(TRACESTATE.into(), state);
-        }
+    let mut carrier = w3c_carrier(text(TRACEPARENT), text(TRACESTATE));
+    if !carrier.is_empty() {
         return carrier;
     }
     let sentry = meta
@@ -62,6 +58,19 @@ pub fn carrier_from_meta(meta: &Map<String, Value>) -> Carrier {
     });
     if let Some(parent) = parent {
         carrier.insert(TRACEPARENT.into(), parent);
+    }
+    carrier
+}
+
+/// A carrier from W3C `traceparent` / `tracestate` values wherever they were read (`meta`,
+/// AMQP headers): empty unless the `traceparent` is well-formed.
+pub fn w3c_carrier(traceparent: Option<String>, tracestate: Option<String>) -> Carrier {
+    let mut carrier = Carrier::new();
+    if let Some(parent) = traceparent.filter(|p| valid_traceparent(p)) {
+        carrier.insert(TRACEPARENT.into(), parent);
+        if let Some(state) = tracestate {
+            carrier.insert(TRACESTATE.into(), state);
+        }
     }
     carrier
 }

@@ -99,23 +99,14 @@ pub fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
 /// The producer's trace context (W3C `traceparent` / `tracestate` headers, as pika's and
 /// Celery's instrumentations send them) and its publish `timestamp`.
 pub fn producer(props: &BasicProperties) -> crate::telemetry::span::Producer {
-    use mindora_sdk::wire::trace::{valid_traceparent, TRACEPARENT, TRACESTATE};
-    let mut out = crate::telemetry::span::Producer {
+    use mindora_sdk::wire::trace::{w3c_carrier, TRACEPARENT, TRACESTATE};
+    let header = |key| props.headers().as_ref().and_then(|h| header_text(h, key));
+    crate::telemetry::span::Producer {
+        carrier: w3c_carrier(header(TRACEPARENT), header(TRACESTATE)),
         enqueued_at: props
             .timestamp()
             .and_then(|t| chrono::DateTime::from_timestamp(i64::try_from(t).ok()?, 0)),
-        ..Default::default()
-    };
-    let Some(headers) = props.headers().as_ref() else {
-        return out;
-    };
-    if let Some(parent) = header_text(headers, TRACEPARENT).filter(|p| valid_traceparent(p)) {
-        out.carrier.insert(TRACEPARENT.into(), parent);
-        if let Some(state) = header_text(headers, TRACESTATE) {
-            out.carrier.insert(TRACESTATE.into(), state);
-        }
     }
-    out
 }
 
 /// The failure history header; a damaged one is dropped rather than failing the task.
