@@ -1,0 +1,3 @@
+//! `mindora-console` binary.
+
+fn main() {}
