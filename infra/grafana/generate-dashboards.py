@@ -206,7 +206,7 @@ def tasks():
                  "Grafana Explore: the worker's traces with an error span (status ERROR)"),
             # Issue 22: every job, its attempts and actions (nginx redirects to console.DOMAIN).
             link("Task console", "/go/console/", "mindora's task console: queues, jobs, history, actions"),
-            link("Failed jobs by error", "/go/console/failed",
+            link("Failed jobs by error", "/go/console/errors",
                  "The task console's failed attempts grouped by error, with bulk requeue")])
 
 
