@@ -13,16 +13,26 @@ use mindora_history::{HistoryConfig, Writer, WriterTask};
 #[derive(Args, Debug, Clone)]
 pub struct HistoryArgs {
     /// PostgreSQL URL of the job history; unset: no history is written.
-    #[arg(long, env = "MINDORA_HISTORY_DATABASE_URL")]
+    #[arg(long, global = true, env = "MINDORA_HISTORY_DATABASE_URL")]
     pub history_database_url: Option<String>,
     /// Schema of the history tables (created if missing).
-    #[arg(long, env = "MINDORA_HISTORY_SCHEMA", default_value = mindora_history::config::DEFAULT_SCHEMA)]
+    #[arg(long, global = true, env = "MINDORA_HISTORY_SCHEMA", default_value = mindora_history::config::DEFAULT_SCHEMA)]
     pub history_schema: String,
     /// Day partitions older than this many days are dropped (0: keep everything).
-    #[arg(long, env = "MINDORA_HISTORY_RETENTION_DAYS", default_value_t = 14)]
+    #[arg(
+        long,
+        global = true,
+        env = "MINDORA_HISTORY_RETENTION_DAYS",
+        default_value_t = 14
+    )]
     pub history_retention_days: u32,
     /// Rows held while PostgreSQL is slow or away; beyond this they are dropped and counted.
-    #[arg(long, env = "MINDORA_HISTORY_BUFFER", default_value_t = 10_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "MINDORA_HISTORY_BUFFER",
+        default_value_t = 10_000
+    )]
     pub history_buffer: usize,
 }
 
@@ -92,4 +102,36 @@ pub async fn migrate(args: &HistoryArgs) -> Result<()> {
     tracing::info!(schema = %config.schema, created = ?done.created, dropped = ?done.dropped, "job history migrated");
     pool.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn flags_work_before_and_after_migrate_and_empty_means_off() {
+        let cli = Cli::try_parse_from([
+            "mindora-worker",
+            "migrate",
+            "--history",
+            "--history-database-url",
+            "postgres://x/db",
+            "--history-schema",
+            "h1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Migrate { history: true, .. })
+        ));
+        let config = cli.history.config("w").unwrap();
+        assert_eq!(config.schema, "h1");
+        assert_eq!(config.retention_days, 14);
+        assert_eq!(config.writer_name, "w");
+
+        let cli = Cli::try_parse_from(["mindora-worker", "--history-database-url", " "]).unwrap();
+        assert!(cli.history.config("w").is_none());
+    }
 }

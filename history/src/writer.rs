@@ -198,6 +198,12 @@ impl Task {
                     warn!(error = %e, rows = batch.len(), "job history: batch refused; dropped");
                     self.counts.drop_rows(batch.len() as u64);
                     batch.clear();
+                    // A refusal that repeats (e.g. the migrations) is logged with backoff.
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }

@@ -157,7 +157,9 @@ impl Drop for HistoryDb {
     fn drop(&mut self) {
         let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
         self.rt.block_on(async {
-            let _ = sqlx::query(&sql).execute(&self.pool).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&self.pool)
+                .await;
             self.pool.close().await;
         });
     }
