@@ -3,10 +3,13 @@
 //! first, then the role, records itself in the audit trail, and redirects back with what
 //! happened (`?msg=`).
 
-use axum::extract::{Path, State};
+use std::convert::Infallible;
+
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -19,6 +22,26 @@ use crate::data::{dlq, DataError};
 #[derive(Deserialize)]
 pub struct CsrfForm {
     pub csrf: Option<String>,
+}
+
+/// A form body that never rejects: a POST without a body or with a malformed one has no
+/// CSRF token, and gets the same 403 as a wrong token (not a 415 or 422 that would skip
+/// the check).
+pub struct Posted<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Posted<T> {
+    type Rejection = Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Infallible> {
+        Ok(Posted(
+            Form::<T>::from_request(req, state).await.ok().map(|f| f.0),
+        ))
+    }
+}
+
+/// The CSRF token of a posted [`CsrfForm`].
+pub fn token(f: &Option<CsrfForm>) -> Option<String> {
+    f.as_ref().and_then(|f| f.csrf.clone())
 }
 
 /// CSRF first (403), then the role (403): viewers see, operators act.
@@ -62,9 +85,9 @@ pub async fn job_action(
     State(state): State<AppState>,
     s: Session,
     Path((id, action)): Path<(String, String)>,
-    Form(f): Form<CsrfForm>,
+    Posted(f): Posted<CsrfForm>,
 ) -> Response {
-    if let Err(r) = guard(&state, &s, f.csrf.as_deref()) {
+    if let Err(r) = guard(&state, &s, token(&f).as_deref()) {
         return r;
     }
     let conn = &state.backend.redis;
@@ -131,30 +154,30 @@ async fn simple(
     )
 }
 
-pub async fn suspend(State(state): State<AppState>, s: Session, Form(f): Form<CsrfForm>) -> Response {
-    simple(state, s, f.csrf, "suspend", "workers").await
+pub async fn suspend(State(state): State<AppState>, s: Session, Posted(f): Posted<CsrfForm>) -> Response {
+    simple(state, s, token(&f), "suspend", "workers").await
 }
 
-pub async fn resume(State(state): State<AppState>, s: Session, Form(f): Form<CsrfForm>) -> Response {
-    simple(state, s, f.csrf, "resume", "workers").await
+pub async fn resume(State(state): State<AppState>, s: Session, Posted(f): Posted<CsrfForm>) -> Response {
+    simple(state, s, token(&f), "resume", "workers").await
 }
 
 pub async fn pause_queue(
     State(state): State<AppState>,
     s: Session,
     Path(queue): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Posted(f): Posted<CsrfForm>,
 ) -> Response {
-    simple(state, s, f.csrf, "pause_queue", &queue).await
+    simple(state, s, token(&f), "pause_queue", &queue).await
 }
 
 pub async fn resume_queue(
     State(state): State<AppState>,
     s: Session,
     Path(queue): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Posted(f): Posted<CsrfForm>,
 ) -> Response {
-    simple(state, s, f.csrf, "resume_queue", &queue).await
+    simple(state, s, token(&f), "resume_queue", &queue).await
 }
 
 #[derive(Deserialize)]
@@ -168,11 +191,14 @@ pub struct DlqForm {
 pub async fn dlq_requeue(
     State(state): State<AppState>,
     s: Session,
-    Form(f): Form<DlqForm>,
+    Posted(f): Posted<DlqForm>,
 ) -> Response {
-    if let Err(r) = guard(&state, &s, f.csrf.as_deref()) {
+    if let Err(r) = guard(&state, &s, f.as_ref().and_then(|f| f.csrf.as_deref())) {
         return r;
     }
+    let Some(f) = f else {
+        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "the form needs a queue");
+    };
     let Some((url, queues)) = &state.backend.amqp else {
         return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "RabbitMQ is not configured (AMQP_URL)");
     };

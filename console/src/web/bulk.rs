@@ -7,12 +7,11 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use maud::html;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::actions::{data_error, guard};
+use super::actions::{data_error, guard, Posted};
 use super::layout::{self, csrf_field, Page};
 use super::search::FilterForm;
 use super::session::Session;
@@ -133,10 +132,13 @@ pub async fn preview(State(state): State<AppState>, s: Session, Query(q): Query<
     layout::page(&state, Some(&s), Page { title: "Bulk preview", ..Default::default() }, body).into_response()
 }
 
-pub async fn run(State(state): State<AppState>, s: Session, Form(form): Form<BulkForm>) -> Response {
-    if let Err(r) = guard(&state, &s, form.csrf.as_deref()) {
+pub async fn run(State(state): State<AppState>, s: Session, Posted(form): Posted<BulkForm>) -> Response {
+    if let Err(r) = guard(&state, &s, form.as_ref().and_then(|f| f.csrf.as_deref())) {
         return r;
     }
+    let Some(form) = form else {
+        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "the form needs an action and a filter");
+    };
     let action = match check_action(&form.action) {
         Ok(a) => a,
         Err(e) => return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, &e),

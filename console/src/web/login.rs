@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use super::actions::{token, CsrfForm, Posted};
 use axum_extra::extract::cookie::PrivateCookieJar;
 use chrono::Utc;
 use maud::html;
@@ -49,7 +49,9 @@ fn render(state: &AppState, jar: PrivateCookieJar, error: Option<&str>, code: St
 
 #[derive(Deserialize)]
 pub struct LoginForm {
+    #[serde(default)]
     username: String,
+    #[serde(default)]
     password: String,
     csrf: Option<String>,
 }
@@ -57,8 +59,13 @@ pub struct LoginForm {
 pub async fn submit(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    Form(f): Form<LoginForm>,
+    Posted(f): Posted<LoginForm>,
 ) -> Response {
+    let f = f.unwrap_or(LoginForm {
+        username: String::new(),
+        password: String::new(),
+        csrf: None,
+    });
     let expected = jar.get(LOGIN_COOKIE).map(|c| c.value().to_string());
     let csrf_ok = match (&expected, &f.csrf) {
         (Some(e), Some(t)) => constant_eq(e.as_bytes(), t.as_bytes()),
@@ -122,18 +129,13 @@ pub async fn submit(
     (jar, Redirect::to(&state.cfg.link("/"))).into_response()
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: Option<String>,
-}
-
 pub async fn logout(
     State(state): State<AppState>,
     s: Session,
     jar: PrivateCookieJar,
-    Form(f): Form<CsrfForm>,
+    Posted(f): Posted<CsrfForm>,
 ) -> Response {
-    if !s.csrf_ok(f.csrf.as_deref()) {
+    if !s.csrf_ok(token(&f).as_deref()) {
         return layout::forbidden(&state, &s, "missing or wrong CSRF token");
     }
     tracing::info!(user = %s.user, "logged out");
