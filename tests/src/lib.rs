@@ -132,6 +132,15 @@ impl RedisDb {
         Ok(redis::Client::open(self.url())?.get_connection()?)
     }
 
+    /// The SDK's reconnecting async connection to the database (what the worker and the
+    /// console use).
+    pub async fn sdk_conn(&self) -> Result<mindora_sdk::RedisConn> {
+        let connector = mindora_sdk::RedisConnector::from_url(&self.url())?;
+        Ok(connector
+            .manager(&mindora_sdk::connect::ManagerOptions::default())
+            .await?)
+    }
+
     fn flush(&self) -> Result<()> {
         redis::cmd("FLUSHDB").exec(&mut self.conn()?)?;
         Ok(())
