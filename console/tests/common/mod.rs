@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
