@@ -120,6 +120,9 @@ async fn console_in_a_real_browser() -> Result<()> {
     let page = d.source().await?;
     ensure!(page.contains("connection reset by peer") && page.contains("https://traces.example/trace/4bf92f3577b34da6a3ce929d0e0e4736"));
     browser.shot("job").await?;
+    let timeline = d.find(By::Id("timeline")).await?;
+    timeline.scroll_into_view().await?;
+    browser.shot("job-timeline").await?;
 
     // Failed jobs: Python rq runs a function that fails while a flag is set.
     let mut conn = rq.db.conn()?;
@@ -155,16 +158,51 @@ async fn console_in_a_real_browser() -> Result<()> {
     ensure!(d.find(By::Id("done")).await?.text().await? == "4");
     browser.shot("bulk-result").await?;
     wait_count(d, &con, "bulkq", "queued", 4).await?;
-    // A real worker drains them; the overview shows them finished.
-    python(&rq, "3.0", "['bulkq']", BURST)?;
-    wait_count(d, &con, "bulkq", "finished", 4).await?;
+    // A real Python rq worker drains them; the overview shows them finished, and it.
+    let mut worker = mindora_tests::python_command("3.0", &rq.db)?
+        .arg("-c")
+        .arg(format!("{}QUEUES = ['bulkq', 'browserq']\n{}", mindora_tests::PYTHON_PRELUDE, BURST.replace("burst=True", "burst=False")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let drained = async {
+        wait_count(d, &con, "bulkq", "finished", 4).await?;
+        wait_count(d, &con, "browserq", "finished", 5).await
+    }
+    .await;
+    con.seed_hours("reports.build").await?;
+    d.goto(con.url("/")).await?;
+    let workers = d.find(By::Id("workers")).await.map(|_| ());
+    browser.shot("overview").await?;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    drained?;
+    workers.context("the Python rq worker is not on the overview")?;
     ensure!(count(d, &con, "bulkq", "failed").await? == 0);
     let audit = con.audit().await?;
     ensure!(audit.iter().any(|a| a.0 == "ann" && a.1 == "bulk_requeue" && a.3 == 4), "{audit:?}");
-    browser.shot("overview").await?;
 
+    // Cron entries from rq 3.0's own CronScheduler registry; an rq 3.0 rate limit.
+    rq.run(
+        "from datetime import timedelta\nfrom rq.cron import CronScheduler\nfrom rq.utils import now\n\
+         import jobs\n\
+         cs = CronScheduler(connection=r, name='nightly-scheduler')\n\
+         a = cs.register(jobs.add, queue_name='reports', args=(1,), cron='*/5 * * * *', name='every5')\n\
+         a.set_enqueue_time(now() - timedelta(minutes=21))\n\
+         b = cs.register(jobs.add, queue_name='reports', interval=60, name='minutely')\n\
+         b.set_enqueue_time(now() - timedelta(seconds=30))\n\
+         cs.register_birth()\n\
+         from rq.rate_limit import RateLimit\nq = Queue('limited', connection=r)\n\
+         for i in range(3): q.enqueue('jobs.add', i, rate_limit=RateLimit('partner-api', 1))\n",
+    )?;
     d.goto(con.url("/cron")).await?;
+    let cron = d.find(By::Id("cron")).await?.text().await?;
+    ensure!(cron.contains("every5") && cron.contains("*/5 * * * *"), "{cron}");
     browser.shot("cron").await?;
+    d.goto(con.url("/ratelimits")).await?;
+    let limits = d.find(By::Id("ratelimits")).await?.text().await?;
+    ensure!(limits.contains("partner-api"), "{limits}");
+    browser.shot("ratelimits").await?;
     d.goto(con.url("/audit")).await?;
     browser.shot("audit").await?;
 

@@ -13,9 +13,9 @@ use crate::data::HourStat;
 const HOURS: i64 = 72;
 const BAR: f64 = 10.0;
 const W: f64 = HOURS as f64 * BAR;
-const H: f64 = 110.0;
-const TOP: f64 = 14.0;
-const BOTTOM: f64 = 16.0;
+const H: f64 = 170.0;
+const TOP: f64 = 22.0;
+const BOTTOM: f64 = 24.0;
 /// At most this many functions (the busiest) get a chart.
 const MAX_FUNCTIONS: usize = 12;
 
@@ -115,10 +115,10 @@ fn card(function: &str, cells: &[Cell], start: DateTime<Utc>) -> Markup {
                     }
                 }
                 @if !line.is_empty() { polyline.p95 points=(line.trim_end()) {} }
-                text x="2" y="10" { (max_n as i64) "/h" }
-                @if max_p > 0.0 { text x=(W - 2.0) y="10" text-anchor="end" { "p95 " (duration_ms(max_p as i64)) } }
-                text x="2" y=(H - 3.0) { "-72 h" }
-                text x=(W - 2.0) y=(H - 3.0) text-anchor="end" { "now" }
+                text x="2" y="17" { (max_n as i64) "/h" }
+                @if max_p > 0.0 { text x=(W - 2.0) y="17" text-anchor="end" { "p95 " (duration_ms(max_p as i64)) } }
+                text x="2" y=(H - 5.0) { "-72 h" }
+                text x=(W - 2.0) y=(H - 5.0) text-anchor="end" { "now" }
             }
         }
     }

@@ -130,6 +130,25 @@ impl Console {
         Ok(())
     }
 
+    /// A plausible 72 h of one function for the charts: finished attempts every hour (more
+    /// by day), some failures, run times that grow in a slow period.
+    pub async fn seed_hours(&self, function: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO mindora_job_attempts (ended_at, job_id, source, queue, function, attempt, \
+             status, worker, enqueued_at, started_at, wait_ms, run_ms, error_type, error_message) \
+             SELECT now() - make_interval(hours => h, secs => i), 'seed-' || h || '-' || i, 'redis', 'reports', $1, 1, \
+               CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'finished' END, 'seed-worker', \
+               now() - make_interval(hours => h, secs => i + 2), now() - make_interval(hours => h, secs => i + 1), 40, \
+               200 + (h % 24) * 40 + i * 3 + CASE WHEN h BETWEEN 30 AND 36 THEN 3000 ELSE 0 END, \
+               CASE WHEN i % 7 = 0 THEN 'TimeoutError' END, CASE WHEN i % 7 = 0 THEN 'report ' || h || ' timed out' END \
+             FROM generate_series(1, 71) h, generate_series(0, 30) i WHERE i < 8 + 10 * sin(h / 4.0) + 10",
+        )
+        .bind(function)
+        .execute(self.history.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The audit rows, newest first: (user, action, target, jobs).
     pub async fn audit(&self) -> Result<Vec<(String, String, String, i32)>> {
         Ok(self

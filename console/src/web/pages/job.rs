@@ -53,7 +53,7 @@ pub async fn page(
             @if let Some(t) = &trace { a.button href=(t) rel="noopener" { "Trace" } }
         }
         @match &job {
-            Some(j) => (redis_part(&state, j)),
+            Some(j) => (summary(&state, j)),
             None => div.banner.info { "Redis no longer holds this job (its TTL ran out or it was deleted); the history below is what remains." },
         }
         h2 { "Attempts" }
@@ -65,6 +65,7 @@ pub async fn page(
             },
             Ok(t) => (attempts(&state, t)),
         }
+        @if let Some(j) = &job { (details(j)) }
     };
     layout::page(
         &state,
@@ -75,7 +76,8 @@ pub async fn page(
     .into_response()
 }
 
-fn redis_part(state: &AppState, j: &JobView) -> Markup {
+/// What Redis says about the job now.
+fn summary(state: &AppState, j: &JobView) -> Markup {
     let q = |p: &str| state.cfg.link(p);
     html! {
         dl.kv #job {
@@ -93,6 +95,12 @@ fn redis_part(state: &AppState, j: &JobView) -> Markup {
             dt { "Depends on" } dd { @for d in &j.dependency_ids { (layout::job_link(state, d)) " " } @if j.dependency_ids.is_empty() { "—" } }
             dt { "Dependents" } dd { @for d in &j.dependent_ids { (layout::job_link(state, d)) " " } @if j.dependent_ids.is_empty() { "—" } }
         }
+    }
+}
+
+/// Arguments, result or traceback (below the timeline: they can be long).
+fn details(j: &JobView) -> Markup {
+    html! {
         h2 { "Arguments" }
         dl.kv {
             dt { "args" } dd { (layout::pre(&j.args)) }
