@@ -13,7 +13,11 @@ use mindora_sdk::connect::ManagerOptions;
 use mindora_sdk::RedisConnector;
 
 #[derive(Parser)]
-#[command(name = "mindora-console", version, about = "The task console of rq and RabbitMQ jobs")]
+#[command(
+    name = "mindora-console",
+    version,
+    about = "The task console of rq and RabbitMQ jobs"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -164,7 +168,8 @@ async fn serve(s: Serve) -> Result<()> {
         history,
         amqp,
     };
-    let state = AppState::new(cfg, users, secret.as_bytes(), backend).map_err(anyhow::Error::msg)?;
+    let state =
+        AppState::new(cfg, users, secret.as_bytes(), backend).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("listening on {}", s.listen))?;

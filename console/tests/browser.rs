@@ -38,20 +38,31 @@ async fn login(d: &WebDriver, con: &Console, user: &str, pw: &str) -> Result<()>
 async fn count(d: &WebDriver, con: &Console, queue: &str, registry: &str) -> Result<u64> {
     d.goto(con.url("/")).await?;
     let cell = d
-        .find(By::Css(format!("tr[data-queue='{queue}'] td[data-registry='{registry}']")))
+        .find(By::Css(format!(
+            "tr[data-queue='{queue}'] td[data-registry='{registry}']"
+        )))
         .await?;
     Ok(cell.text().await?.trim().parse()?)
 }
 
 /// Polls the overview until `queue`'s `registry` count is `want`.
-async fn wait_count(d: &WebDriver, con: &Console, queue: &str, registry: &str, want: u64) -> Result<()> {
+async fn wait_count(
+    d: &WebDriver,
+    con: &Console,
+    queue: &str,
+    registry: &str,
+    want: u64,
+) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let n = count(d, con, queue, registry).await.unwrap_or(u64::MAX);
         if n == want {
             return Ok(());
         }
-        ensure!(std::time::Instant::now() < deadline, "{queue} {registry}: {n}, want {want}");
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{queue} {registry}: {n}, want {want}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -89,36 +100,92 @@ async fn console_in_a_real_browser() -> Result<()> {
 
     // Log in (the login page first).
     d.goto(con.url("/")).await?;
-    ensure!(d.current_url().await?.path() == "/console/login", "not sent to the login page");
+    ensure!(
+        d.current_url().await?.path() == "/console/login",
+        "not sent to the login page"
+    );
     browser.shot("login").await?;
     login(d, &con, OPERATOR.0, OPERATOR.1).await?;
 
     // A queue's counts change as real Python rq (2.12, then 3.0) enqueues.
-    python(&rq, "2.12", "[]", "q = Queue('browserq', connection=r)\nfor i in range(3): q.enqueue('jobs.add', i, 1)\n")?;
+    python(
+        &rq,
+        "2.12",
+        "[]",
+        "q = Queue('browserq', connection=r)\nfor i in range(3): q.enqueue('jobs.add', i, 1)\n",
+    )?;
     wait_count(d, &con, "browserq", "queued", 3).await?;
-    python(&rq, "3.0", "[]", "q = Queue('browserq', connection=r)\nfor i in range(2): q.enqueue('jobs.add', i, 2)\n")?;
+    python(
+        &rq,
+        "3.0",
+        "[]",
+        "q = Queue('browserq', connection=r)\nfor i in range(2): q.enqueue('jobs.add', i, 2)\n",
+    )?;
     wait_count(d, &con, "browserq", "queued", 5).await?;
 
     // A job that failed twice and then succeeded: a real rq job run by a real Python rq
     // worker, its three attempts in the history.
     python(&rq, "3.0", "['retryq']", &format!("q = Queue('retryq', connection=r)\nq.enqueue('jobs.add', 40, 2, job_id='retried-job')\n{BURST}"))?;
-    con.insert_attempt("retried-job", "retryq", "jobs.add", 1, "retried", 90, Some(("ConnectionError", "connection reset by peer")), Some(5)).await?;
-    con.insert_attempt("retried-job", "retryq", "jobs.add", 2, "retried", 60, Some(("ConnectionError", "connection reset by peer")), Some(20)).await?;
-    con.insert_attempt("retried-job", "retryq", "jobs.add", 3, "finished", 30, None, None).await?;
+    con.insert_attempt(
+        "retried-job",
+        "retryq",
+        "jobs.add",
+        1,
+        "retried",
+        90,
+        Some(("ConnectionError", "connection reset by peer")),
+        Some(5),
+    )
+    .await?;
+    con.insert_attempt(
+        "retried-job",
+        "retryq",
+        "jobs.add",
+        2,
+        "retried",
+        60,
+        Some(("ConnectionError", "connection reset by peer")),
+        Some(20),
+    )
+    .await?;
+    con.insert_attempt(
+        "retried-job",
+        "retryq",
+        "jobs.add",
+        3,
+        "finished",
+        30,
+        None,
+        None,
+    )
+    .await?;
     d.goto(con.url("/jobs/retried-job")).await?;
     let items = d.find_all(By::Css("#timeline li")).await?;
     let mut seen = Vec::new();
     for li in &items {
-        seen.push((li.attr("data-attempt").await?.unwrap_or_default(), li.find(By::Css(".badge")).await?.text().await?));
+        seen.push((
+            li.attr("data-attempt").await?.unwrap_or_default(),
+            li.find(By::Css(".badge")).await?.text().await?,
+        ));
     }
     ensure!(
-        seen == [("1".into(), "retried".to_string()), ("2".into(), "retried".into()), ("3".into(), "finished".into())],
+        seen == [
+            ("1".into(), "retried".to_string()),
+            ("2".into(), "retried".into()),
+            ("3".into(), "finished".into())
+        ],
         "timeline: {seen:?}"
     );
     let job = d.find(By::Id("job")).await?.text().await?;
-    ensure!(job.contains("finished") && job.contains("jobs.add"), "{job}");
+    ensure!(
+        job.contains("finished") && job.contains("jobs.add"),
+        "{job}"
+    );
     let page = d.source().await?;
-    ensure!(page.contains("connection reset by peer") && page.contains("https://traces.example/trace/4bf92f3577b34da6a3ce929d0e0e4736"));
+    ensure!(
+        page.contains("connection reset by peer")
+            && page.contains("https://traces.example/trace/4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     browser.shot("job").await?;
     let timeline = d.find(By::Id("timeline")).await?;
     timeline.scroll_into_view().await?;
@@ -130,20 +197,42 @@ async fn console_in_a_real_browser() -> Result<()> {
     python(&rq, "2.12", "['bulkq']", &format!("q = Queue('bulkq', connection=r)\nfor i in range(4): q.enqueue('consoletasks.flaky', i, job_id=f'bulk-{{i}}')\n{BURST}"))?;
     wait_count(d, &con, "bulkq", "failed", 4).await?;
     for i in 0..4 {
-        con.insert_attempt(&format!("bulk-{i}"), "bulkq", "consoletasks.flaky", 1, "failed", 20, Some(("RuntimeError", &format!("upstream unavailable for item {i}"))), None).await?;
+        con.insert_attempt(
+            &format!("bulk-{i}"),
+            "bulkq",
+            "consoletasks.flaky",
+            1,
+            "failed",
+            20,
+            Some((
+                "RuntimeError",
+                &format!("upstream unavailable for item {i}"),
+            )),
+            None,
+        )
+        .await?;
     }
 
     // Search by error text.
     d.goto(con.url("/search")).await?;
-    d.find(By::Css("input[name='error']")).await?.send_keys("upstream unavailable").await?;
-    d.find(By::Css("form.filter button[type='submit']")).await?.click().await?;
+    d.find(By::Css("input[name='error']"))
+        .await?
+        .send_keys("upstream unavailable")
+        .await?;
+    d.find(By::Css("form.filter button[type='submit']"))
+        .await?
+        .click()
+        .await?;
     let rows = d.find_all(By::Css("#results tbody tr")).await?;
     ensure!(rows.len() == 4, "search found {} rows", rows.len());
     ensure!(d.find(By::Id("total")).await?.text().await? == "4");
     browser.shot("search").await?;
     d.goto(con.url("/errors")).await?;
     let groups = d.find(By::Id("groups")).await?.text().await?;
-    ensure!(groups.contains("RuntimeError") && groups.contains("upstream unavailable for item #"), "{groups}");
+    ensure!(
+        groups.contains("RuntimeError") && groups.contains("upstream unavailable for item #"),
+        "{groups}"
+    );
     browser.shot("errors").await?;
 
     // Bulk requeue by filter (status failed, queue bulkq): preview, confirm, report.
@@ -161,7 +250,11 @@ async fn console_in_a_real_browser() -> Result<()> {
     // A real Python rq worker drains them; the overview shows them finished, and it.
     let mut worker = mindora_tests::python_command("3.0", &rq.db)?
         .arg("-c")
-        .arg(format!("{}QUEUES = ['bulkq', 'browserq']\n{}", mindora_tests::PYTHON_PRELUDE, BURST.replace("burst=True", "burst=False")))
+        .arg(format!(
+            "{}QUEUES = ['bulkq', 'browserq']\n{}",
+            mindora_tests::PYTHON_PRELUDE,
+            BURST.replace("burst=True", "burst=False")
+        ))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -180,7 +273,12 @@ async fn console_in_a_real_browser() -> Result<()> {
     workers.context("the Python rq worker is not on the overview")?;
     ensure!(count(d, &con, "bulkq", "failed").await? == 0);
     let audit = con.audit().await?;
-    ensure!(audit.iter().any(|a| a.0 == "ann" && a.1 == "bulk_requeue" && a.3 == 4), "{audit:?}");
+    ensure!(
+        audit
+            .iter()
+            .any(|a| a.0 == "ann" && a.1 == "bulk_requeue" && a.3 == 4),
+        "{audit:?}"
+    );
 
     // Cron entries from rq 3.0's own CronScheduler registry; an rq 3.0 rate limit.
     rq.run(
@@ -197,7 +295,10 @@ async fn console_in_a_real_browser() -> Result<()> {
     )?;
     d.goto(con.url("/cron")).await?;
     let cron = d.find(By::Id("cron")).await?.text().await?;
-    ensure!(cron.contains("every5") && cron.contains("*/5 * * * *"), "{cron}");
+    ensure!(
+        cron.contains("every5") && cron.contains("*/5 * * * *"),
+        "{cron}"
+    );
     browser.shot("cron").await?;
     d.goto(con.url("/ratelimits")).await?;
     let limits = d.find(By::Id("ratelimits")).await?.text().await?;
@@ -209,13 +310,23 @@ async fn console_in_a_real_browser() -> Result<()> {
     // Without a CSRF token the operator is refused; nothing happens.
     d.goto(con.url("/")).await?;
     post_from_page(d, "/console/suspend", None).await?;
-    ensure!(d.title().await?.starts_with("Forbidden"), "{}", d.title().await?);
-    ensure!(!conn.exists::<_, bool>("rq:suspended")?, "suspended without a token");
+    ensure!(
+        d.title().await?.starts_with("Forbidden"),
+        "{}",
+        d.title().await?
+    );
+    ensure!(
+        !conn.exists::<_, bool>("rq:suspended")?,
+        "suspended without a token"
+    );
 
     // A viewer sees no buttons and is refused even with the session's own token.
     login(d, &con, VIEWER.0, VIEWER.1).await?;
     d.goto(con.url("/jobs/retried-job")).await?;
-    ensure!(d.find_all(By::Css("div.actions button")).await?.is_empty(), "viewer sees action buttons");
+    ensure!(
+        d.find_all(By::Css("div.actions button")).await?.is_empty(),
+        "viewer sees action buttons"
+    );
     let token = d
         .find(By::Css("header form input[name='csrf']"))
         .await?
@@ -223,11 +334,18 @@ async fn console_in_a_real_browser() -> Result<()> {
         .await?
         .context("no token")?;
     post_from_page(d, "/console/jobs/retried-job/delete", Some(&token)).await?;
-    ensure!(d.title().await?.starts_with("Forbidden"), "{}", d.title().await?);
+    ensure!(
+        d.title().await?.starts_with("Forbidden"),
+        "{}",
+        d.title().await?
+    );
     let body = d.find(By::Css("main")).await?.text().await?;
     ensure!(body.contains("operator role"), "{body}");
     browser.shot("viewer-refused").await?;
-    ensure!(conn.exists::<_, bool>("rq:job:retried-job")?, "a viewer deleted a job");
+    ensure!(
+        conn.exists::<_, bool>("rq:job:retried-job")?,
+        "a viewer deleted a job"
+    );
 
     browser.quit().await?;
     Ok(())

@@ -44,19 +44,19 @@ pub fn token(f: &Option<CsrfForm>) -> Option<String> {
     f.as_ref().and_then(|f| f.csrf.clone())
 }
 
-/// CSRF first (403), then the role (403): viewers see, operators act.
-pub fn guard(state: &AppState, s: &Session, csrf: Option<&str>) -> Result<(), Response> {
+/// The refusal, if any: CSRF first (403), then the role (403): viewers see, operators act.
+pub fn guard(state: &AppState, s: &Session, csrf: Option<&str>) -> Option<Response> {
     if !s.csrf_ok(csrf) {
-        return Err(layout::forbidden(state, s, "missing or wrong CSRF token"));
+        return Some(layout::forbidden(state, s, "missing or wrong CSRF token"));
     }
     if !s.is_operator() {
-        return Err(layout::forbidden(
+        return Some(layout::forbidden(
             state,
             s,
             "viewers cannot act: this needs the operator role",
         ));
     }
-    Ok(())
+    None
 }
 
 fn back(state: &AppState, path: &str, msg: &str) -> Response {
@@ -87,7 +87,7 @@ pub async fn job_action(
     Path((id, action)): Path<(String, String)>,
     Posted(f): Posted<CsrfForm>,
 ) -> Response {
-    if let Err(r) = guard(&state, &s, token(&f).as_deref()) {
+    if let Some(r) = guard(&state, &s, token(&f).as_deref()) {
         return r;
     }
     let conn = &state.backend.redis;
@@ -110,9 +110,7 @@ pub async fn job_action(
     };
     let (jobs, msg) = match &outcome {
         Outcome::Done => (1, format!("{action}: done")),
-        Outcome::NotApplicable(status) => {
-            (0, format!("{action}: not done, the job is {status}"))
-        }
+        Outcome::NotApplicable(status) => (0, format!("{action}: not done, the job is {status}")),
         Outcome::Gone => (0, format!("{action}: not done, no such job")),
     };
     let audit = state
@@ -133,7 +131,7 @@ async fn simple(
     action: &str,
     target: &str,
 ) -> Response {
-    if let Err(r) = guard(&state, &s, csrf.as_deref()) {
+    if let Some(r) = guard(&state, &s, csrf.as_deref()) {
         return r;
     }
     let conn = &state.backend.redis;
@@ -154,11 +152,19 @@ async fn simple(
     )
 }
 
-pub async fn suspend(State(state): State<AppState>, s: Session, Posted(f): Posted<CsrfForm>) -> Response {
+pub async fn suspend(
+    State(state): State<AppState>,
+    s: Session,
+    Posted(f): Posted<CsrfForm>,
+) -> Response {
     simple(state, s, token(&f), "suspend", "workers").await
 }
 
-pub async fn resume(State(state): State<AppState>, s: Session, Posted(f): Posted<CsrfForm>) -> Response {
+pub async fn resume(
+    State(state): State<AppState>,
+    s: Session,
+    Posted(f): Posted<CsrfForm>,
+) -> Response {
     simple(state, s, token(&f), "resume", "workers").await
 }
 
@@ -193,20 +199,38 @@ pub async fn dlq_requeue(
     s: Session,
     Posted(f): Posted<DlqForm>,
 ) -> Response {
-    if let Err(r) = guard(&state, &s, f.as_ref().and_then(|f| f.csrf.as_deref())) {
+    if let Some(r) = guard(&state, &s, f.as_ref().and_then(|f| f.csrf.as_deref())) {
         return r;
     }
     let Some(f) = f else {
-        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "the form needs a queue");
+        return layout::error_page(
+            &state,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "the form needs a queue",
+        );
     };
     let Some((url, queues)) = &state.backend.amqp else {
-        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "RabbitMQ is not configured (AMQP_URL)");
+        return layout::error_page(
+            &state,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "RabbitMQ is not configured (AMQP_URL)",
+        );
     };
     if !queues.contains(&f.queue) {
-        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "not one of the configured AMQP queues");
+        return layout::error_page(
+            &state,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "not one of the configured AMQP queues",
+        );
     }
     let dlq_name = mindora_sdk::amqp::dlq_name(&f.queue);
-    let limit = f.limit.unwrap_or(dlq::MAX_REQUEUE).clamp(1, dlq::MAX_REQUEUE);
+    let limit = f
+        .limit
+        .unwrap_or(dlq::MAX_REQUEUE)
+        .clamp(1, dlq::MAX_REQUEUE);
     let report = match dlq::dlq_requeue(url, &dlq_name, &f.queue, limit).await {
         Ok(r) => r,
         Err(e) => return data_error(&state, &s, &e),

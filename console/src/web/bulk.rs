@@ -44,12 +44,17 @@ fn check_action(a: &str) -> Result<&'static str, String> {
         "requeue" => Ok("requeue"),
         "cancel" => Ok("cancel"),
         "delete" => Ok("delete"),
-        _ => Err(format!("unknown bulk action {a:?} (requeue, cancel, delete)")),
+        _ => Err(format!(
+            "unknown bulk action {a:?} (requeue, cancel, delete)"
+        )),
     }
 }
 
 /// The job ids the filter matches now, and where they came from.
-async fn targets(state: &AppState, f: &FilterForm) -> Result<(Vec<String>, &'static str), Result<DataError, String>> {
+async fn targets(
+    state: &AppState,
+    f: &FilterForm,
+) -> Result<(Vec<String>, &'static str), Result<DataError, String>> {
     let filter = f.to_filter().map_err(Err)?;
     let hist = state.backend.history_state().await;
     if let (Some(h), HistoryState::On { .. }) = (&state.backend.history, &hist) {
@@ -60,7 +65,9 @@ async fn targets(state: &AppState, f: &FilterForm) -> Result<(Vec<String>, &'sta
         return Err(Err("without the history a bulk action needs a queue (it acts on that queue's failed registry)".into()));
     };
     if filter.status.as_deref().is_some_and(|s| s != "failed") {
-        return Err(Err("without the history a bulk action applies to failed jobs only".into()));
+        return Err(Err(
+            "without the history a bulk action applies to failed jobs only".into(),
+        ));
     }
     let ids = redis_view::failed_ids(&state.backend.redis, queue, filter.function.as_deref(), CAP)
         .await
@@ -75,13 +82,22 @@ fn fail(state: &AppState, s: &Session, e: Result<DataError, String>) -> Response
     }
 }
 
-pub async fn preview(State(state): State<AppState>, s: Session, Query(q): Query<BulkQuery>) -> Response {
+pub async fn preview(
+    State(state): State<AppState>,
+    s: Session,
+    Query(q): Query<BulkQuery>,
+) -> Response {
     let action = match check_action(&q.action) {
         Ok(a) => a,
         Err(e) => return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, &e),
     };
     if q.f.is_empty() {
-        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "a bulk action needs a filter: set at least one field");
+        return layout::error_page(
+            &state,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "a bulk action needs a filter: set at least one field",
+        );
     }
     let (ids, from) = match targets(&state, &q.f).await {
         Ok(x) => x,
@@ -129,22 +145,45 @@ pub async fn preview(State(state): State<AppState>, s: Session, Query(q): Query<
             p.muted { "Only operators can run bulk actions." }
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Bulk preview", ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Bulk preview",
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }
 
-pub async fn run(State(state): State<AppState>, s: Session, Posted(form): Posted<BulkForm>) -> Response {
-    if let Err(r) = guard(&state, &s, form.as_ref().and_then(|f| f.csrf.as_deref())) {
+pub async fn run(
+    State(state): State<AppState>,
+    s: Session,
+    Posted(form): Posted<BulkForm>,
+) -> Response {
+    if let Some(r) = guard(&state, &s, form.as_ref().and_then(|f| f.csrf.as_deref())) {
         return r;
     }
     let Some(form) = form else {
-        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "the form needs an action and a filter");
+        return layout::error_page(
+            &state,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "the form needs an action and a filter",
+        );
     };
     let action = match check_action(&form.action) {
         Ok(a) => a,
         Err(e) => return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, &e),
     };
     if form.f.is_empty() {
-        return layout::error_page(&state, Some(&s), StatusCode::BAD_REQUEST, "a bulk action needs a filter");
+        return layout::error_page(
+            &state,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "a bulk action needs a filter",
+        );
     }
     let (ids, from) = match targets(&state, &form.f).await {
         Ok(x) => x,
@@ -185,5 +224,14 @@ pub async fn run(State(state): State<AppState>, s: Session, Posted(form): Posted
             }
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Bulk result", ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Bulk result",
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }

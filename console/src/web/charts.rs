@@ -28,9 +28,7 @@ struct Cell {
 
 /// Every function's chart, busiest first.
 pub fn per_function(rows: &[HourStat], now: DateTime<Utc>) -> Markup {
-    let end = now
-        .duration_trunc(TimeDelta::hours(1))
-        .unwrap_or(now);
+    let end = now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
     let start = end - TimeDelta::hours(HOURS - 1);
     let mut by_fn: BTreeMap<&str, Vec<Cell>> = BTreeMap::new();
     for r in rows {
@@ -86,9 +84,8 @@ fn card(function: &str, cells: &[Cell], start: DateTime<Utc>) -> Markup {
             line.push_str(&format!("{x:.1},{:.1} ", y(p, max_p)));
         }
     }
-    let label = format!(
-        "{function}: {finished} finished, {failed} failed in 72 h; peak {max_n} per hour"
-    );
+    let label =
+        format!("{function}: {finished} finished, {failed} failed in 72 h; peak {max_n} per hour");
     html! {
         div.card {
             h3.mono { (function) }

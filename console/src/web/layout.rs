@@ -98,7 +98,13 @@ pub fn csrf_field(s: &Session) -> Markup {
 }
 
 /// A one-button form that POSTs to `action` (operators only; nothing for viewers).
-pub fn post_button(state: &AppState, s: &Session, action: &str, label: &str, class: &str) -> Markup {
+pub fn post_button(
+    state: &AppState,
+    s: &Session,
+    action: &str,
+    label: &str,
+    class: &str,
+) -> Markup {
     if !s.is_operator() {
         return html! {};
     }
@@ -112,7 +118,9 @@ pub fn post_button(state: &AppState, s: &Session, action: &str, label: &str, cla
 
 pub fn time(t: Option<DateTime<Utc>>) -> Markup {
     match t {
-        Some(t) => html! { time datetime=(t.to_rfc3339()) title=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S")) } },
+        Some(t) => {
+            html! { time datetime=(t.to_rfc3339()) title=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S")) } }
+        }
         None => html! { span.muted { "—" } },
     }
 }

@@ -1,10 +1,10 @@
 //! Login and logout. The login form carries its own CSRF token (a private cookie set with
 //! the form), so even the login POST is checked; a session starts with a fresh CSRF token.
 
+use super::actions::{token, CsrfForm, Posted};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use super::actions::{token, CsrfForm, Posted};
 use axum_extra::extract::cookie::PrivateCookieJar;
 use chrono::Utc;
 use maud::html;
@@ -21,7 +21,12 @@ pub async fn form(State(state): State<AppState>, jar: PrivateCookieJar) -> Respo
     render(&state, jar, None, StatusCode::OK)
 }
 
-fn render(state: &AppState, jar: PrivateCookieJar, error: Option<&str>, code: StatusCode) -> Response {
+fn render(
+    state: &AppState,
+    jar: PrivateCookieJar,
+    error: Option<&str>,
+    code: StatusCode,
+) -> Response {
     let token = random_token();
     let jar = jar.add(session::cookie(state, LOGIN_COOKIE, token.clone()));
     let body = layout::page(
@@ -86,7 +91,9 @@ pub async fn submit(
         return render(
             &state,
             jar,
-            Some(&format!("Too many failed logins for this user; wait {wait} s.")),
+            Some(&format!(
+                "Too many failed logins for this user; wait {wait} s."
+            )),
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
@@ -118,14 +125,17 @@ pub async fn submit(
     let value = match serde_json::to_string(&s) {
         Ok(v) => v,
         Err(e) => {
-            return layout::error_page(&state, None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+            return layout::error_page(
+                &state,
+                None,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            )
         }
     };
     // A browser-session cookie; the expiry inside it is what counts.
     let c = session::cookie(&state, SESSION_COOKIE, value);
-    let jar = jar
-        .remove(session::removal(&state, LOGIN_COOKIE))
-        .add(c);
+    let jar = jar.remove(session::removal(&state, LOGIN_COOKIE)).add(c);
     (jar, Redirect::to(&state.cfg.link("/"))).into_response()
 }
 

@@ -53,12 +53,19 @@ pub fn parse_time(s: &str) -> Result<Option<DateTime<Utc>>, String> {
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(Some(d.with_timezone(&Utc)));
     }
-    for f in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"] {
+    for f in [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
             return Ok(Some(n.and_utc()));
         }
     }
-    Err(format!("bad time {t:?}: use 2026-12-07T10:00 (UTC) or RFC 3339"))
+    Err(format!(
+        "bad time {t:?}: use 2026-12-07T10:00 (UTC) or RFC 3339"
+    ))
 }
 
 impl FilterForm {
@@ -87,7 +94,15 @@ impl FilterForm {
 
     /// The form's fields (inside a `<form>` the caller opens).
     pub fn fields(&self) -> Markup {
-        let statuses = ["", "finished", "failed", "retried", "stopped", "given_back", "dropped"];
+        let statuses = [
+            "",
+            "finished",
+            "failed",
+            "retried",
+            "stopped",
+            "given_back",
+            "dropped",
+        ];
         html! {
             label { "Job id" input type="text" name="id" value=(self.id); }
             label { "Function" input type="text" name="function" value=(self.function); }
@@ -125,7 +140,11 @@ fn history_needed(state: &AppState, s: &Session, title: &str, hist: &HistoryStat
     .into_response()
 }
 
-pub async fn search(State(state): State<AppState>, s: Session, Query(q): Query<SearchQuery>) -> Response {
+pub async fn search(
+    State(state): State<AppState>,
+    s: Session,
+    Query(q): Query<SearchQuery>,
+) -> Response {
     let hist = state.backend.history_state().await;
     let Some(h) = &state.backend.history else {
         return history_needed(&state, &s, "Search", &hist);
@@ -172,7 +191,17 @@ pub async fn search(State(state): State<AppState>, s: Session, Query(q): Query<S
             }
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Search", history: Some(&hist), ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Search",
+            history: Some(&hist),
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }
 
 pub fn attempt_table(state: &AppState, rows: &[crate::data::AttemptRow]) -> Markup {
@@ -198,7 +227,11 @@ pub fn attempt_table(state: &AppState, rows: &[crate::data::AttemptRow]) -> Mark
     }
 }
 
-pub async fn errors(State(state): State<AppState>, s: Session, Query(f): Query<FilterForm>) -> Response {
+pub async fn errors(
+    State(state): State<AppState>,
+    s: Session,
+    Query(f): Query<FilterForm>,
+) -> Response {
     let hist = state.backend.history_state().await;
     let Some(h) = &state.backend.history else {
         return history_needed(&state, &s, "Errors", &hist);
@@ -207,7 +240,9 @@ pub async fn errors(State(state): State<AppState>, s: Session, Query(f): Query<F
         Err(e) => Err(e),
         Ok(mut filter) => {
             filter.status = filter.status.or(Some("failed".into()));
-            h.error_groups(&filter, 100).await.map_err(|e| e.to_string())
+            h.error_groups(&filter, 100)
+                .await
+                .map_err(|e| e.to_string())
         }
     };
     let l = |p: &str| state.cfg.link(p);
@@ -241,7 +276,17 @@ pub async fn errors(State(state): State<AppState>, s: Session, Query(f): Query<F
             },
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Errors", history: Some(&hist), ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Errors",
+            history: Some(&hist),
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }
 
 /// The filter of one group's jobs: the page's filter, failed, with the group's text.

@@ -230,7 +230,10 @@ mod tests {
         add_user(&f, "ann", Role::Viewer, "new password").unwrap();
         let users = Users::load(&f).unwrap();
         assert_eq!(users.len(), 2);
-        assert_eq!(users.verify("ann", "new password").unwrap().role, Role::Viewer);
+        assert_eq!(
+            users.verify("ann", "new password").unwrap().role,
+            Role::Viewer
+        );
         assert!(users.verify("ann", "correct horse").is_none());
         assert!(users.verify("nobody", "x").is_none());
         assert!(Users::parse("x:admin:$argon2id$", "f").is_err());

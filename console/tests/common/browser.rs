@@ -55,7 +55,9 @@ impl Driver {
             driver: None,
         };
         mindora_tests::wait_for(Duration::from_secs(20), "chromedriver", || {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ()))
         })?;
         let mut caps = DesiredCapabilities::chrome();
         caps.set_binary("/usr/bin/chromium")?;

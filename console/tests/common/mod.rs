@@ -22,7 +22,8 @@ pub const VIEWER: (&str, &str) = ("bob", "bob-viewer-pw");
 
 /// The shared PostgreSQL test database.
 pub fn pg_url() -> String {
-    std::env::var("MINDORA_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("MINDORA_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub struct Console {
@@ -49,10 +50,14 @@ impl Console {
         add_user(&users_file, VIEWER.0, Role::Viewer, VIEWER.1)?;
         let users = Users::load(&users_file)?;
 
-        let admin = sqlx::PgPool::connect(&pg_url()).await.context("PostgreSQL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-            .execute(&admin)
-            .await?;
+        let admin = sqlx::PgPool::connect(&pg_url())
+            .await
+            .context("PostgreSQL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&admin)
+        .await?;
         admin.close().await;
         let history = History::connect(&pg_url(), schema)?;
         history.migrate().await?;
@@ -72,8 +77,13 @@ impl Console {
             history: Some(history.clone()),
             amqp: None,
         };
-        let state = AppState::new(cfg, users, b"test secret test secret test secret 0123", backend)
-            .map_err(anyhow::Error::msg)?;
+        let state = AppState::new(
+            cfg,
+            users,
+            b"test secret test secret test secret 0123",
+            backend,
+        )
+        .map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = router(state);
@@ -170,5 +180,10 @@ impl Drop for Console {
 /// The CSRF token of the first form in `html` (a hidden `csrf` field).
 pub fn csrf_of(html: &str) -> Option<String> {
     let at = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
-    Some(html[at..].chars().take_while(|c| c.is_ascii_hexdigit()).collect())
+    Some(
+        html[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect(),
+    )
 }

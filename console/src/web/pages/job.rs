@@ -37,10 +37,12 @@ pub async fn page(
             &format!("job {id} is neither in Redis nor in the history"),
         );
     }
-    let trace_id = job
-        .as_ref()
-        .and_then(|j| j.trace_id.clone())
-        .or_else(|| timeline.as_ref().ok().and_then(|t| t.iter().rev().find_map(|a| a.trace_id.clone())));
+    let trace_id = job.as_ref().and_then(|j| j.trace_id.clone()).or_else(|| {
+        timeline
+            .as_ref()
+            .ok()
+            .and_then(|t| t.iter().rev().find_map(|a| a.trace_id.clone()))
+    });
     let trace = trace_id.as_deref().and_then(|t| state.cfg.trace_link(t));
     let base = format!("/jobs/{}", enc(&id));
     let body = html! {
@@ -70,7 +72,11 @@ pub async fn page(
     layout::page(
         &state,
         Some(&s),
-        Page { title: &format!("Job {id}"), history: Some(&hist), ..Default::default() },
+        Page {
+            title: &format!("Job {id}"),
+            history: Some(&hist),
+            ..Default::default()
+        },
         body,
     )
     .into_response()

@@ -42,7 +42,17 @@ pub async fn cron(State(state): State<AppState>, s: Session) -> Response {
             }
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Cron", refresh: Some(30), ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Cron",
+            refresh: Some(30),
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }
 
 pub async fn rate_limits(State(state): State<AppState>, s: Session) -> Response {
@@ -71,13 +81,27 @@ pub async fn rate_limits(State(state): State<AppState>, s: Session) -> Response 
             }
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Rate limits", refresh: Some(30), ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Rate limits",
+            refresh: Some(30),
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }
 
 pub async fn dlq(State(state): State<AppState>, s: Session, Query(msg): Query<Msg>) -> Response {
     let summary = match &state.backend.amqp {
         None => None,
-        Some((url, queues)) => Some(dlq::dlq_summary(url, queues).await.map_err(|e| e.to_string())),
+        Some((url, queues)) => Some(
+            dlq::dlq_summary(url, queues)
+                .await
+                .map_err(|e| e.to_string()),
+        ),
     };
     let body = html! {
         (msg.banner())
@@ -112,7 +136,16 @@ pub async fn dlq(State(state): State<AppState>, s: Session, Query(msg): Query<Ms
             },
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Dead letters", ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Dead letters",
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }
 
 pub async fn audit(State(state): State<AppState>, s: Session) -> Response {
@@ -145,5 +178,15 @@ pub async fn audit(State(state): State<AppState>, s: Session) -> Response {
             },
         }
     };
-    layout::page(&state, Some(&s), Page { title: "Audit", history: Some(&hist), ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: "Audit",
+            history: Some(&hist),
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }

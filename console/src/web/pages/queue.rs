@@ -35,7 +35,13 @@ pub async fn page(
             Err(e) => return crate::web::actions::data_error(&state, &s, &e),
         };
     let l = |p: &str| state.cfg.link(p);
-    let here = |o: u64| l(&format!("/queues/{}/{}?offset={o}", enc(&queue), which.as_str()));
+    let here = |o: u64| {
+        l(&format!(
+            "/queues/{}/{}?offset={o}",
+            enc(&queue),
+            which.as_str()
+        ))
+    };
     let title = format!("{queue} · {}", which.as_str());
     let body = html! {
         h1 { "Queue " span.mono { (queue) } " · " (which.as_str()) }
@@ -70,5 +76,14 @@ pub async fn page(
             @if offset + PAGE < total { a href=(here(offset + PAGE)) { "more →" } }
         }
     };
-    layout::page(&state, Some(&s), Page { title: &title, ..Default::default() }, body).into_response()
+    layout::page(
+        &state,
+        Some(&s),
+        Page {
+            title: &title,
+            ..Default::default()
+        },
+        body,
+    )
+    .into_response()
 }
