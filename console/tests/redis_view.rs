@@ -6,11 +6,20 @@ use anyhow::Result;
 use mindora_console::data::redis_view::{self, Registry};
 use mindora_tests::python_rq::PythonRq;
 
+/// The ids a snippet printed last (rq's worker logs to stdout before).
+fn last_line_words(out: &str) -> Vec<&str> {
+    out.lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
+}
+
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 /// Runs the queued jobs of `queues` with Python rq's own worker, in burst mode.
 const BURST: &str = "from rq import SimpleWorker\n\
-def burst(*names):\n    SimpleWorker([Queue(n, connection=r) for n in names], connection=r).work(burst=True)\n";
+def burst(*names):\n    SimpleWorker([Queue(n, connection=r) for n in names], connection=r).work(burst=True, logging_level='WARNING')\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overview_counts_follow_python_rq() -> Result<()> {
@@ -82,7 +91,7 @@ async fn job_view_decodes_pickle_and_json_jobs() -> Result<()> {
              c = qp.enqueue('jobs.add', 5, depends_on=a)\n\
              print(a.id, b.id, c.id)\n"
         ))?;
-        let ids: Vec<&str> = out.split_whitespace().collect();
+        let ids = last_line_words(&out);
         let (a, b, c) = (ids[0], ids[1], ids[2]);
 
         let ja = redis_view::job(&conn, a).await?;
@@ -112,10 +121,10 @@ async fn job_view_decodes_pickle_and_json_jobs() -> Result<()> {
             "{BURST}from rq.serializers import JSONSerializer\n\
              qf = Queue('f', connection=r, serializer=JSONSerializer)\n\
              ok = qf.enqueue('jobs.add', 1, y=2)\nbad = qf.enqueue('jobs.boom', 'it broke 17')\n\
-             SimpleWorker([qf], connection=r, serializer=JSONSerializer).work(burst=True)\n\
+             SimpleWorker([qf], connection=r, serializer=JSONSerializer).work(burst=True, logging_level='WARNING')\n\
              print(ok.id, bad.id)\n"
         ))?;
-        let ids: Vec<&str> = out.split_whitespace().collect();
+        let ids = last_line_words(&out);
         let ok = redis_view::job(&conn, ids[0]).await?;
         assert_eq!(ok.status, "finished");
         assert_eq!(ok.result.as_deref(), Some("{'sum': 3}"));

@@ -75,6 +75,12 @@ pub fn worker_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The PostgreSQL database tests use (each test works in a schema of its own).
+pub fn postgres_url() -> String {
+    std::env::var("MINDORA_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
 /// The Redis server tests use.
 pub fn redis_base() -> String {
     std::env::var("MINDORA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

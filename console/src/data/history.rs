@@ -27,9 +27,9 @@ const COLUMNS: &str = "ended_at, job_id, source, queue, function, attempt, statu
      retry_at, trace_id";
 
 /// Masks what differs between occurrences of one error: tokens of hex digits and dashes
-/// holding a digit (ids, uuids, numbers) become `#`, as do digits left inside words.
+/// holding a digit, `0x` hex too (ids, uuids, numbers), become `#`, as do digits left inside words.
 const MASKED_MESSAGE: &str = "regexp_replace(regexp_replace(coalesce(error_message, ''), \
-     '\\m[0-9A-Fa-f-]*[0-9][0-9A-Fa-f-]*\\M', '#', 'g'), '[0-9]+', '#', 'g')";
+     '\\m(0x)?[0-9A-Fa-f-]*[0-9][0-9A-Fa-f-]*\\M', '#', 'g'), '[0-9]+', '#', 'g')";
 
 /// One audit row (`mindora_console_actions`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -121,13 +121,18 @@ pub async fn overview(conn: &RedisConn) -> Result<Overview, DataError> {
         .map(str::to_string)
         .collect();
     let mut pipe = redis::pipe();
+    // (An empty pipeline is an error in the redis crate: each is skipped when empty.)
     for q in &names {
         pipe.llen(keys::queue(q));
         for r in &Registry::ALL[1..] {
             pipe.zcard(r.key(q));
         }
     }
-    let counts: Vec<u64> = pipe.query_async(&mut c).await?;
+    let counts: Vec<u64> = if names.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut c).await?
+    };
     let queues = names
         .into_iter()
         .zip(counts.chunks(Registry::ALL.len()))
@@ -160,6 +165,9 @@ async fn workers(
         .iter()
         .filter_map(|k| k.strip_prefix(head.as_str()))
         .collect();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for n in &names {
         pipe.hgetall(keys::worker(n))
@@ -269,8 +277,14 @@ pub async fn job(conn: &RedisConn, id: &str) -> Result<JobView, DataError> {
             repr_map(&call.kwargs),
         ),
         Err(e) => {
+            // The call string still names the function (rq's `get_call_string`).
+            let function = h
+                .text(field::DESCRIPTION)
+                .and_then(|d| d.split('(').next())
+                .unwrap_or_default()
+                .to_string();
             let why = format!("<undecodable: {e}>");
-            (Serializer::Pickle, String::new(), why.clone(), why)
+            (Serializer::Pickle, function, why.clone(), why)
         }
     };
     let meta_map = meta(&h, ser);
