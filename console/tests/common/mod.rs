@@ -19,6 +19,8 @@ use mindora_tests::RedisDb;
 pub const BASE: &str = "/console";
 pub const OPERATOR: (&str, &str) = ("ann", "ann-operator-pw");
 pub const VIEWER: (&str, &str) = ("bob", "bob-viewer-pw");
+/// MINDORA_CONSOLE_SECRET of the test consoles.
+pub const SECRET: &[u8] = b"test secret test secret test secret 0123";
 
 /// The shared PostgreSQL test database.
 pub fn pg_url() -> String {
@@ -28,8 +30,8 @@ pub fn pg_url() -> String {
 
 pub struct Console {
     pub addr: std::net::SocketAddr,
-    pub history: History,
-    pub schema: String,
+    /// `None`: the console runs without a history.
+    pub history: Option<History>,
     pub redis_url: String,
     _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
@@ -44,23 +46,34 @@ impl Console {
     /// Starts the console on `db` with the history in `schema` (dropped and migrated
     /// afresh, so a test runs twice in a row).
     pub async fn start(db: &RedisDb, schema: &str) -> Result<Console> {
+        Console::start_with(db, Some(schema)).await
+    }
+
+    /// As [`Console::start`]; without a history when `schema` is `None`.
+    pub async fn start_with(db: &RedisDb, schema: Option<&str>) -> Result<Console> {
         let dir = tempfile::tempdir()?;
         let users_file: PathBuf = dir.path().join("users");
         add_user(&users_file, OPERATOR.0, Role::Operator, OPERATOR.1)?;
         add_user(&users_file, VIEWER.0, Role::Viewer, VIEWER.1)?;
         let users = Users::load(&users_file)?;
 
-        let admin = sqlx::PgPool::connect(&pg_url())
-            .await
-            .context("PostgreSQL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-        )))
-        .execute(&admin)
-        .await?;
-        admin.close().await;
-        let history = History::connect(&pg_url(), schema)?;
-        history.migrate().await?;
+        let history = match schema {
+            None => None,
+            Some(schema) => {
+                let admin = sqlx::PgPool::connect(&pg_url())
+                    .await
+                    .context("PostgreSQL")?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                )))
+                .execute(&admin)
+                .await?;
+                admin.close().await;
+                let history = History::connect(&pg_url(), schema)?;
+                history.migrate().await?;
+                Some(history)
+            }
+        };
 
         let redis = RedisConnector::from_url(&db.url())?
             .manager(&ManagerOptions::default())
@@ -74,7 +87,7 @@ impl Console {
         };
         let backend = Backend {
             redis,
-            history: Some(history.clone()),
+            history: history.clone(),
             amqp: None,
         };
         let state = AppState::new(
@@ -93,11 +106,16 @@ impl Console {
         Ok(Console {
             addr,
             history,
-            schema: schema.to_string(),
             redis_url: db.url(),
             _dir: dir,
             server,
         })
+    }
+
+    pub fn history(&self) -> Result<&History> {
+        self.history
+            .as_ref()
+            .context("this console runs without a history")
     }
 
     /// Writes one attempt row as the history writer would.
@@ -135,7 +153,7 @@ impl Console {
         .bind("(42,) {}")
         .bind(retry_in_secs.map(|s| ended + chrono::Duration::seconds(s)))
         .bind("4bf92f3577b34da6a3ce929d0e0e4736")
-        .execute(self.history.pool())
+        .execute(self.history()?.pool())
         .await?;
         Ok(())
     }
@@ -154,7 +172,7 @@ impl Console {
              FROM generate_series(1, 71) h, generate_series(0, 30) i WHERE i < 8 + 10 * sin(h / 4.0) + 10",
         )
         .bind(function)
-        .execute(self.history.pool())
+        .execute(self.history()?.pool())
         .await?;
         Ok(())
     }
@@ -162,7 +180,7 @@ impl Console {
     /// The audit rows, newest first: (user, action, target, jobs).
     pub async fn audit(&self) -> Result<Vec<(String, String, String, i32)>> {
         Ok(self
-            .history
+            .history()?
             .recent_actions(100)
             .await?
             .into_iter()
