@@ -51,6 +51,15 @@ impl Console {
 
     /// As [`Console::start`]; without a history when `schema` is `None`.
     pub async fn start_with(db: &RedisDb, schema: Option<&str>) -> Result<Console> {
+        Console::start_full(db, schema, None).await
+    }
+
+    /// As [`Console::start_with`], with RabbitMQ (URL and work queues) for the DLQ page.
+    pub async fn start_full(
+        db: &RedisDb,
+        schema: Option<&str>,
+        amqp: Option<(String, Vec<String>)>,
+    ) -> Result<Console> {
         let dir = tempfile::tempdir()?;
         let users_file: PathBuf = dir.path().join("users");
         add_user(&users_file, OPERATOR.0, Role::Operator, OPERATOR.1)?;
@@ -88,7 +97,7 @@ impl Console {
         let backend = Backend {
             redis,
             history: history.clone(),
-            amqp: None,
+            amqp,
         };
         let state = AppState::new(
             cfg,
