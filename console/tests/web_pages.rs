@@ -156,6 +156,7 @@ async fn search_paging_history_only_jobs_and_bad_input() -> Result<()> {
     let (code, html) = get(&c, &con, "/jobs/gone-007").await?;
     assert_eq!(code, StatusCode::OK);
     assert!(html.contains("Redis no longer holds this job") && html.contains("missing key"));
+    assert!(html.contains("href=\"https://traces.example/trace/4bf92f3577b34da6a3ce929d0e0e4736\""));
     let (code, _) = get(&c, &con, "/jobs/never-existed").await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
 
