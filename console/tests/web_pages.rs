@@ -288,6 +288,7 @@ async fn dead_letters_requeued_from_the_page() -> Result<()> {
         &db,
         Some("console_web_dlq"),
         Some((amqp_kit::url(), vec![fx.queue.clone()])),
+        None,
     )
     .await?;
     let viewer = client()?;
@@ -335,5 +336,61 @@ async fn dead_letters_requeued_from_the_page() -> Result<()> {
         .await?;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     fx.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_away_is_said_and_pages_still_answer() -> Result<()> {
+    let rq = PythonRq::lease("3.0")?;
+    rq.enqueue("q.enqueue('jobs.add', 1, job_id='still-here')")?;
+    let closed = mindora_tests::free_port()?;
+    let url = format!("postgres://postgres@127.0.0.1:{closed}/test");
+    let con = Console::start_full(&rq.db, Some("console_web_away"), None, Some(&url)).await?;
+    let c = client()?;
+    login(&c, &con, OPERATOR.0, OPERATOR.1).await?;
+    for page in [
+        "/",
+        "/jobs/still-here",
+        "/search?error=x",
+        "/errors",
+        "/audit",
+        "/queues/default/queued",
+    ] {
+        let started = std::time::Instant::now();
+        let (code, html) = get(&c, &con, page).await?;
+        assert_eq!(code, StatusCode::OK, "{page}: {html}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "{page} took {:?}",
+            started.elapsed()
+        );
+        if page != "/queues/default/queued" {
+            assert!(
+                html.contains("History database unreachable"),
+                "{page}: {html}"
+            );
+        }
+    }
+    // Redis still acts; the audit row cannot be written and the page says so.
+    let (_, html) = get(&c, &con, "/jobs/still-here").await?;
+    let token = csrf_of(&html).unwrap_or_default();
+    let r = c
+        .post(con.url("/jobs/still-here/cancel"))
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, html) = get(
+        &c,
+        &con,
+        r.headers()[header::LOCATION]
+            .to_str()?
+            .trim_start_matches("/console"),
+    )
+    .await?;
+    assert!(
+        html.contains("cancel: done") && html.contains("audit row was not written"),
+        "{html}"
+    );
     Ok(())
 }

@@ -29,6 +29,15 @@ impl Backend {
         self.history.as_ref().ok_or(DataError::HistoryOff)
     }
 
+    /// The history when `state` says it answers: a page skips its history queries when the
+    /// database is away instead of waiting for each one to time out.
+    pub fn usable(&self, state: &HistoryState) -> Option<&History> {
+        match state {
+            HistoryState::On { .. } => self.history.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Logs an action and, when the history is on, records it (who, what, on how many
     /// jobs). A failed audit write is logged and said on the page; it does not undo the
     /// action, which already happened.

@@ -135,7 +135,7 @@ fn history_needed(state: &AppState, s: &Session, title: &str, hist: &HistoryStat
         state,
         Some(s),
         Page { title, history: Some(hist), ..Default::default() },
-        html! { h1 { (title) } p.muted { "This page searches the history, which is off or unreachable. The overview and queue pages show what Redis holds." } },
+        html! { h1 { (title) } p.muted { "This page searches the history, which is off or unreachable (see above). The overview and queue pages show what Redis holds." } },
     )
     .into_response()
 }
@@ -146,7 +146,7 @@ pub async fn search(
     Query(q): Query<SearchQuery>,
 ) -> Response {
     let hist = state.backend.history_state().await;
-    let Some(h) = &state.backend.history else {
+    let Some(h) = state.backend.usable(&hist) else {
         return history_needed(&state, &s, "Search", &hist);
     };
     let before = match (q.before_at.as_deref().map(parse_time), &q.before_id) {
@@ -233,7 +233,7 @@ pub async fn errors(
     Query(f): Query<FilterForm>,
 ) -> Response {
     let hist = state.backend.history_state().await;
-    let Some(h) = &state.backend.history else {
+    let Some(h) = state.backend.usable(&hist) else {
         return history_needed(&state, &s, "Errors", &hist);
     };
     let groups = match f.to_filter() {

@@ -51,14 +51,16 @@ impl Console {
 
     /// As [`Console::start`]; without a history when `schema` is `None`.
     pub async fn start_with(db: &RedisDb, schema: Option<&str>) -> Result<Console> {
-        Console::start_full(db, schema, None).await
+        Console::start_full(db, schema, None, None).await
     }
 
-    /// As [`Console::start_with`], with RabbitMQ (URL and work queues) for the DLQ page.
+    /// As [`Console::start_with`], with RabbitMQ (URL and work queues) for the DLQ page,
+    /// and the history at `away_url` (not migrated: a database that is not there) if given.
     pub async fn start_full(
         db: &RedisDb,
         schema: Option<&str>,
         amqp: Option<(String, Vec<String>)>,
+        away_url: Option<&str>,
     ) -> Result<Console> {
         let dir = tempfile::tempdir()?;
         let users_file: PathBuf = dir.path().join("users");
@@ -66,9 +68,10 @@ impl Console {
         add_user(&users_file, VIEWER.0, Role::Viewer, VIEWER.1)?;
         let users = Users::load(&users_file)?;
 
-        let history = match schema {
-            None => None,
-            Some(schema) => {
+        let history = match (schema, away_url) {
+            (Some(schema), Some(url)) => Some(History::connect(url, schema)?),
+            (None, _) => None,
+            (Some(schema), None) => {
                 let admin = sqlx::PgPool::connect(&pg_url())
                     .await
                     .context("PostgreSQL")?;

@@ -25,9 +25,10 @@ pub async fn page(
         Err(DataError::NoSuchJob(_)) => None,
         Err(e) => return crate::web::actions::data_error(&state, &s, &e),
     };
-    let timeline = match &state.backend.history {
-        Some(h) => h.timeline(&id).await.map_err(|e| e.to_string()),
-        None => Ok(Vec::new()),
+    let timeline = match (&state.backend.history, state.backend.usable(&hist)) {
+        (_, Some(h)) => h.timeline(&id).await.map_err(|e| e.to_string()),
+        (Some(_), None) => Err("the history database is unreachable".to_string()),
+        (None, None) => Ok(Vec::new()),
     };
     if job.is_none() && timeline.as_ref().is_ok_and(Vec::is_empty) {
         return layout::error_page(

@@ -150,9 +150,10 @@ pub async fn dlq(State(state): State<AppState>, s: Session, Query(msg): Query<Ms
 
 pub async fn audit(State(state): State<AppState>, s: Session) -> Response {
     let hist = state.backend.history_state().await;
-    let rows = match &state.backend.history {
-        Some(h) => Some(h.recent_actions(200).await.map_err(|e| e.to_string())),
-        None => None,
+    let rows = match (&state.backend.history, state.backend.usable(&hist)) {
+        (_, Some(h)) => Some(h.recent_actions(200).await.map_err(|e| e.to_string())),
+        (Some(_), None) => Some(Err("the history database is unreachable".to_string())),
+        (None, None) => None,
     };
     let body = html! {
         h1 { "Audit trail" }
