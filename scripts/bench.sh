@@ -6,8 +6,14 @@
 # receiver): bash scripts/bench.sh --tracing [--mindora-jobs N] [--rounds N] [--concurrency N]
 # Job history overhead (off / on, writing every attempt to the local PostgreSQL):
 #   bash scripts/bench.sh --history [--mindora-jobs N] [--rounds N] [--concurrency N]
+# Console (history search over 1,000,000 rows, overview with 100,000 queued jobs):
+#   bash scripts/bench.sh --console [--rows N] [--queued N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--console" ]; then
+  shift
+  exec cargo run --release -p mindora-console --example console_bench --quiet -- "$@"
+fi
 bash tests/setup-python.sh >/dev/null
 cargo build --release -p mindora-worker-app --bin mindora-worker --quiet
 target="${CARGO_TARGET_DIR:-target}"
