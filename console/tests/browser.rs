@@ -299,6 +299,11 @@ async fn console_in_a_real_browser() -> Result<()> {
     ensure!(preview.starts_with("4 jobs match"), "{preview}");
     ensure!(d.find_all(By::Css("#sample tbody tr")).await?.len() == 4);
     browser.shot("bulk-preview").await?;
+    d.goto(con.url("/queues/bulkq/failed")).await?;
+    ensure!(d.find_all(By::Css("#jobs tbody tr")).await?.len() == 4);
+    browser.shot("queue-failed").await?;
+    d.goto(con.url("/bulk?action=requeue&queue=bulkq&status=failed"))
+        .await?;
     let _: () = conn.del("console-test:fail")?;
     d.find(By::Id("confirm")).await?.click().await?;
     ensure!(d.find(By::Id("done")).await?.text().await? == "4");
