@@ -189,6 +189,9 @@ fn python(rq: &PythonRq, version: &str, queues: &str, code: &str) -> Result<Stri
 async fn console_in_a_real_browser() -> Result<()> {
     let rq = PythonRq::lease("3.0")?;
     let con = Console::start(&rq.db, "console_browser").await?;
+    // 72 h of one function for the charts, written before the first overview: the console
+    // computes an hour once it is closed (hourly.rs).
+    con.seed_hours("reports.build").await?;
     let browser = Driver::start().await?;
     let d = browser.get()?;
 
@@ -325,7 +328,6 @@ async fn console_in_a_real_browser() -> Result<()> {
         wait_count(d, &con, "browserq", "finished", 5).await
     }
     .await;
-    con.seed_hours("reports.build").await?;
     d.goto(con.url("/")).await?;
     let workers = d.find(By::Id("workers")).await.map(|_| ());
     browser.shot("overview").await?;
