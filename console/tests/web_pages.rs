@@ -173,6 +173,20 @@ async fn search_paging_history_only_jobs_and_bad_input() -> Result<()> {
     let (code, _) = get(&c, &con, &format!("/search?error={}", "%25".repeat(3000))).await?;
     assert_eq!(code, StatusCode::OK);
 
+    // Rows a writer dropped are said on every page that reads the history.
+    sqlx::query(
+        "INSERT INTO mindora_history_writers (worker, written, dropped) VALUES ('w1', 10, 7)",
+    )
+    .execute(con.history()?.pool())
+    .await?;
+    for page in ["/", "/search", "/jobs/gone-001"] {
+        let (_, html) = get(&c, &con, page).await?;
+        assert!(
+            html.contains("The history is missing 7 rows"),
+            "{page}: {html}"
+        );
+    }
+
     // Errors page groups the 120 failures in one line.
     let (_, html) = get(&c, &con, "/errors").await?;
     assert!(
