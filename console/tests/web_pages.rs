@@ -446,3 +446,52 @@ async fn overview_with_100k_queued_jobs() -> Result<()> {
     assert!(p95 < 1000.0, "p95 {p95:.1} ms");
     Ok(())
 }
+
+/// Python rq workers write no history: the queue page's bulk link acts on the failed
+/// registry as Redis holds it, even with the history on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_page_bulk_acts_on_redis_with_history_on() -> Result<()> {
+    let rq = PythonRq::lease("3.0")?;
+    let con = Console::start(&rq.db, "console_web_redis_bulk").await?;
+    rq.enqueue(
+        "import jobs\nfrom rq import Worker\nfq = Queue('pyfails', connection=r)\n\
+         for i in range(2): fq.enqueue(jobs.boom, f'x{i}', job_id=f'py-fail-{i}')\n\
+         Worker([fq], connection=r).work(burst=True)\n",
+    )?;
+    let c = client()?;
+    login(&c, &con, OPERATOR.0, OPERATOR.1).await?;
+    let (_, html) = get(&c, &con, "/queues/pyfails/failed").await?;
+    let link = "/bulk?action=requeue&amp;source_of_ids=redis&amp;queue=pyfails&amp;status=failed";
+    assert!(html.contains(link), "{html}");
+    let (_, html) = get(&c, &con, "/bulk?action=requeue&queue=pyfails&status=failed").await?;
+    assert!(
+        html.contains("<strong>0</strong> jobs match now") && html.contains("from the history"),
+        "{html}"
+    );
+    let (_, html) = get(&c, &con, &link.replace("&amp;", "&")).await?;
+    assert!(
+        html.contains("<strong>2</strong> jobs match now")
+            && html.contains("Redis failed registry"),
+        "{html}"
+    );
+    let token = csrf_of(&html).unwrap_or_default();
+    let r = c
+        .post(con.url("/bulk"))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("action", "requeue"),
+            ("source_of_ids", "redis"),
+            ("queue", "pyfails"),
+            ("status", "failed"),
+        ])
+        .send()
+        .await?;
+    let html = r.text().await?;
+    assert!(
+        html.contains("<strong id=\"done\">2</strong> of 2"),
+        "{html}"
+    );
+    let queued: u64 = rq.db.conn()?.llen("rq:queue:pyfails")?;
+    assert_eq!(queued, 2);
+    Ok(())
+}
