@@ -189,6 +189,9 @@ fn python(rq: &PythonRq, version: &str, queues: &str, code: &str) -> Result<Stri
 async fn console_in_a_real_browser() -> Result<()> {
     let rq = PythonRq::lease("3.0")?;
     let con = Console::start(&rq.db, "console_browser").await?;
+    // 72 h of one function for the charts, written before the first overview: the console
+    // computes an hour once it is closed (hourly.rs).
+    con.seed_hours("reports.build").await?;
     let browser = Driver::start().await?;
     let d = browser.get()?;
 
@@ -299,6 +302,11 @@ async fn console_in_a_real_browser() -> Result<()> {
     ensure!(preview.starts_with("4 jobs match"), "{preview}");
     ensure!(d.find_all(By::Css("#sample tbody tr")).await?.len() == 4);
     browser.shot("bulk-preview").await?;
+    d.goto(con.url("/queues/bulkq/failed")).await?;
+    ensure!(d.find_all(By::Css("#jobs tbody tr")).await?.len() == 4);
+    browser.shot("queue-failed").await?;
+    d.goto(con.url("/bulk?action=requeue&queue=bulkq&status=failed"))
+        .await?;
     let _: () = conn.del("console-test:fail")?;
     d.find(By::Id("confirm")).await?.click().await?;
     ensure!(d.find(By::Id("done")).await?.text().await? == "4");
@@ -320,7 +328,6 @@ async fn console_in_a_real_browser() -> Result<()> {
         wait_count(d, &con, "browserq", "finished", 5).await
     }
     .await;
-    con.seed_hours("reports.build").await?;
     d.goto(con.url("/")).await?;
     let workers = d.find(By::Id("workers")).await.map(|_| ());
     browser.shot("overview").await?;

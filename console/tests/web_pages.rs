@@ -173,6 +173,20 @@ async fn search_paging_history_only_jobs_and_bad_input() -> Result<()> {
     let (code, _) = get(&c, &con, &format!("/search?error={}", "%25".repeat(3000))).await?;
     assert_eq!(code, StatusCode::OK);
 
+    // Rows a writer dropped are said on every page that reads the history.
+    sqlx::query(
+        "INSERT INTO mindora_history_writers (worker, written, dropped) VALUES ('w1', 10, 7)",
+    )
+    .execute(con.history()?.pool())
+    .await?;
+    for page in ["/", "/search", "/jobs/gone-001"] {
+        let (_, html) = get(&c, &con, page).await?;
+        assert!(
+            html.contains("The history is missing 7 rows"),
+            "{page}: {html}"
+        );
+    }
+
     // Errors page groups the 120 failures in one line.
     let (_, html) = get(&c, &con, "/errors").await?;
     assert!(
@@ -396,7 +410,8 @@ async fn history_away_is_said_and_pages_still_answer() -> Result<()> {
 }
 
 /// The overview with 100,000 queued jobs answers from counts (LLEN / ZCARD), not a scan:
-/// prints the p50 / p95 of 30 page loads over HTTP (history on, 72 h charts included).
+/// prints the p50 / p95 of 30 page loads over HTTP after 10 warm-up loads (history on, 72 h
+/// charts included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overview_with_100k_queued_jobs() -> Result<()> {
     let db = mindora_tests::RedisDb::lease()?;
@@ -412,16 +427,71 @@ async fn overview_with_100k_queued_jobs() -> Result<()> {
     login(&c, &con, VIEWER.0, VIEWER.1).await?;
     let (_, html) = get(&c, &con, "/").await?;
     assert!(html.contains(">100000<"), "{html}");
+    // The first loads open the history pool's connections (~100 ms each, lazily).
     let mut ms = Vec::new();
-    for _ in 0..30 {
+    for i in 0..40 {
+        if i == 10 {
+            eprintln!("warm-up loads (ms): {ms:.0?}");
+            ms.clear();
+        }
         let t = std::time::Instant::now();
         let (code, _) = get(&c, &con, "/").await?;
         assert_eq!(code, StatusCode::OK);
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    eprintln!("loads (ms): {ms:.0?}");
     ms.sort_by(f64::total_cmp);
     let (p50, p95) = (ms[14], ms[28]);
     println!("overview with 100000 queued jobs: p50 {p50:.1} ms, p95 {p95:.1} ms (30 loads, debug build)");
     assert!(p95 < 1000.0, "p95 {p95:.1} ms");
+    Ok(())
+}
+
+/// Python rq workers write no history: the queue page's bulk link acts on the failed
+/// registry as Redis holds it, even with the history on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_page_bulk_acts_on_redis_with_history_on() -> Result<()> {
+    let rq = PythonRq::lease("3.0")?;
+    let con = Console::start(&rq.db, "console_web_redis_bulk").await?;
+    rq.enqueue(
+        "import jobs\nfrom rq import Worker\nfq = Queue('pyfails', connection=r)\n\
+         for i in range(2): fq.enqueue(jobs.boom, f'x{i}', job_id=f'py-fail-{i}')\n\
+         Worker([fq], connection=r).work(burst=True)\n",
+    )?;
+    let c = client()?;
+    login(&c, &con, OPERATOR.0, OPERATOR.1).await?;
+    let (_, html) = get(&c, &con, "/queues/pyfails/failed").await?;
+    let link = "/bulk?action=requeue&amp;source_of_ids=redis&amp;queue=pyfails&amp;status=failed";
+    assert!(html.contains(link), "{html}");
+    let (_, html) = get(&c, &con, "/bulk?action=requeue&queue=pyfails&status=failed").await?;
+    assert!(
+        html.contains("<strong>0</strong> jobs match now") && html.contains("from the history"),
+        "{html}"
+    );
+    let (_, html) = get(&c, &con, &link.replace("&amp;", "&")).await?;
+    assert!(
+        html.contains("<strong>2</strong> jobs match now")
+            && html.contains("Redis failed registry"),
+        "{html}"
+    );
+    let token = csrf_of(&html).unwrap_or_default();
+    let r = c
+        .post(con.url("/bulk"))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("action", "requeue"),
+            ("source_of_ids", "redis"),
+            ("queue", "pyfails"),
+            ("status", "failed"),
+        ])
+        .send()
+        .await?;
+    let html = r.text().await?;
+    assert!(
+        html.contains("<strong id=\"done\">2</strong> of 2"),
+        "{html}"
+    );
+    let queued: u64 = rq.db.conn()?.llen("rq:queue:pyfails")?;
+    assert_eq!(queued, 2);
     Ok(())
 }

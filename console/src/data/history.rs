@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
 
-use super::{AttemptRow, DataError, ErrorGroup, Filter, HistoryState, HourStat};
+use super::{AttemptRow, DataError, ErrorGroup, Filter, HistoryState};
 
 /// The history schema when none is configured.
 pub const DEFAULT_SCHEMA: &str = "mindora_history";
@@ -47,8 +47,10 @@ pub struct ActionRow {
 /// The console's handle on the history.
 #[derive(Clone)]
 pub struct History {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     schema: String,
+    /// Figures of closed hours, computed once (see `hourly.rs`).
+    pub(super) hours: super::hourly::HourCache,
 }
 
 impl History {
@@ -81,6 +83,7 @@ impl History {
         Ok(History {
             pool,
             schema: schema.to_string(),
+            hours: Default::default(),
         })
     }
 
@@ -207,37 +210,6 @@ impl History {
                     jobs: r.try_get("jobs")?,
                     last_seen: r.try_get("last_seen")?,
                     functions: r.try_get("functions")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DataError::from)
-    }
-
-    /// Per function and hour since `since` (at most 72 h back): finished and failed
-    /// attempts and the p95 run time of finished ones.
-    pub async fn hourly(&self, since: DateTime<Utc>) -> Result<Vec<HourStat>, DataError> {
-        let floor = Utc::now() - chrono::Duration::hours(72);
-        let since = since.max(floor);
-        let rows = sqlx::query(
-            "SELECT date_trunc('hour', ended_at) AS hour, function, \
-             count(*) FILTER (WHERE status = 'finished') AS finished, \
-             count(*) FILTER (WHERE status IN ('failed', 'retried')) AS failed, \
-             percentile_cont(0.95) WITHIN GROUP (ORDER BY run_ms) \
-               FILTER (WHERE status = 'finished') AS p95 \
-             FROM mindora_job_attempts WHERE ended_at >= $1 \
-             GROUP BY 1, 2 ORDER BY 1, 2",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HourStat {
-                    hour: r.try_get("hour")?,
-                    function: r.try_get("function")?,
-                    finished: r.try_get("finished")?,
-                    failed: r.try_get("failed")?,
-                    p95_run_ms: r.try_get("p95")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

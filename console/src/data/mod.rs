@@ -12,6 +12,7 @@ pub mod actions;
 pub mod cron;
 pub mod dlq;
 pub mod history;
+mod hourly;
 pub mod ratelimit;
 pub mod redis_view;
 pub mod repr;

@@ -27,6 +27,10 @@ const SAMPLE: usize = 20;
 #[derive(Deserialize)]
 pub struct BulkQuery {
     action: String,
+    /// `redis`: act on the queue's failed registry as Redis holds it (the queue page's
+    /// link), even with the history on: Python rq workers write no history.
+    #[serde(default)]
+    source_of_ids: String,
     #[serde(flatten)]
     f: FilterForm,
 }
@@ -35,6 +39,8 @@ pub struct BulkQuery {
 pub struct BulkForm {
     csrf: Option<String>,
     action: String,
+    #[serde(default)]
+    source_of_ids: String,
     #[serde(flatten)]
     f: FilterForm,
 }
@@ -54,19 +60,20 @@ fn check_action(a: &str) -> Result<&'static str, String> {
 async fn targets(
     state: &AppState,
     f: &FilterForm,
+    from_redis: bool,
 ) -> Result<(Vec<String>, &'static str), Result<DataError, String>> {
     let filter = f.to_filter().map_err(Err)?;
     let hist = state.backend.history_state().await;
-    if let (Some(h), HistoryState::On { .. }) = (&state.backend.history, &hist) {
+    if let (Some(h), HistoryState::On { .. }, false) = (&state.backend.history, &hist, from_redis) {
         let ids = h.job_ids(&filter, CAP as i64).await.map_err(Ok)?;
         return Ok((ids, "history"));
     }
     let Some(queue) = filter.queue.as_deref() else {
-        return Err(Err("without the history a bulk action needs a queue (it acts on that queue's failed registry)".into()));
+        return Err(Err("a bulk action on Redis (no history) needs a queue: it acts on that queue's failed registry".into()));
     };
     if filter.status.as_deref().is_some_and(|s| s != "failed") {
         return Err(Err(
-            "without the history a bulk action applies to failed jobs only".into(),
+            "a bulk action on Redis (no history) applies to failed jobs only".into(),
         ));
     }
     let ids = redis_view::failed_ids(&state.backend.redis, queue, filter.function.as_deref(), CAP)
@@ -99,7 +106,7 @@ pub async fn preview(
             "a bulk action needs a filter: set at least one field",
         );
     }
-    let (ids, from) = match targets(&state, &q.f).await {
+    let (ids, from) = match targets(&state, &q.f, q.source_of_ids == "redis").await {
         Ok(x) => x,
         Err(e) => return fail(&state, &s, e),
     };
@@ -133,6 +140,7 @@ pub async fn preview(
             form.confirm method="post" action=(l("/bulk")) {
                 (csrf_field(&s))
                 input type="hidden" name="action" value=(action);
+                @if q.source_of_ids == "redis" { input type="hidden" name="source_of_ids" value="redis"; }
                 @for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(&q.f.query()).unwrap_or_default() {
                     input type="hidden" name=(k) value=(v);
                 }
@@ -185,7 +193,7 @@ pub async fn run(
             "a bulk action needs a filter",
         );
     }
-    let (ids, from) = match targets(&state, &form.f).await {
+    let (ids, from) = match targets(&state, &form.f, form.source_of_ids == "redis").await {
         Ok(x) => x,
         Err(e) => return fail(&state, &s, e),
     };

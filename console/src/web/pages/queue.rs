@@ -52,7 +52,7 @@ pub async fn page(
             }
         }
         @if which == Registry::Failed && s.is_operator() && total > 0 {
-            p { a.button href=(l(&format!("/bulk?action=requeue&queue={}&status=failed", enc(&queue)))) { "Requeue failed jobs of this queue…" } }
+            p { a.button href=(l(&format!("/bulk?action=requeue&source_of_ids=redis&queue={}&status=failed", enc(&queue)))) { "Requeue failed jobs of this queue…" } }
         }
         p.muted { (total) " jobs; showing " ((offset + 1).min(total)) "–" (offset + jobs.len() as u64) }
         table #jobs {
