@@ -203,7 +203,11 @@ def tasks():
            [link("Traces: worker", explore_traces("mindora-worker"),
                  "Grafana Explore: the worker's traces of the last hour in Jaeger (service mindora-worker)"),
             link("Traces: failed jobs", explore_traces("mindora-worker", "error=true"),
-                 "Grafana Explore: the worker's traces with an error span (status ERROR)")])
+                 "Grafana Explore: the worker's traces with an error span (status ERROR)"),
+            # Issue 22: every job, its attempts and actions (nginx redirects to console.DOMAIN).
+            link("Task console", "/go/console/", "mindora's task console: queues, jobs, history, actions"),
+            link("Failed jobs by error", "/go/console/errors",
+                 "The task console's failed attempts grouped by error, with bulk requeue")])
 
 
 def infra():

@@ -37,9 +37,29 @@ SQL
 
 ensure_role postgres_exporter "${POSTGRES_EXPORTER_PASSWORD:?}"
 ensure_role mindora_worker "${POSTGRES_WORKER_PASSWORD:?}"
+ensure_role mindora_console "${POSTGRES_CONSOLE_PASSWORD:?}"
 psql_q -v db="$db" <<'SQL'
 GRANT pg_monitor TO postgres_exporter;
-SELECT format('GRANT CONNECT ON DATABASE %I TO postgres_exporter, mindora_worker', :'db') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO postgres_exporter, mindora_worker, mindora_console', :'db') \gexec
+SQL
+
+# Job history (issue 22): schema mindora_history, owned by mindora_worker, which migrates it at
+# start and writes it; the console reads it and writes its audit rows. pg_trgm (the error-text
+# index) is created here, by the superuser, once per database.
+log "job history: schema mindora_history, pg_trgm, console grants"
+psql_q <<'SQL'
+CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;
+CREATE SCHEMA IF NOT EXISTS mindora_history AUTHORIZATION mindora_worker;
+ALTER SCHEMA mindora_history OWNER TO mindora_worker;
+REVOKE ALL ON SCHEMA mindora_history FROM PUBLIC;
+GRANT USAGE ON SCHEMA mindora_history TO mindora_console;
+GRANT USAGE ON SCHEMA public TO mindora_worker, mindora_console;
+ALTER ROLE mindora_console SET search_path = mindora_history, public;
+-- tables the worker's migrations create: read by the console (history/migrations/0002 lets it
+-- write its audit table)
+ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA mindora_history GRANT SELECT ON TABLES TO mindora_console;
+ALTER DEFAULT PRIVILEGES FOR ROLE mindora_worker IN SCHEMA mindora_history GRANT USAGE ON SEQUENCES TO mindora_console;
+GRANT SELECT ON ALL TABLES IN SCHEMA mindora_history TO mindora_console;
 SQL
 
 for app in $(app_list); do

@@ -17,7 +17,7 @@ domain=${DOMAIN:-localhost}
 days=${CERT_DAYS:-825}
 
 # The UI host names (nginx server_name, certificate SAN): keep in step with conf.d/mindora.conf.
-UIS="grafana kibana rabbitmq consul prometheus alertmanager rq jaeger"
+UIS="grafana kibana rabbitmq consul prometheus alertmanager rq jaeger console"
 
 # openssl is baked into the nginx-init image (infra/nginx/init.Dockerfile): nothing is
 # installed at run time.
@@ -58,6 +58,10 @@ suffix=":$port"
 # shellcheck disable=SC2016 # $https_port_suffix is an nginx variable, written literally
 printf 'set $https_port_suffix "%s";\n' "$suffix" > "$dir/https-port.conf.tmp"
 mv "$dir/https-port.conf.tmp" "$dir/https-port.conf"
+# Where Grafana's "Task console" link lands (grafana.DOMAIN/go/console redirects there).
+# shellcheck disable=SC2016 # $console_url is an nginx variable, written literally
+printf 'set $console_url "https://console.%s%s";\n' "$domain" "$suffix" > "$dir/console-url.conf.tmp"
+mv "$dir/console-url.conf.tmp" "$dir/console-url.conf"
 
 # Exact host names, one file per UI and one with all of them (the HTTP redirect server).
 mkdir -p "$dir/hosts"

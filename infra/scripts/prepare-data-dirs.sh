@@ -30,5 +30,6 @@ alertmanager 65534:65534 750
 grafana 472:0 750
 filebeat 0:0 750
 jaeger 10001:10001 750
+console 10004:10004 750
 LIST
 echo "data directories ready under $root"

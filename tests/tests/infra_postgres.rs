@@ -60,6 +60,7 @@ fn init_script_and_worker_migrations_agree_with_least_privilege() -> Result<()> 
             .env("APP_CREDENTIALS_SECRET", "test-secret")
             .env("POSTGRES_WORKER_PASSWORD", "worker-pw")
             .env("POSTGRES_EXPORTER_PASSWORD", "exporter-pw")
+            .env("POSTGRES_CONSOLE_PASSWORD", "console-pw")
             .output()?;
         if !out.status.success() {
             bail!(

@@ -8,8 +8,8 @@ UI upstream (each answers with what it received, and speaks the websocket upgrad
 Rewritten in the CI copy, and only that: listen ports -> free loopback ports, upstream
 `http://<service>:<port>` -> the stand-in's loopback address (so no resolver is needed), file
 paths -> the temp dir. Asserts: every UI host routes to its upstream with Host and
-X-Forwarded-* set; TLS verifies against the generated certificate for every name; every UI
-demands the nginx login (401 without and with a wrong password; RabbitMQ's own login is the
+X-Forwarded-* set; TLS verifies against the generated certificate for every name; every UI but the
+task console (own login) demands the nginx login (401 without and with a wrong password; RabbitMQ's own login is the
 one nginx checks and passes on, the others' credentials never reach the upstream); HSTS on
 every HTTPS answer; a 100 MiB upload passes and a larger one gets 413 without reaching the
 upstream; websocket upgrades pass; plain HTTP redirects the UI names to HTTPS; unknown
@@ -40,6 +40,8 @@ ADMIN_USER, ADMIN_PASSWORD = "ci-admin", "ci-admin-password"
 RABBIT_USER, RABBIT_PASSWORD = "ci-rabbit-ui", "ci-rabbit-ui-password"
 DOMAIN = "localhost"
 HSTS = "max-age=31536000; includeSubDomains"
+# UIs with a login of their own (the task console): nginx asks for none in front of them.
+OWN_LOGIN = {"console"}
 MIB = 1024 * 1024
 
 
@@ -216,6 +218,19 @@ def main():
         # --- routes, TLS, logins, HSTS
         for service, _ in upstreams:
             host = f"{service.split('-')[0]}.{DOMAIN}"
+            if service in OWN_LOGIN:
+                # No nginx login: the request reaches the upstream as it is, nginx's credentials
+                # (were any sent) are not passed on, HSTS is set.
+                Upstream.hits.clear()
+                st, h, body = request(https_port, host, "/login?next=%2F", headers={"Authorization": basic(ADMIN_USER, ADMIN_PASSWORD)}, ctx=ctx)
+                info = json.loads(body) if st == 200 else {}
+                report.check(f"https://{host}/ -> {service} with no nginx login (its own login; TLS verified, "
+                             "Host and X-Forwarded-Proto kept, no Authorization passed on, HSTS)",
+                             st == 200 and info.get("service") == service and info.get("host") == host
+                             and info.get("proto") == "https" and info.get("auth") is None
+                             and h.get("Strict-Transport-Security") == HSTS,
+                             f"status {st} {info}")
+                continue
             login = basic(RABBIT_USER, RABBIT_PASSWORD) if service == "rabbitmq" else basic(ADMIN_USER, ADMIN_PASSWORD)
             Upstream.hits.clear()
             st, h, body = request(https_port, host, "/some/path?q=1", headers={"Authorization": login}, ctx=ctx)
@@ -241,6 +256,13 @@ def main():
                          and not Upstream.hits and h1.get("Strict-Transport-Security") == HSTS,
                          f"{st1}, {st2}, {st3}; hits {Upstream.hits}")
         admin = {"Authorization": basic(ADMIN_USER, ADMIN_PASSWORD)}
+        # --- Grafana's "Task console" links land on the console's host (issue 22)
+        Upstream.hits.clear()
+        st, h, _ = request(https_port, f"grafana.{DOMAIN}", "/go/console/jobs/abc-1", ctx=ctx, headers=admin)
+        want = f"https://console.{DOMAIN}:{https_port}/jobs/abc-1"
+        report.check("grafana.DOMAIN/go/console/... redirects to the console's host, the upstream sees nothing",
+                     st == 302 and h.get("Location") == want and not Upstream.hits,
+                     f"{st} {h.get('Location')!r} (want {want!r}); hits {Upstream.hits}")
         # --- upload limit (client_max_body_size 100m = 100 MiB)
         Upstream.hits.clear()
         st, _, body = request(https_port, f"grafana.{DOMAIN}", "/upload", method="PUT", ctx=ctx, length=100 * MIB,
