@@ -96,7 +96,6 @@ impl Console {
             trace_url: Some("https://traces.example/trace/{trace_id}".into()),
             session_hours: 1,
             secure_cookie: false,
-            dlq_queues: Vec::new(),
         };
         let backend = Backend {
             redis,
