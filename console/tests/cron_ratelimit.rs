@@ -1,4 +1,4 @@
-//! The cron page from rq 3.0's own `CronScheduler` registry (missed ticks computed from
+//! The cron page from rq's own `CronScheduler` registry (2.12 and 3.0) (missed ticks computed from
 //! the schedule) and the rate-limit page from rq 3.0 `RateLimit` jobs.
 
 use anyhow::Result;
@@ -7,10 +7,11 @@ use mindora_tests::python_rq::PythonRq;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cron_entries_from_rqs_cron_scheduler() -> Result<()> {
-    let rq = PythonRq::lease("3.0")?;
-    let conn = rq.db.sdk_conn().await?;
-    assert!(cron::entries(&conn).await?.is_empty());
-    rq.run(
+    for rq in PythonRq::each_version() {
+        let rq = rq?;
+        let conn = rq.db.sdk_conn().await?;
+        assert!(cron::entries(&conn).await?.is_empty());
+        rq.run(
         "from datetime import timedelta\nfrom rq.cron import CronScheduler\nfrom rq.utils import now\n\
          import jobs\n\
          cs = CronScheduler(connection=r, name='cs-test')\n\
@@ -20,20 +21,21 @@ async fn cron_entries_from_rqs_cron_scheduler() -> Result<()> {
          b.set_enqueue_time(now() - timedelta(seconds=200))\n\
          cs.register_birth()\n",
     )?;
-    let entries = cron::entries(&conn).await?;
-    assert_eq!(entries.len(), 2, "{entries:?}");
-    let every5 = entries.iter().find(|e| e.name == "every5").expect("every5");
-    assert_eq!(every5.scheduler, "cs-test");
-    assert_eq!(every5.function, "jobs.add");
-    assert_eq!(every5.schedule, "*/5 * * * *");
-    assert!((3..=5).contains(&every5.missed), "{every5:?}");
-    assert!(every5.latest.is_some() && every5.next.is_some());
-    assert!(every5.scheduler_heartbeat.is_some());
-    let minutely = entries
-        .iter()
-        .find(|e| e.name == "minutely")
-        .expect("minutely");
-    assert_eq!((minutely.queue.as_str(), minutely.missed), ("reports", 2));
+        let entries = cron::entries(&conn).await?;
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let every5 = entries.iter().find(|e| e.name == "every5").expect("every5");
+        assert_eq!(every5.scheduler, "cs-test");
+        assert_eq!(every5.function, "jobs.add");
+        assert_eq!(every5.schedule, "*/5 * * * *");
+        assert!((3..=5).contains(&every5.missed), "{every5:?}");
+        assert!(every5.latest.is_some() && every5.next.is_some());
+        assert!(every5.scheduler_heartbeat.is_some());
+        let minutely = entries
+            .iter()
+            .find(|e| e.name == "minutely")
+            .expect("minutely");
+        assert_eq!((minutely.queue.as_str(), minutely.missed), ("reports", 2));
+    }
     Ok(())
 }
 

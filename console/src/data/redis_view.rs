@@ -249,25 +249,19 @@ pub(crate) async fn job_hash(c: &mut RedisConn, id: &str) -> Result<JobHash, Dat
 pub async fn job(conn: &RedisConn, id: &str) -> Result<JobView, DataError> {
     let mut c = conn.clone();
     let h = job_hash(&mut c, id).await?;
-    let (mut latest, dependency_set, dependents): (
-        Vec<(String, HashMap<String, Vec<u8>>)>,
-        BTreeSet<String>,
-        BTreeSet<String>,
-    ) = {
-        let (entries, deps, dependents): (redis::Value, BTreeSet<String>, BTreeSet<String>) =
-            redis::pipe()
-                .cmd("XREVRANGE")
-                .arg(keys::results(id))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .smembers(keys::dependencies(id))
-                .smembers(keys::dependents(id))
-                .query_async(&mut c)
-                .await?;
-        (stream_entries(entries), deps, dependents)
-    };
+    let (entries, dependency_set, dependents): (redis::Value, BTreeSet<String>, BTreeSet<String>) =
+        redis::pipe()
+            .cmd("XREVRANGE")
+            .arg(keys::results(id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .smembers(keys::dependencies(id))
+            .smembers(keys::dependents(id))
+            .query_async(&mut c)
+            .await?;
+    let mut latest = stream_entries(entries);
     let status = h.text(field::STATUS).unwrap_or("created").to_string();
     let (ser, function, args, kwargs) = match h.call() {
         Ok((ser, call)) => (

@@ -244,3 +244,16 @@ impl RqSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paused_lanes_are_left_out_in_order() {
+        let lanes: Vec<String> = ["high", "slow", "low"].map(String::from).into();
+        let paused: HashSet<String> = ["slow".to_string()].into();
+        assert_eq!(unpaused(&lanes, &paused), vec!["high", "low"]);
+        assert_eq!(unpaused(&lanes, &HashSet::new()), lanes);
+    }
+}
