@@ -126,7 +126,17 @@ async fn explain(h: &History, label: &str, sql: &str) -> Result<()> {
         .await?;
     let uses: Vec<&str> = plan
         .iter()
-        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "using").nth(1))
+        .filter_map(|l| {
+            // "Index Scan using <index> on ..." / "Bitmap Index Scan on <index>"
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "using").or_else(|| {
+                words
+                    .windows(3)
+                    .position(|w| w == ["Index", "Scan", "on"])
+                    .map(|i| i + 2)
+            })?;
+            words.get(at + 1).copied()
+        })
         .collect();
     println!("  plan of {label}: indexes {uses:?}");
     Ok(())
@@ -348,7 +358,10 @@ async fn redis_figures(queued: u64) -> Result<()> {
     .await?;
     measure("job page", |i| {
         let conn = conn.clone();
-        async move { Ok(redis_view::job(&conn, &format!("bench-{}", i * 997)).await?) }
+        async move {
+            let id = format!("bench-{}", (i as u64 * 997) % queued.max(1));
+            Ok(redis_view::job(&conn, &id).await?)
+        }
     })
     .await?;
     Ok(())

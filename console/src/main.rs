@@ -161,7 +161,6 @@ async fn serve(s: Serve) -> Result<()> {
         trace_url: s.trace_url.filter(|t| !t.is_empty()),
         session_hours: s.session_hours,
         secure_cookie: s.secure_cookie,
-        dlq_queues: amqp.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
     };
     let backend = Backend {
         redis,

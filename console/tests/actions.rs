@@ -128,3 +128,37 @@ async fn suspend_and_resume_are_rqs() -> Result<()> {
     }
     Ok(())
 }
+
+/// Deleting a job a mindora worker is running: its execution ends with the job, the
+/// worker's late outcome is dropped (fencing), the hash is not written back, and the
+/// worker goes on with the next job.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_running_job_leaves_nothing_behind() -> Result<()> {
+    let rq = PythonRq::lease("3.0")?;
+    let conn = rq.db.sdk_conn().await?;
+    let ids = words(&rq.run(&format!(
+        "{}print(q.enqueue('mindora.sleep', 2).id)",
+        mindora_tests::python_rq::DEFAULT_QUEUE
+    ))?);
+    let _w = mindora_tests::WorkerProcess::start(&rq.db, "w-del", &["--concurrency", "2"])?;
+    let mut c = rq.db.conn()?;
+    mindora_tests::wait_for(std::time::Duration::from_secs(20), "job started", || {
+        Ok((mindora_tests::status(&mut c, &ids[0])?.as_deref() == Some("started")).then_some(()))
+    })?;
+    assert_eq!(actions::delete(&conn, &ids[0]).await?, Outcome::Done);
+    let after = words(&rq.run(&format!(
+        "{}print(q.enqueue('mindora.echo', 1).id)",
+        mindora_tests::python_rq::DEFAULT_QUEUE
+    ))?);
+    // Well after the sleep ended: the deleted job stays gone, the next job ran.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    rq.check(&format!(
+        "from rq.job import Job\n\
+         assert not Job.exists('{}', connection=r)\n\
+         assert r.exists('rq:results:{}') == 0\n\
+         assert q.started_job_registry.count == 0\n\
+         assert Job.fetch('{}', connection=r).get_status() == 'finished'\n",
+        ids[0], ids[0], after[0]
+    ))?;
+    Ok(())
+}

@@ -171,3 +171,53 @@ async fn queue_pages_and_failed_ids() -> Result<()> {
     assert_eq!((all.len(), boom.len(), capped.len()), (5, 4, 2));
     Ok(())
 }
+
+/// Our worker runs many jobs at once: the overview lists every one of them as current
+/// (from rq 3.0's per-worker executions set), and the queue's started count agrees.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_worker_shows_every_current_job() -> Result<()> {
+    let rq = PythonRq::lease("3.0")?;
+    let conn = rq.db.sdk_conn().await?;
+    let out = rq.run(&format!(
+        "{}print(' '.join(q.enqueue('mindora.sleep', 4).id for _ in range(3)))\n",
+        mindora_tests::python_rq::DEFAULT_QUEUE
+    ))?;
+    let mut ids: Vec<String> = last_line_words(&out)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    ids.sort();
+    let _w = mindora_tests::WorkerProcess::start(&rq.db, "w-many", &["--concurrency", "4"])?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let o = redis_view::overview(&conn).await?;
+        let busy = o.workers.iter().find(|w| w.name == "w-many");
+        if let Some(w) = busy.filter(|w| w.current_jobs.len() == 3) {
+            assert_eq!(w.current_jobs, ids);
+            assert_eq!(w.state, "busy");
+            let d = o
+                .queues
+                .iter()
+                .find(|q| q.name == "default")
+                .expect("default");
+            assert_eq!((d.queued, d.started), (0, 3));
+            let j = redis_view::job(&conn, &ids[0]).await?;
+            assert_eq!(
+                (j.status.as_str(), j.worker_name.as_deref()),
+                ("started", Some("w-many"))
+            );
+            let (total, page) =
+                redis_view::queue_jobs(&conn, "default", Registry::Started, 0, 10).await?;
+            assert_eq!(total, 3);
+            let mut started: Vec<String> = page.into_iter().map(|s| s.id).collect();
+            started.sort();
+            assert_eq!(started, ids);
+            return Ok(());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker never showed 3 current jobs: {busy:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -186,7 +186,8 @@ impl Task {
                     self.backoff = BACKOFF_MIN;
                 }
                 Err(e) if e.is_transient() => {
-                    warn!(error = %e, rows = batch.len(), retry_in_ms = self.backoff.as_millis() as u64,
+                    warn!(error = %e, database = %schema::describe(&self.config.database_url),
+                        rows = batch.len(), retry_in_ms = self.backoff.as_millis() as u64,
                         "job history: PostgreSQL unavailable; rows wait (new ones are dropped when the buffer is full)");
                     tokio::select! {
                         _ = self.stop.cancelled() => break,

@@ -505,3 +505,48 @@ fn a_traced_attempt_has_its_trace_id() -> Result<()> {
     );
     Ok(())
 }
+
+/// A job that cannot be decoded and one naming no handler: each a `failed` row with the
+/// reason, and the worker goes on.
+#[test]
+fn undecodable_and_unknown_jobs_have_failed_rows() -> Result<()> {
+    let rq = PythonRq::lease("2.12")?;
+    let hist = HistoryDb::new("bad")?;
+    let flags = hist.worker_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _worker = WorkerProcess::start(&rq.db, "hist-bad", &flags)?;
+    rq.enqueue(
+        "r.hset(\"rq:job:garbage\", mapping={\"data\": b\"\\x00not zlib\", \"status\": \"queued\", \"origin\": \"default\"})\n\
+         r.rpush(\"rq:queue:default\", \"garbage\")\n\
+         q.enqueue(\"no.such.function\", job_id=\"unknown\")\n",
+    )?;
+    wait_statuses(
+        &rq.db,
+        &ids(&["garbage", "unknown"]),
+        &["failed"],
+        Duration::from_secs(30),
+    )?;
+    let garbage = hist.wait_attempts("garbage", 1)?;
+    let g = &garbage[0];
+    ensure!(
+        g.status == "failed" && g.function == "<undecodable>",
+        "{g:?}"
+    );
+    ensure!(
+        g.error_type.as_deref() == Some("DeserializationError"),
+        "{g:?}"
+    );
+    let unknown = hist.wait_attempts("unknown", 1)?;
+    let u = &unknown[0];
+    ensure!(
+        u.status == "failed" && u.function == "no.such.function",
+        "{u:?}"
+    );
+    ensure!(
+        u.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("no.such.function")),
+        "{u:?}"
+    );
+    Ok(())
+}

@@ -34,8 +34,6 @@ pub struct Config {
     pub session_hours: i64,
     /// Mark cookies Secure (set behind TLS).
     pub secure_cookie: bool,
-    /// Names of the AMQP dead-letter queues the DLQ page shows.
-    pub dlq_queues: Vec<String>,
 }
 
 impl Config {

@@ -15,6 +15,7 @@ use mindora_console::web::{router, AppState, Backend, Config};
 use mindora_sdk::connect::ManagerOptions;
 use mindora_sdk::RedisConnector;
 use mindora_tests::RedisDb;
+use reqwest::{redirect, Client, StatusCode};
 
 pub const BASE: &str = "/console";
 pub const OPERATOR: (&str, &str) = ("ann", "ann-operator-pw");
@@ -95,7 +96,6 @@ impl Console {
             trace_url: Some("https://traces.example/trace/{trace_id}".into()),
             session_hours: 1,
             secure_cookie: false,
-            dlq_queues: Vec::new(),
         };
         let backend = Backend {
             redis,
@@ -216,4 +216,33 @@ pub fn csrf_of(html: &str) -> Option<String> {
             .take_while(|c| c.is_ascii_hexdigit())
             .collect(),
     )
+}
+
+/// A client with a cookie store that does not follow redirects (tests look at them).
+pub fn client() -> Result<Client> {
+    Ok(Client::builder()
+        .cookie_store(true)
+        .redirect(redirect::Policy::none())
+        .build()?)
+}
+
+pub async fn login(c: &Client, con: &Console, user: &str, pw: &str) -> Result<()> {
+    let form = c.get(con.url("/login")).send().await?.text().await?;
+    let token = csrf_of(&form).unwrap_or_default();
+    let r = c
+        .post(con.url("/login"))
+        .form(&[
+            ("username", user),
+            ("password", pw),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    Ok(())
+}
+
+pub async fn get(c: &Client, con: &Console, path: &str) -> Result<(StatusCode, String)> {
+    let r = c.get(con.url(path)).send().await?;
+    Ok((r.status(), r.text().await?))
 }

@@ -35,6 +35,19 @@ pub fn pool(config: &HistoryConfig) -> Result<PgPool, HistoryError> {
         .connect_lazy_with(options))
 }
 
+/// `host:port/database` of the URL (no credentials), for logs.
+pub fn describe(database_url: &str) -> String {
+    match PgConnectOptions::from_str(database_url) {
+        Ok(o) => format!(
+            "{}:{}/{}",
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("")
+        ),
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
 /// `"name"`: a validated schema name, quoted.
 pub(crate) fn quoted(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
