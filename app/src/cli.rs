@@ -6,6 +6,7 @@ use mindora_pipelines::PipelineConfig;
 use mindora_worker::config::WorkerArgs;
 
 use crate::consul::ConsulArgs;
+use crate::history::HistoryArgs;
 
 /// mindora-worker: an RQ-compatible job worker that runs many jobs at once.
 #[derive(Debug, Parser)]
@@ -23,6 +24,9 @@ pub struct Cli {
     /// Consul registration and KV settings (off unless --consul-addr / CONSUL_HTTP_ADDR).
     #[command(flatten)]
     pub consul: ConsulArgs,
+    /// The durable job history (off unless --history-database-url).
+    #[command(flatten)]
+    pub history: HistoryArgs,
 }
 
 /// Subcommands.
@@ -34,10 +38,14 @@ pub enum Command {
     Healthcheck,
     /// Declare the RabbitMQ topology (queues, exchanges, DLQs, retry queues) and exit.
     Topology,
-    /// Apply the pipelines' PostgreSQL migrations to each app's schema and exit.
+    /// Apply the pipelines' PostgreSQL migrations to each app's schema (and with
+    /// --history the job history's schema) and exit.
     Migrate {
         /// App name (repeatable); default: MINDORA_APPS.
         #[arg(long = "app")]
         apps: Vec<String>,
+        /// Also apply the job history's schema (--history-database-url, --history-schema).
+        #[arg(long)]
+        history: bool,
     },
 }

@@ -12,6 +12,10 @@ use mindora_worker::logging::{self, LogLevelHandle};
 use mindora_worker::Worker;
 use mindora_worker_app::cli::{Cli, Command};
 use mindora_worker_app::consul::{self, Announced, LiveTarget, Pinned};
+use mindora_worker_app::history::{History, HistoryArgs};
+
+/// The longest the exit waits for the job history's last rows.
+const HISTORY_FLUSH: Duration = Duration::from_secs(10);
 
 fn init_logging(format: LogFormat) -> LogLevelHandle {
     logging::init(format)
@@ -41,6 +45,7 @@ async fn run(
     mut args: WorkerArgs,
     config: PipelineConfig,
     consul_args: consul::ConsulArgs,
+    history_args: HistoryArgs,
     pinned: Pinned,
     log: LogLevelHandle,
 ) -> Result<()> {
@@ -62,6 +67,12 @@ async fn run(
         .get_or_insert_with(mindora_worker::worker::default_name)
         .clone();
     let mut worker = Worker::from_args(args).context("worker settings")?;
+    // Started before the worker so its first jobs are recorded; connecting, migrating and
+    // writing happen in the background, so PostgreSQL being away never holds the worker.
+    let history = History::start(&history_args, &name)?;
+    if let Some(h) = &history {
+        worker.set_attempt_sink(h.sink());
+    }
     let pipelines = mindora_pipelines::Pipelines::new(config.clone())
         .await
         .context("configuring the document pipelines")?;
@@ -101,6 +112,10 @@ async fn run(
     if let Some(pool) = python {
         pool.shutdown().await;
     }
+    if let Some(h) = history {
+        // The drained jobs' rows; bounded so an away PostgreSQL cannot hold the exit.
+        h.shutdown(HISTORY_FLUSH).await;
+    }
     // The last spans (the drained jobs') leave before the process does; bounded by the
     // exporter's timeout, off the runtime's worker threads.
     let _ = tokio::task::spawn_blocking(mindora_worker::telemetry::shutdown).await;
@@ -132,15 +147,21 @@ async fn main() -> Result<()> {
                 .await
                 .context("declaring the RabbitMQ topology")
         }
-        Some(Command::Migrate { apps }) => {
+        Some(Command::Migrate { apps, history }) => {
             let _ = init_logging(cli.worker.log_format);
+            if history {
+                mindora_worker_app::history::migrate(&cli.history).await?;
+            }
             let apps = if apps.is_empty() {
                 cli.pipelines.apps.clone()
             } else {
                 apps
             };
             if apps.is_empty() {
-                anyhow::bail!("name the apps with --app NAME or MINDORA_APPS");
+                if history {
+                    return Ok(());
+                }
+                anyhow::bail!("name the apps with --app NAME or MINDORA_APPS (or --history)");
             }
             let pipelines = mindora_pipelines::Pipelines::new(cli.pipelines.clone())
                 .await
@@ -149,7 +170,15 @@ async fn main() -> Result<()> {
         }
         Some(Command::Run) | None => {
             let log = init_logging(cli.worker.log_format);
-            run(cli.worker, cli.pipelines, cli.consul, pinned, log).await
+            run(
+                cli.worker,
+                cli.pipelines,
+                cli.consul,
+                cli.history,
+                pinned,
+                log,
+            )
+            .await
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the same wire format (`mindora_sdk::wire`) that Python rq and the worker use.
 //!
 //! - [`data`]: what the pages show and do, as typed functions (no HTTP).
-//! - `web`: axum routes, login, CSRF, rendering.
+//! - [`web`]: axum routes, login, CSRF, rendering.
 
 pub mod data;
+pub mod web;

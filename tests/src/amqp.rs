@@ -11,7 +11,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use mindora_sdk::amqp::{AmqpClient, Envelope};
-use mindora_worker::amqp::{declare_topology, run_amqp, AmqpArgs, Topology};
+use mindora_worker::amqp::{declare_topology, run_amqp_observed, AmqpArgs, Topology};
+use mindora_worker::core::Observer;
 use mindora_worker::handler::{HandlerError, JobContext, Registry};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -131,12 +132,23 @@ impl Fixture {
 
     /// Starts the worker's AMQP source in-process.
     pub fn start(&self, registry: Registry, concurrency: usize) -> Running {
+        self.start_observed(registry, concurrency, None)
+    }
+
+    /// Starts the worker's AMQP source in-process, handing attempt records to `observer`.
+    pub fn start_observed(
+        &self,
+        registry: Registry,
+        concurrency: usize,
+        observer: Option<Observer>,
+    ) -> Running {
         let token = CancellationToken::new();
-        let handle = tokio::spawn(run_amqp(
+        let handle = tokio::spawn(run_amqp_observed(
             self.args.clone(),
             Arc::new(registry),
             concurrency,
             token.clone(),
+            observer,
         ));
         Running { token, handle }
     }

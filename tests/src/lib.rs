@@ -75,6 +75,12 @@ pub fn worker_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The PostgreSQL database tests use (each test works in a schema of its own).
+pub fn postgres_url() -> String {
+    std::env::var("MINDORA_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
 /// The Redis server tests use.
 pub fn redis_base() -> String {
     std::env::var("MINDORA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -130,6 +136,15 @@ impl RedisDb {
     /// A sync connection to the database.
     pub fn conn(&self) -> Result<redis::Connection> {
         Ok(redis::Client::open(self.url())?.get_connection()?)
+    }
+
+    /// The SDK's reconnecting async connection to the database (what the worker and the
+    /// console use).
+    pub async fn sdk_conn(&self) -> Result<mindora_sdk::RedisConn> {
+        let connector = mindora_sdk::RedisConnector::from_url(&self.url())?;
+        Ok(connector
+            .manager(&mindora_sdk::connect::ManagerOptions::default())
+            .await?)
     }
 
     fn flush(&self) -> Result<()> {

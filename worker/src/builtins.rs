@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::handler::{HandlerError, JobContext, Registry};
 
-/// Adds `mindora.echo`, `mindora.sleep`, `mindora.fail` and `mindora.noop`.
+/// Adds `mindora.echo`, `mindora.sleep`, `mindora.fail`, `mindora.flaky` and `mindora.noop`.
 pub fn register(registry: &mut Registry) {
     registry.register("mindora.echo", |ctx: JobContext| async move {
         Ok(json!({"args": ctx.args, "kwargs": ctx.kwargs}))
@@ -46,5 +46,22 @@ pub fn register(registry: &mut Registry) {
             .unwrap_or("mindora.fail was called")
             .to_string();
         Err::<Value, _>(HandlerError::retryable("RuntimeError", message))
+    });
+    // Fails its first `failures` attempts, then returns the attempt number: a job whose
+    // retries end well, for the job history's attempt timeline.
+    registry.register("mindora.flaky", |ctx: JobContext| async move {
+        let failures = ctx
+            .args
+            .first()
+            .or_else(|| ctx.kwargs.get("failures"))
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        if u64::from(ctx.attempt) <= failures {
+            return Err(HandlerError::retryable(
+                "RuntimeError",
+                format!("flaky attempt {} of {failures} failing", ctx.attempt),
+            ));
+        }
+        Ok(json!(ctx.attempt))
     });
 }

@@ -170,6 +170,10 @@ impl UnitOfWork for MemoryUnit {
         &self.source.queue
     }
 
+    fn job_id(&self) -> Option<&str> {
+        Some(&self.job.id)
+    }
+
     fn ready(&mut self) -> Result<Ready, HandlerError> {
         let ctx = crate::handler::JobContext::new(
             self.job.id.clone(),

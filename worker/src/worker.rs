@@ -27,7 +27,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetryDefaults, WorkerArgs};
-use crate::core::{Budget, Core};
+use crate::core::{AttemptSink, Budget, Core, Observer};
 use crate::handler::{Handler, Registry};
 use crate::metrics::{self as m, Health};
 use crate::rq::store::{hostname, RqStore};
@@ -114,6 +114,8 @@ pub struct Worker {
     handle: WorkerHandle,
     version: String,
     signals: bool,
+    /// Where a record of every settled attempt goes (the job history), if anywhere.
+    attempt_sink: Option<Arc<dyn AttemptSink>>,
 }
 
 impl Worker {
@@ -180,6 +182,7 @@ impl Worker {
             handle,
             version: format!("mindora-worker {}", env!("CARGO_PKG_VERSION")),
             signals: true,
+            attempt_sink: None,
         })
     }
 
@@ -209,6 +212,18 @@ impl Worker {
     /// Whether SIGTERM / SIGINT start a graceful shutdown (default: yes).
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.signals = on;
+        self
+    }
+
+    /// Hands a record of every settled attempt, of both sources, to `sink` (the job history
+    /// of issue 22); records carry the worker's rq name. Without a sink none is built.
+    pub fn set_attempt_sink(&mut self, sink: Arc<dyn AttemptSink>) {
+        self.attempt_sink = Some(sink);
+    }
+
+    /// [`Worker::set_attempt_sink`], chained.
+    pub fn attempt_sink(mut self, sink: Arc<dyn AttemptSink>) -> Self {
+        self.set_attempt_sink(sink);
         self
     }
 
@@ -265,7 +280,8 @@ impl Worker {
             .await
             .map_err(unusable)?;
         tracing::info!(functions = ?self.registry.names(), "handlers registered");
-        let core = Core::new(Arc::new(self.registry), budget, health);
+        let observer = self.attempt_sink.map(|sink| Observer::new(sink, &name));
+        let core = Core::observed(Arc::new(self.registry), budget, health, observer);
 
         let shutdown = self.handle.shutdown.clone();
         if self.signals {

@@ -8,6 +8,18 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub mod actions;
+pub mod cron;
+pub mod dlq;
+pub mod history;
+mod hourly;
+pub mod ratelimit;
+pub mod redis_view;
+pub mod repr;
+
+pub use history::History;
+pub use redis_view::{JobSummary, Registry};
+
 /// One rq queue as the overview shows it. Every count is O(1) or O(log n) in Redis
 /// (LLEN, ZCARD): no scan of a whole queue.
 #[derive(Debug, Clone, Serialize)]

@@ -55,6 +55,10 @@ pub mod field {
     pub const RATE_LIMIT_CONCURRENCY: &str = "rate_limit_concurrency";
     /// mindora's own field: which Python callbacks of the job were not run, and why.
     pub const MINDORA_CALLBACKS_NOT_RUN: &str = "mindora_callbacks_not_run";
+    /// mindora's own field: retries scheduled so far by mindora (rq's exception retries keep
+    /// no count; rq's `number_of_retries` counts only returned `Retry` results), so each
+    /// attempt knows its number for the job history.
+    pub const MINDORA_RETRIES: &str = "mindora_retries";
 }
 
 /// A job hash as read with `HGETALL`.
@@ -148,6 +152,11 @@ impl JobHash {
     /// Retries left under rq's `Retry`, if the job carries a retry policy.
     pub fn retries_left(&self) -> Option<i64> {
         self.int(field::RETRIES_LEFT)
+    }
+
+    /// Retries mindora scheduled so far ([`field::MINDORA_RETRIES`]).
+    pub fn mindora_retries(&self) -> Option<i64> {
+        self.int(field::MINDORA_RETRIES)
     }
 
     /// rq's `retry_intervals` (seconds).

@@ -280,6 +280,12 @@ pub fn cron_jobs() -> String {
 pub fn rate_limit_cleanup_lock() -> String {
     ours(format_args!("rl-cleanup-lock"))
 }
+/// mindora's set of paused queue names (the console's "pause queue"): mindora workers skip
+/// these queues when they claim; Python rq workers do not know this key and keep working
+/// them (use `rq suspend`, [`suspended`], to stop every worker).
+pub fn paused_queues() -> String {
+    ours(format_args!("paused-queues"))
+}
 /// The claim of one tick of a cron entry (mindora's exactly-once key; not an rq key).
 pub fn cron_tick(entry: &str, tick_epoch: i64) -> String {
     ours(format_args!("cron:{entry}:{tick_epoch}"))
@@ -359,6 +365,7 @@ mod tests {
             rate_limit_cleanup_lock(),
             cron_job_history(P),
             cron_jobs(),
+            paused_queues(),
         ];
         let mut checked = 0;
         for (file, source) in crate::wire::scripts::SOURCES {

@@ -55,6 +55,8 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("lua/ratelimit_cleanup.lua"),
     ),
     ("cron_enqueue.lua", include_str!("lua/cron_enqueue.lua")),
+    ("requeue_ended.lua", include_str!("lua/requeue_ended.lua")),
+    ("delete.lua", include_str!("lua/delete.lua")),
 ];
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -101,3 +103,10 @@ pub static RATELIMIT_CLEANUP: LazyLock<RqScript> =
 /// Enqueue one cron tick, exactly once across every scheduler (claim and enqueue in one step).
 pub static CRON_ENQUEUE: LazyLock<RqScript> =
     LazyLock::new(|| with_common(include_str!("lua/cron_enqueue.lua")));
+/// Put a failed, stopped or canceled job back on its queue (rq's `Job.requeue` /
+/// `FailedJobRegistry.requeue`), for the console.
+pub static REQUEUE_ENDED: LazyLock<RqScript> =
+    LazyLock::new(|| with_common(include_str!("lua/requeue_ended.lua")));
+/// Delete a job everywhere (rq's `Job.delete`), for the console.
+pub static DELETE: LazyLock<RqScript> =
+    LazyLock::new(|| with_common(include_str!("lua/delete.lua")));

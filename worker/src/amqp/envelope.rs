@@ -103,10 +103,15 @@ pub fn producer(props: &BasicProperties) -> crate::telemetry::span::Producer {
     let header = |key| props.headers().as_ref().and_then(|h| header_text(h, key));
     crate::telemetry::span::Producer {
         carrier: w3c_carrier(header(TRACEPARENT), header(TRACESTATE)),
-        enqueued_at: props
-            .timestamp()
-            .and_then(|t| chrono::DateTime::from_timestamp(i64::try_from(t).ok()?, 0)),
+        enqueued_at: enqueued_at(props),
     }
+}
+
+/// The publish `timestamp` property (whole seconds), when the producer set it.
+pub fn enqueued_at(props: &BasicProperties) -> Option<chrono::DateTime<chrono::Utc>> {
+    props
+        .timestamp()
+        .and_then(|t| chrono::DateTime::from_timestamp(i64::try_from(t).ok()?, 0))
 }
 
 /// The failure history header; a damaged one is dropped rather than failing the task.

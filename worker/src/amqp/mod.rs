@@ -189,10 +189,22 @@ pub async fn run_amqp(
     concurrency: usize,
     shutdown: CancellationToken,
 ) -> Result<(), AmqpError> {
-    let core = Core::new(
+    run_amqp_observed(args, registry, concurrency, shutdown, None).await
+}
+
+/// [`run_amqp`] with a record of every settled attempt handed to `observer`.
+pub async fn run_amqp_observed(
+    args: AmqpArgs,
+    registry: Arc<Registry>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+    observer: Option<crate::core::Observer>,
+) -> Result<(), AmqpError> {
+    let core = Core::observed(
         registry,
         Budget::new(concurrency),
         Arc::new(Health::default()),
+        observer,
     );
     let drain = core.drain_on(shutdown.clone(), Duration::from_secs(25));
     let result = consumer::run(args, core, shutdown).await;

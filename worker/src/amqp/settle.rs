@@ -87,6 +87,18 @@ impl UnitOfWork for AmqpUnit {
         "<malformed>"
     }
 
+    fn job_id(&self) -> Option<&str> {
+        match self.task() {
+            Some(task) => Some(&task.id),
+            None => self
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str()),
+        }
+    }
+
     fn ready(&mut self) -> Result<Ready, HandlerError> {
         let task = match &self.task {
             Ok(task) => task,
@@ -112,10 +124,15 @@ impl UnitOfWork for AmqpUnit {
             description: None,
             timeout: task.timeout,
         });
+        // The enqueue time also serves the job history; the trace context only a traced
+        // process reads.
         let producer = if crate::telemetry::enabled() {
             envelope::producer(&self.delivery.properties)
         } else {
-            Default::default()
+            crate::telemetry::span::Producer {
+                carrier: Default::default(),
+                enqueued_at: envelope::enqueued_at(&self.delivery.properties),
+            }
         };
         Ok(Ready {
             ctx,

@@ -21,6 +21,7 @@
 
 mod budget;
 pub mod decide;
+pub mod observe;
 mod source;
 mod unit;
 
@@ -33,6 +34,7 @@ use tracing::{warn, Instrument};
 
 pub use budget::{Budget, Slot};
 pub use decide::{decide, Action, DeadReason, Fence, RetryPlan};
+pub use observe::{AttemptRecord, AttemptSink, AttemptStatus, Observer};
 pub use source::Source;
 pub use unit::{Ready, UnitOfWork};
 
@@ -124,17 +126,35 @@ pub struct Core {
     health: Arc<Health>,
     /// Cancelled when the shutdown grace runs out: running executions are interrupted.
     deadline: CancellationToken,
+    /// Where attempt records go (the job history); none: no record is built.
+    observer: Option<Observer>,
 }
 
 impl Core {
     /// A core running `registry`'s handlers within `budget`.
     pub fn new(registry: Arc<Registry>, budget: Budget, health: Arc<Health>) -> Arc<Self> {
+        Self::observed(registry, budget, health, None)
+    }
+
+    /// A core that hands a record of every settled attempt to `observer` (if any).
+    pub fn observed(
+        registry: Arc<Registry>,
+        budget: Budget,
+        health: Arc<Health>,
+        observer: Option<Observer>,
+    ) -> Arc<Self> {
         Arc::new(Core {
             registry,
             budget,
             health,
             deadline: CancellationToken::new(),
+            observer,
         })
+    }
+
+    /// Where attempt records go, if anywhere.
+    pub fn observer(&self) -> Option<&Observer> {
+        self.observer.as_ref()
     }
 
     /// The process-wide concurrency budget.

@@ -3,6 +3,7 @@
 //! starts them atomically. When the lanes are empty, a blocking `BLMOVE` into rq's
 //! intermediate list waits for the next job, so no pop is ever lost.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,23 @@ use crate::backoff::{self, Pacer};
 use crate::core::Slot;
 use crate::metrics as m;
 
+/// The lanes in priority order without the paused ones (`keys::paused_queues`, set from
+/// the console): a paused queue's jobs stay queued until it is resumed.
+fn unpaused(lanes: &[String], paused: &HashSet<String>) -> Vec<String> {
+    lanes
+        .iter()
+        .filter(|l| !paused.contains(*l))
+        .cloned()
+        .collect()
+}
+
 impl RqSource {
     /// Claims and starts jobs until shutdown (or, in burst mode, until idle).
     pub(super) async fn fetch_loop(self: &Arc<Self>) {
         let mut pacer = Pacer::new(backoff::reconnect());
         let mut failing = false;
         let mut suspended_checked = Instant::now() - Duration::from_secs(10);
+        let mut paused = HashSet::new();
         let budget = self.core.budget().clone();
         loop {
             if self.shutdown.is_cancelled() {
@@ -33,6 +45,20 @@ impl RqSource {
                 if self.suspended().await {
                     continue;
                 }
+                // Queues paused from the console, read as often as `suspended`; on an
+                // error the last known set stays.
+                if let Ok(now_paused) = self.store.paused_queues().await {
+                    paused = now_paused;
+                }
+            }
+            let lanes = unpaused(&self.lanes.get(), &paused);
+            if lanes.is_empty() {
+                // Every lane is paused: look again in a second.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(1000)) => {},
+                    _ = self.shutdown.cancelled() => break,
+                }
+                continue;
             }
             let first = tokio::select! {
                 s = budget.acquire() => match s { Some(s) => s, None => break },
@@ -40,7 +66,6 @@ impl RqSource {
             };
             let mut slots = vec![first];
             slots.extend(std::iter::from_fn(|| budget.try_acquire()));
-            let lanes = self.lanes.get();
             let gate = self.claim_gate.read().await;
             let claimed = self
                 .store
@@ -68,7 +93,7 @@ impl RqSource {
                     drop(gate);
                     drop(slots);
                     if self.cfg.burst {
-                        if self.idle_in_burst().await {
+                        if self.idle_in_burst(&lanes).await {
                             info!("burst mode: queues empty, nothing running; exiting");
                             break;
                         }
@@ -119,19 +144,18 @@ impl RqSource {
     }
 
     /// Burst mode: true when nothing of this source runs and a fresh sweep finds nothing.
-    async fn idle_in_burst(self: &Arc<Self>) -> bool {
+    async fn idle_in_burst(self: &Arc<Self>, lanes: &[String]) -> bool {
         // Wait for running jobs: they may enqueue dependents or retries.
         let mut active = self.active.subscribe();
         let _ = active.wait_for(|n| *n == 0).await;
         let Some(slot) = self.core.budget().acquire().await else {
             return true;
         };
-        let lanes = self.lanes.get();
         let _gate = self.claim_gate.read().await;
         match self
             .store
             .claim(
-                &lanes,
+                lanes,
                 1,
                 MONITOR_INTERVAL_SECS,
                 self.cfg.abandon_grace_secs,
@@ -218,5 +242,18 @@ impl RqSource {
                 active.send_modify(|n| *n = n.saturating_sub(1));
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paused_lanes_are_left_out_in_order() {
+        let lanes: Vec<String> = ["high", "slow", "low"].map(String::from).into();
+        let paused: HashSet<String> = ["slow".to_string()].into();
+        assert_eq!(unpaused(&lanes, &paused), vec!["high", "low"]);
+        assert_eq!(unpaused(&lanes, &HashSet::new()), lanes);
     }
 }

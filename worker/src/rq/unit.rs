@@ -67,6 +67,10 @@ impl UnitOfWork for RqUnit {
         &self.job.queue
     }
 
+    fn job_id(&self) -> Option<&str> {
+        Some(&self.job.job_id)
+    }
+
     fn ready(&mut self) -> Result<Ready, HandlerError> {
         let job = &self.job;
         let decoded = job.hash.call().or_else(|e| {
@@ -133,14 +137,15 @@ impl UnitOfWork for RqUnit {
             labels: Labels::new(SOURCE, job.queue.clone(), call.function),
             meta,
         });
-        // Reading meta costs a decode (pickle), so only a traced process pays it.
-        let producer = if crate::telemetry::enabled() {
-            Producer {
-                carrier: wire::trace::carrier_from_meta(&job.hash.meta(serializer)),
-                enqueued_at: job.hash.enqueued_at(),
-            }
-        } else {
-            Producer::default()
+        // Reading meta costs a decode (pickle), so only a traced process pays it; the
+        // enqueue time (a short text parse) also serves the job history.
+        let producer = Producer {
+            carrier: if crate::telemetry::enabled() {
+                wire::trace::carrier_from_meta(&job.hash.meta(serializer))
+            } else {
+                Default::default()
+            },
+            enqueued_at: job.hash.enqueued_at(),
         };
         Ok(Ready {
             ctx,
@@ -217,9 +222,13 @@ impl RqSource {
     }
 }
 
-/// Attempt = retries used + 1. rq's `Retry` stores no total, so only jobs with mindora's
-/// policy know theirs; other jobs report attempt 1.
+/// Attempt = retries used + 1: mindora counts the retries it schedules
+/// (`mindora_retries`); rq's `Retry` stores no total, so a job retried by Python rq workers
+/// only knows its number if it has mindora's policy; other jobs report attempt 1.
 fn attempt_number(job: &Claimed) -> u32 {
+    if let Some(done) = job.hash.mindora_retries() {
+        return u32::try_from(done.max(0)).unwrap_or(u32::MAX - 1) + 1;
+    }
     match (job.hash.mindora_retry(), job.hash.retries_left()) {
         (Some(policy), Some(left)) => (i64::from(policy.retries()) - left).max(0) as u32 + 1,
         _ => 1,

@@ -72,6 +72,17 @@ pub fn process_span(ctx: &JobContext, producer: &Producer) -> Span {
     span
 }
 
+/// The attempt's trace id (32 lowercase hex digits) when its span is exported: tracing on
+/// and the trace sampled. The job history stores it so a row links to its trace.
+pub fn trace_id(span: &Span) -> Option<String> {
+    if span.is_none() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
+}
+
 /// Writes what happened to the attempt onto its span: ERROR with an `exception` event on
 /// failure, and what the source does next (retry after a delay, dead letter, give back).
 pub fn record(span: &Span, executed: &Executed, action: &Action) {

@@ -232,10 +232,12 @@ local function record_failure(job_id, queue, status, now_iso, now_i, failure_ttl
 end
 
 -- rq's Job.retry: decrement retries_left, then schedule after the interval or queue now.
+-- mindora_retries counts the retries, so the next attempt knows its number.
 local function retry_job(job_id, queue, now_iso, now_i, delay_secs)
   local jkey = RQ .. 'job:' .. job_id
   local left = tonumber(hget(jkey, 'retries_left') or '0') - 1
   redis.call('HSET', jkey, 'retries_left', left)
+  redis.call('HINCRBY', jkey, 'mindora_retries', 1)
   if delay_secs > 0 then
     redis.call('HSET', jkey, 'status', 'scheduled')
     redis.call('SADD', RQ .. 'queues', RQ .. 'queue:' .. queue)

@@ -269,6 +269,15 @@ impl RqStore {
             .await
     }
 
+    /// The queues paused from the console (mindora's own key; Python rq workers ignore it).
+    pub async fn paused_queues(&self) -> StoreResult<std::collections::HashSet<String>> {
+        let mut conn = self.conn();
+        redis::cmd("SMEMBERS")
+            .arg(keys::paused_queues())
+            .query_async(&mut conn)
+            .await
+    }
+
     /// Length of each queue and the age of its oldest job, for metrics.
     pub async fn queue_stats(&self, queues: &[String]) -> StoreResult<Vec<(String, i64, f64)>> {
         let mut conn = self.conn();
