@@ -109,5 +109,32 @@ fn init_script_and_worker_migrations_agree_with_least_privilege() -> Result<()> 
         )?,
         "t"
     );
+
+    // The job history (issue 22): the worker migrates schema mindora_history as its own
+    // least-privilege role; the console's role reads it and writes only its audit table.
+    let out = Command::new(worker_binary()?)
+        .arg("--history-database-url")
+        .arg(format!(
+            "postgres://mindora_worker:worker-pw@127.0.0.1:5432/{db}"
+        ))
+        .args(["migrate", "--history"])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "migrate --history: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let privilege = |table: &str, what: &str| {
+        psql(
+            &db,
+            &format!("SELECT has_table_privilege('mindora_console', 'mindora_history.{table}', '{what}')"),
+        )
+    };
+    assert_eq!(privilege("mindora_job_attempts", "SELECT")?, "t");
+    assert_eq!(privilege("mindora_console_actions", "INSERT")?, "t");
+    assert_eq!(privilege("mindora_job_attempts", "INSERT")?, "f");
+    assert_eq!(privilege("mindora_job_attempts", "DELETE")?, "f");
     Ok(())
 }

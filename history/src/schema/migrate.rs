@@ -26,12 +26,20 @@ async fn locked(conn: &mut PgConnection, schema: &str) -> Result<(), HistoryErro
         .bind(key.clone())
         .execute(&mut *conn)
         .await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE SCHEMA IF NOT EXISTS {}",
-        quoted(schema)
-    )))
-    .execute(&mut *conn)
-    .await?;
+    // `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when the schema is
+    // there; the stack's worker role has none (postgres-init makes the schema for it).
+    let exists: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+        .bind(schema)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quoted(schema)
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
     // `run` over a borrowed connection is not Send in a spawned task (sqlx's "Acquire is
     // not general enough"); `run_direct` is the same call without the Acquire step.
     MIGRATOR.run_direct(None, &mut *conn, false).await?;
