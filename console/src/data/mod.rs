@@ -11,6 +11,7 @@ use serde::Serialize;
 pub mod actions;
 pub mod cron;
 pub mod dlq;
+pub mod errors;
 pub mod history;
 mod hourly;
 pub mod ratelimit;
