@@ -307,6 +307,9 @@ async fn warm_up_fills_closed_hours() {
 
     // A second handle without a warm-up computes the same on its own.
     let cold = History::connect(&mindora_tests::postgres_url(), h.schema()).expect("connect");
-    assert_eq!(totals(&cold.hourly(since).await.expect("hourly")), (180, 60));
+    assert_eq!(
+        totals(&cold.hourly(since).await.expect("hourly")),
+        (180, 60)
+    );
     drop_schema(h).await;
 }

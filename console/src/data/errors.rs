@@ -14,7 +14,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::history::{push_filter, MAX_ROWS};
 use super::{DataError, ErrorGroup, Filter, History};
 
-/// Job ids carried per distinct raw message. Enough for an exact union in the usual case
+/// Job ids carried per SQL row (a raw message, numbers aside). Enough for an exact union in the usual case
 /// (a message naming an id is rare per job); a larger group makes `jobs` a bound, see
 /// [`History::error_groups`].
 const JOB_IDS_PER_MESSAGE: i64 = 1_000;
@@ -30,37 +30,40 @@ impl History {
     /// Failed attempts matching `filter` (any status with an error when the filter names
     /// none) grouped by error type and masked message ([`mask`]), largest groups first.
     ///
-    /// `jobs` (distinct job ids) is exact unless a group merges several raw messages and
-    /// one of them was seen with more than 1,000 distinct jobs; then it is the larger of the
-    /// exact union of the ids carried and the largest per-message count — a lower bound
-    /// that misses only jobs beyond the first 1,000 ids of a message.
+    /// `jobs` (distinct job ids) is exact unless a group merges several SQL rows (raw
+    /// messages differing in more than numbers, e.g. hex ids) and one of them has more than
+    /// 1,000 distinct jobs; then it is the larger of the union of the ids carried and the
+    /// largest per-row count: a lower bound, missing only jobs beyond a row's first 1,000 ids.
     pub async fn error_groups(
         &self,
         filter: &Filter,
         limit: i64,
     ) -> Result<Vec<ErrorGroup>, DataError> {
+        // Digits 2-9 become 1 in the grouping key: `mask` of the key is `mask` of every
+        // message it stands for (it sees only digit or not, and a literal "0x"), and
+        // messages that differ only in numbers arrive as one row.
         let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT coalesce(error_type, '') AS error_type, coalesce(error_message, '') AS message, \
-             count(*) AS count, count(DISTINCT job_id) AS jobs, max(ended_at) AS last_seen, \
-             (array_agg(DISTINCT function))[1:5] AS functions, ",
+            "SELECT coalesce(error_type, ''), translate(coalesce(error_message, ''), '23456789', '11111111'), \
+             count(*), count(DISTINCT job_id), max(ended_at), \
+             (array_agg(DISTINCT function))[1:5], ",
         );
         q.push("(array_agg(DISTINCT job_id))[1:")
             .push(JOB_IDS_PER_MESSAGE.to_string())
-            .push("] AS job_ids FROM mindora_job_attempts WHERE error_type IS NOT NULL");
+            .push("] FROM mindora_job_attempts WHERE error_type IS NOT NULL");
         push_filter(&mut q, filter);
         q.push(" GROUP BY 1, 2");
         let rows = q.build().fetch_all(&self.pool).await?;
 
         let mut groups: HashMap<(String, String), Merged> = HashMap::new();
         for r in &rows {
-            let error_type: String = r.try_get("error_type")?;
-            let message: String = r.try_get("message")?;
+            let error_type: String = r.try_get(0)?;
+            let message: String = r.try_get(1)?;
             let part = Part {
-                count: r.try_get("count")?,
-                jobs: r.try_get("jobs")?,
-                last_seen: r.try_get("last_seen")?,
-                functions: r.try_get("functions")?,
-                job_ids: r.try_get("job_ids")?,
+                count: r.try_get(2)?,
+                jobs: r.try_get(3)?,
+                last_seen: r.try_get(4)?,
+                functions: r.try_get(5)?,
+                job_ids: r.try_get(6)?,
             };
             groups
                 .entry((error_type, mask(&message)))
@@ -212,5 +215,17 @@ mod tests {
         assert_eq!(mask("abc-123- x"), "#- x");
         assert_eq!(mask("no digits, café"), "no digits, café");
         assert_eq!(mask(""), "");
+    }
+
+    /// The SQL grouping key (digits 2-9 as 1) masks as the message it stands for.
+    #[test]
+    fn the_grouping_key_masks_alike() {
+        for s in ["0x2f 5x9 20x1 x0x3", "job 987 at db-42.", "a9-9b 0-9 7_8"] {
+            let key: String = s
+                .chars()
+                .map(|c| if ('2'..='9').contains(&c) { '1' } else { c })
+                .collect();
+            assert_eq!(mask(&key), mask(s), "{s:?}");
+        }
     }
 }
