@@ -244,34 +244,6 @@ async fn a_database_that_is_down_is_unreachable_not_fatal() {
     assert!(h.search(&Filter::default(), 10, None).await.is_err());
 }
 
-/// `errors::mask` (Rust, run on each distinct message) masks as the former SQL expression did.
-#[tokio::test(flavor = "multi_thread")]
-async fn error_mask_matches_postgresql() {
-    use mindora_console::data::errors::{mask, MASK_SQL};
-    let h = History::connect(&mindora_tests::postgres_url(), "public").expect("connect");
-    let samples = [
-        "job 17 failed at 0xdeadbeef12",
-        "timeout after 30s talking to db-7",
-        "missing key 9e107d9d372bb6826bd81d3542a419d6",
-        "uuid 123e4567-e89b-12d3-a456-426614174000.",
-        "abc-123- x",
-        "0x 0x- 0x-5 0xg1 00x12 x0x12",
-        "a_1 _12 12_ 1.5e3 v2.0.1 ab12cd-",
-        "document 481516 is not valid: page 23",
-        "café 12ü ü12 日本3 -5 --6-",
-        "no digits at all",
-        "",
-    ];
-    for s in samples {
-        let sql: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {MASK_SQL}")))
-            .bind(s)
-            .fetch_one(h.pool())
-            .await
-            .expect("mask in SQL");
-        assert_eq!(mask(s), sql, "message {s:?}");
-    }
-}
-
 /// `warm` computes the closed hours in the background; `hourly` during it answers with what
 /// is done so far, never more than the truth, and the same figures as without a warm-up after.
 #[tokio::test(flavor = "multi_thread")]

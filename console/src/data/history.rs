@@ -12,9 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
 
-use super::{AttemptRow, DataError, Filter, HistoryState};
+use super::{AttemptRow, DataError, ErrorGroup, Filter, HistoryState};
 
 /// The history schema when none is configured.
 pub const DEFAULT_SCHEMA: &str = "mindora_history";
@@ -25,6 +25,11 @@ pub const MAX_ROWS: i64 = 10_000;
 const COLUMNS: &str = "ended_at, job_id, source, queue, function, attempt, status, worker, \
      enqueued_at, started_at, wait_ms, run_ms, error_type, error_message, args_summary, \
      retry_at, trace_id";
+
+/// Masks what differs between occurrences of one error: tokens of hex digits and dashes
+/// holding a digit, `0x` hex too (ids, uuids, numbers), become `#`, as do digits left inside words.
+const MASKED_MESSAGE: &str = "regexp_replace(regexp_replace(coalesce(error_message, ''), \
+     '\\m(0x)?[0-9A-Fa-f-]*[0-9][0-9A-Fa-f-]*\\M', '#', 'g'), '[0-9]+', '#', 'g')";
 
 /// One audit row (`mindora_console_actions`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -179,6 +184,38 @@ impl History {
             .await?)
     }
 
+    /// Failed attempts matching `filter` (any status with an error when the filter names
+    /// none) grouped by error type and masked message, largest groups first.
+    pub async fn error_groups(
+        &self,
+        filter: &Filter,
+        limit: i64,
+    ) -> Result<Vec<ErrorGroup>, DataError> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT coalesce(error_type, '') AS error_type, {MASKED_MESSAGE} AS message, \
+             count(*) AS count, count(DISTINCT job_id) AS jobs, max(ended_at) AS last_seen, \
+             (array_agg(DISTINCT function))[1:5] AS functions \
+             FROM mindora_job_attempts WHERE error_type IS NOT NULL"
+        ));
+        push_filter(&mut q, filter);
+        q.push(" GROUP BY 1, 2 ORDER BY count(*) DESC, max(ended_at) DESC LIMIT ")
+            .push_bind(limit.clamp(1, MAX_ROWS));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ErrorGroup {
+                    error_type: r.try_get("error_type")?,
+                    message: r.try_get("message")?,
+                    count: r.try_get("count")?,
+                    jobs: r.try_get("jobs")?,
+                    last_seen: r.try_get("last_seen")?,
+                    functions: r.try_get("functions")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DataError::from)
+    }
+
     /// Records one console action (who, what, on how many jobs).
     pub async fn record_action(
         &self,
@@ -231,7 +268,7 @@ fn contains_pattern(s: &str) -> String {
 }
 
 /// Appends ` AND ...` for every field the filter sets (values bound, never spliced).
-pub(super) fn push_filter(q: &mut QueryBuilder<Postgres>, f: &Filter) {
+fn push_filter(q: &mut QueryBuilder<Postgres>, f: &Filter) {
     let eq = [
         ("job_id", &f.id),
         ("function", &f.function),

@@ -11,7 +11,6 @@ use serde::Serialize;
 pub mod actions;
 pub mod cron;
 pub mod dlq;
-pub mod errors;
 pub mod history;
 mod hourly;
 pub mod ratelimit;
