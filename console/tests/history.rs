@@ -243,3 +243,45 @@ async fn a_database_that_is_down_is_unreachable_not_fatal() {
     }
     assert!(h.search(&Filter::default(), 10, None).await.is_err());
 }
+
+/// `warm` computes the closed hours in the background; `hourly` during it answers with what
+/// is done so far, never more than the truth, and the same figures as without a warm-up after.
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_up_fills_closed_hours() {
+    let h = fresh().await;
+    // 60 closed hours of one function: 3 finished and 1 failed attempt each.
+    sqlx::query(
+        "INSERT INTO mindora_job_attempts (ended_at, job_id, source, queue, function, attempt, \
+         status, worker, started_at, run_ms, error_type, error_message) \
+         SELECT date_trunc('hour', now()) - make_interval(hours => hr, mins => 30, secs => i), \
+           'w-' || hr || '-' || i, 'redis', 'default', 'warm.fn', 1, \
+           CASE WHEN i = 0 THEN 'failed' ELSE 'finished' END, 'w1', now(), 100 * i, \
+           CASE WHEN i = 0 THEN 'E' END, CASE WHEN i = 0 THEN 'boom' END \
+         FROM generate_series(2, 61) hr, generate_series(0, 3) i",
+    )
+    .execute(h.pool())
+    .await
+    .expect("seed");
+    let since = Utc::now() - Duration::hours(72);
+    let totals = |rows: &[mindora_console::data::HourStat]| {
+        rows.iter()
+            .filter(|s| s.function == "warm.fn")
+            .fold((0, 0), |(f, x), s| (f + s.finished, x + s.failed))
+    };
+
+    let warm = h.warm();
+    let during = h.hourly(since).await.expect("hourly during warm-up");
+    let (f, x) = totals(&during);
+    assert!(f <= 180 && x <= 60 && f == 3 * x, "{f} {x}");
+    warm.await.expect("warm-up task");
+    assert!(!h.warming());
+    assert_eq!(totals(&h.hourly(since).await.expect("hourly")), (180, 60));
+
+    // A second handle without a warm-up computes the same on its own.
+    let cold = History::connect(&mindora_tests::postgres_url(), h.schema()).expect("connect");
+    assert_eq!(
+        totals(&cold.hourly(since).await.expect("hourly")),
+        (180, 60)
+    );
+    drop_schema(h).await;
+}
