@@ -55,6 +55,10 @@ struct Serve {
     /// Schema of the history tables.
     #[arg(long, env = "MINDORA_HISTORY_SCHEMA", default_value = DEFAULT_SCHEMA)]
     history_schema: String,
+    /// Apply the history migrations at start (off where the workers own the schema and the
+    /// console's role may only read it, as in the compose stack).
+    #[arg(long, env = "MINDORA_HISTORY_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    history_migrate: bool,
     /// RabbitMQ, for the dead-letter page.
     #[arg(long, env = "MINDORA_AMQP_URL")]
     amqp_url: Option<String>,
@@ -142,9 +146,16 @@ async fn serve(s: Serve) -> Result<()> {
         }
         Some(url) => {
             let h = History::connect(url, &s.history_schema)?;
-            if let Err(e) = h.migrate().await {
+            if !s.history_migrate {
+                tracing::info!(
+                    "history migrations left to the workers (MINDORA_HISTORY_MIGRATE=false)"
+                );
+            } else if let Err(e) = h.migrate().await {
                 tracing::warn!("history schema not migrated now (pages will say so): {e}");
             }
+            // The 72 h charts' closed hours, computed in the background: the first overview
+            // after a start does not wait ~1 s for them.
+            drop(h.warm());
             Some(h)
         }
     };
