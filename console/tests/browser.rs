@@ -242,6 +242,8 @@ async fn console_in_a_real_browser() -> Result<()> {
         .await?
         .click()
         .await?;
+    // The results page, waited for (the submit navigates).
+    browser.must_find(By::Id("total"), "total").await?;
     let rows = d.find_all(By::Css("#results tbody tr")).await?;
     ensure!(rows.len() == 4, "search found {} rows", rows.len());
     ensure!(d.find(By::Id("total")).await?.text().await? == "4");

@@ -97,12 +97,20 @@ impl Driver {
         Ok(path)
     }
 
-    /// The element `by` on the current page; when it is missing, the error says which page
+    /// The element `by`, waited for up to 20 s: after a click that submits a form the
+    /// browser may still show the old page (the click returns before the navigation
+    /// commits), so a single look can miss an element that is on its way. When it is
+    /// missing, the error says which page
     /// the browser is on (URL, title, the page's text) and a screenshot
     /// `missing-<what>.png` is saved, so a failure explains itself.
     pub async fn must_find(&self, by: By, what: &str) -> Result<WebElement> {
         let d = self.get()?;
-        match d.find(by).await {
+        let found = d
+            .query(by)
+            .wait(Duration::from_secs(20), Duration::from_millis(200))
+            .first()
+            .await;
+        match found {
             Ok(e) => Ok(e),
             Err(e) => {
                 let url = d
