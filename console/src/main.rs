@@ -1,13 +1,14 @@
 //! `mindora-console`: `serve` runs the web console; `add-user` adds a user to the users file.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use mindora_console::data::history::{History, DEFAULT_SCHEMA};
-use mindora_console::web::users::{add_user, Role, Users};
+use mindora_console::web::users::{add_user, Role};
+use mindora_console::web::users_file::{UsersFile, CHECK_EVERY};
 use mindora_console::web::{router, AppState, Backend, Config};
 use mindora_sdk::connect::ManagerOptions;
 use mindora_sdk::RedisConnector;
@@ -101,15 +102,17 @@ fn main() -> Result<()> {
     }
 }
 
-/// One line from stdin (a prompt first when it is a terminal; the input is echoed).
+/// The password: at a terminal, prompted and read without echo (rpassword); otherwise
+/// one line piped on stdin.
 fn read_password() -> Result<String> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password (shown as you type): ");
-        std::io::stderr().flush()?;
-    }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
+    let line = if stdin.is_terminal() {
+        rpassword::prompt_password("password: ").context("reading the password")?
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line
+    };
     let pw = line.trim_end_matches(['\n', '\r']).to_string();
     if pw.is_empty() {
         bail!("no password on stdin");
@@ -123,8 +126,8 @@ async fn serve(s: Serve) -> Result<()> {
     }
     let secret = std::env::var("MINDORA_CONSOLE_SECRET")
         .context("MINDORA_CONSOLE_SECRET is not set (at least 32 bytes of random text)")?;
-    let users = Users::load(&s.users_file)?;
-    if users.is_empty() {
+    let users = UsersFile::open(&s.users_file, CHECK_EVERY)?;
+    if users.current().is_empty() {
         bail!(
             "{} has no user: add one with `mindora-console add-user`",
             s.users_file.display()
@@ -186,7 +189,7 @@ async fn serve(s: Serve) -> Result<()> {
     tracing::info!(
         addr = %listener.local_addr()?,
         base = %state.cfg.base_path,
-        users = state.users.len(),
+        users = state.users.current().len(),
         "mindora-console serving"
     );
     axum::serve(listener, router(state))

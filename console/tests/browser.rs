@@ -5,9 +5,9 @@
 //! them finish; an action refused to a viewer and one without a CSRF token. Screenshots of
 //! the main pages go to `$CARGO_TARGET_DIR/console-screenshots/`.
 //!
-//! The three attempt rows of the retried job and the failed attempts' rows are written
-//! into the history directly, as the history writer (branch `history`) would write them:
-//! the writer is not on this branch yet.
+//! The retried job runs on a real `mindora-worker` that writes the history (the test fails
+//! when the binary lacks `--history-database-url`); the failed Python rq jobs' rows are
+//! written into the history directly (Python rq workers write none).
 
 mod common;
 
@@ -21,98 +21,57 @@ use redis::Commands;
 use serde_json::json;
 use thirtyfour::prelude::*;
 
-/// The `mindora-worker` next to the tests if it writes the history (`--history-database-url`,
-/// from the history branch).
-fn worker_with_history() -> Option<std::path::PathBuf> {
-    let bin = mindora_tests::worker_binary().ok()?;
+/// The `mindora-worker` next to the tests; it must write the history
+/// (`--history-database-url`): the test fails loudly with an older binary.
+fn worker_with_history() -> Result<std::path::PathBuf> {
+    let bin = mindora_tests::worker_binary()?;
     let help = std::process::Command::new(&bin)
         .arg("--help")
         .output()
-        .ok()?;
-    String::from_utf8_lossy(&help.stdout)
-        .contains("--history-database-url")
-        .then_some(bin)
+        .with_context(|| format!("running {} --help", bin.display()))?;
+    ensure!(
+        String::from_utf8_lossy(&help.stdout).contains("--history-database-url"),
+        "{} has no --history-database-url: rebuild it \
+         (`cargo build -p mindora-worker-app --bin mindora-worker`)",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 /// Job `retried-job` on queue `retryq`, failed twice then finished, with its three attempts
-/// in the history: run by a real `mindora-worker` writing the history when there is one
-/// (`mindora.flaky`, rq's `Retry(max=2, interval=1)` from Python rq 3.0); otherwise a real
-/// Python rq job whose three attempt rows are written as the history writer would.
-/// Returns the worker (kept running) and an error text the timeline shows.
-async fn retried_job(
-    rq: &PythonRq,
-    con: &Console,
-) -> Result<(Option<mindora_tests::WorkerProcess>, String)> {
-    if worker_with_history().is_some() {
-        println!("retried job: a real mindora-worker writes its history");
-        let worker = mindora_tests::WorkerProcess::start(
-            &rq.db,
-            "console-browser-worker",
-            &[
-                "--queues",
-                "retryq",
-                "--history-database-url",
-                &common::pg_url(),
-                "--history-schema",
-                "console_browser",
-            ],
-        )?;
-        rq.run(
-            "from rq import Retry\nq = Queue('retryq', connection=r)\n\
-             q.enqueue('mindora.flaky', 2, job_id='retried-job', retry=Retry(max=2, interval=1))\n",
-        )?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while con.history()?.timeline("retried-job").await?.len() < 3 {
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "three attempts not in the history"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        return Ok((Some(worker), "flaky attempt 1 of 2 failing".into()));
-    }
-    println!("retried job: no mindora-worker with a history writer here; attempt rows inserted");
-    python(
-        rq,
-        "3.0",
-        "['retryq']",
-        &format!("q = Queue('retryq', connection=r)\nq.enqueue('jobs.add', 40, 2, job_id='retried-job')\n{BURST}"),
+/// in the history written by a real `mindora-worker` (`mindora.flaky`, rq's
+/// `Retry(max=2, interval=1)` from Python rq 3.0). The worker is stopped once the three
+/// attempts are in, so nothing else of the test races with it. Returns an error text the
+/// timeline shows.
+async fn retried_job(rq: &PythonRq, con: &Console) -> Result<String> {
+    worker_with_history()?;
+    let mut worker = mindora_tests::WorkerProcess::start(
+        &rq.db,
+        "console-browser-worker",
+        &[
+            "--queues",
+            "retryq",
+            "--history-database-url",
+            &common::pg_url(),
+            "--history-schema",
+            "console_browser",
+        ],
     )?;
-    let reset = Some(("ConnectionError", "connection reset by peer"));
-    con.insert_attempt(
-        "retried-job",
-        "retryq",
-        "jobs.add",
-        1,
-        "retried",
-        90,
-        reset,
-        Some(5),
-    )
-    .await?;
-    con.insert_attempt(
-        "retried-job",
-        "retryq",
-        "jobs.add",
-        2,
-        "retried",
-        60,
-        reset,
-        Some(20),
-    )
-    .await?;
-    con.insert_attempt(
-        "retried-job",
-        "retryq",
-        "jobs.add",
-        3,
-        "finished",
-        30,
-        None,
-        None,
-    )
-    .await?;
-    Ok((None, "connection reset by peer".into()))
+    rq.run(
+        "from rq import Retry\nq = Queue('retryq', connection=r)\n\
+         q.enqueue('mindora.flaky', 2, job_id='retried-job', retry=Retry(max=2, interval=1))\n",
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while con.history()?.timeline("retried-job").await?.len() < 3 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "three attempts of retried-job not in the history after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker.signal("TERM")?;
+    worker.wait_exit(Duration::from_secs(30))?;
+    Ok("flaky attempt 1 of 2 failing".into())
 }
 
 const BURST: &str = "from rq import Worker\nWorker([Queue(n, connection=r) for n in QUEUES], connection=r).work(burst=True)\n";
@@ -221,7 +180,7 @@ async fn console_in_a_real_browser() -> Result<()> {
     wait_count(d, &con, "browserq", "queued", 5).await?;
 
     // A job that failed twice and then succeeded, read from its three attempts in order.
-    let (_worker, error_text) = retried_job(&rq, &con).await?;
+    let error_text = retried_job(&rq, &con).await?;
     d.goto(con.url("/jobs/retried-job")).await?;
     let items = d.find_all(By::Css("#timeline li")).await?;
     let mut seen = Vec::new();
@@ -283,6 +242,8 @@ async fn console_in_a_real_browser() -> Result<()> {
         .await?
         .click()
         .await?;
+    // The results page, waited for (the submit navigates).
+    browser.must_find(By::Id("total"), "total").await?;
     let rows = d.find_all(By::Css("#results tbody tr")).await?;
     ensure!(rows.len() == 4, "search found {} rows", rows.len());
     ensure!(d.find(By::Id("total")).await?.text().await? == "4");
@@ -298,7 +259,11 @@ async fn console_in_a_real_browser() -> Result<()> {
     // Bulk requeue by filter (status failed, queue bulkq): preview, confirm, report.
     d.goto(con.url("/search?queue=bulkq&status=failed")).await?;
     d.find(By::LinkText("requeue")).await?.click().await?;
-    let preview = d.find(By::Id("count")).await?.text().await?;
+    let preview = browser
+        .must_find(By::Id("count"), "count")
+        .await?
+        .text()
+        .await?;
     ensure!(preview.starts_with("4 jobs match"), "{preview}");
     ensure!(d.find_all(By::Css("#sample tbody tr")).await?.len() == 4);
     browser.shot("bulk-preview").await?;
@@ -308,8 +273,17 @@ async fn console_in_a_real_browser() -> Result<()> {
     d.goto(con.url("/bulk?action=requeue&queue=bulkq&status=failed"))
         .await?;
     let _: () = conn.del("console-test:fail")?;
-    d.find(By::Id("confirm")).await?.click().await?;
-    ensure!(d.find(By::Id("done")).await?.text().await? == "4");
+    browser
+        .must_find(By::Id("confirm"), "confirm")
+        .await?
+        .click()
+        .await?;
+    let done = browser
+        .must_find(By::Id("done"), "done")
+        .await?
+        .text()
+        .await?;
+    ensure!(done == "4", "bulk requeue done {done}, want 4");
     browser.shot("bulk-result").await?;
     wait_count(d, &con, "bulkq", "queued", 4).await?;
     // A real Python rq worker drains them; the overview shows them finished, and it.

@@ -290,3 +290,57 @@ async fn session_cookie_is_private() -> Result<()> {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     Ok(())
 }
+
+/// The users file is re-read when it changes: a user added by `add-user` while the console
+/// runs can log in, a removed user's session ends, and a broken file keeps the last good
+/// users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_file_changes_apply_without_a_restart() -> Result<()> {
+    use mindora_console::web::users::{add_user, Role};
+    let db = mindora_tests::RedisDb::lease()?;
+    let con = Console::start_with(&db, None).await?;
+    let wait = || tokio::time::sleep(std::time::Duration::from_millis(300));
+    let carl = client()?;
+    assert_eq!(
+        login(&carl, &con, "carl", "carl-new-pw").await?,
+        StatusCode::UNAUTHORIZED
+    );
+    add_user(&con.users_file, "carl", Role::Viewer, "carl-new-pw")?;
+    wait().await;
+    assert_eq!(
+        login(&carl, &con, "carl", "carl-new-pw").await?,
+        StatusCode::SEE_OTHER,
+        "a user added while the console runs logs in"
+    );
+    let bob = client()?;
+    assert_eq!(
+        login(&bob, &con, VIEWER.0, VIEWER.1).await?,
+        StatusCode::SEE_OTHER
+    );
+    // Remove bob: his session ends at the next check.
+    let text = std::fs::read_to_string(&con.users_file)?;
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("bob:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&con.users_file, kept)?;
+    wait().await;
+    let r = bob.get(con.url("/search")).send().await?;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "removed user's session"
+    );
+    // A broken file: the last good users stay.
+    std::fs::write(&con.users_file, "not a users line\n")?;
+    wait().await;
+    let r = carl.get(con.url("/search")).send().await?;
+    assert_eq!(r.status(), StatusCode::OK, "a broken file keeps carl");
+    let ann = client()?;
+    assert_eq!(
+        login(&ann, &con, OPERATOR.0, OPERATOR.1).await?,
+        StatusCode::SEE_OTHER
+    );
+    Ok(())
+}

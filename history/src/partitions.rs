@@ -86,6 +86,7 @@ pub async fn maintain_on(
     if retention_days > 0 {
         for (name, day) in day_partitions(&mut tx).await? {
             if expired(day, today, retention_days) {
+                lock_parent(&mut tx).await?;
                 sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS \"{name}\"")))
                     .execute(&mut *tx)
                     .await?;
@@ -103,6 +104,23 @@ pub async fn maintain_on(
     }
     tx.commit().await?;
     Ok(done)
+}
+
+/// Takes the parent table's ACCESS EXCLUSIVE lock before any partition's lock (a no-op
+/// when this transaction holds it). Readers and inserts lock the parent first, then its
+/// partitions; creating or dropping a partition locks both, so taking the parent last
+/// (after DEFAULT or a dropped day) could deadlock with a reader (`40P01`). The lock
+/// timeout bounds how long readers queue behind this request; the writer retries later.
+async fn lock_parent(conn: &mut PgConnection) -> Result<(), HistoryError> {
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE ONLY {PARENT} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Makes the partition of `day` unless it exists; true when made. When DEFAULT already holds
@@ -128,7 +146,9 @@ pub async fn ensure_day(conn: &mut PgConnection, day: NaiveDate) -> Result<bool,
         next = next.format("%Y-%m-%d")
     );
     let mut tx = conn.begin().await?;
-    // The default partition is locked first so no row of that day lands there meanwhile.
+    lock_parent(&mut tx).await?;
+    // The default partition is locked (after the parent) so no row of that day lands there
+    // meanwhile.
     sqlx::query(AssertSqlSafe(format!(
         "LOCK TABLE {DEFAULT_PARTITION} IN SHARE ROW EXCLUSIVE MODE"
     )))

@@ -98,7 +98,7 @@ pub async fn submit(
         );
     }
     // argon2 takes tens of milliseconds: off the async threads.
-    let users = state.users.clone();
+    let users = state.users.current();
     let (n, p) = (name.clone(), f.password);
     let user = tokio::task::spawn_blocking(move || users.verify(&n, &p).cloned())
         .await

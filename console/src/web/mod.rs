@@ -14,6 +14,7 @@ pub mod search;
 pub mod session;
 pub mod throttle;
 pub mod users;
+pub mod users_file;
 
 use std::sync::Arc;
 
@@ -74,7 +75,8 @@ impl Config {
 #[derive(Clone)]
 pub struct AppState {
     pub cfg: Arc<Config>,
-    pub users: Arc<users::Users>,
+    /// The users file, reloaded when it changes.
+    pub users: Arc<users_file::UsersFile>,
     pub key: Key,
     pub backend: Backend,
     pub throttle: Arc<throttle::Throttle>,
@@ -90,7 +92,7 @@ impl AppState {
     /// `secret` must have at least 32 bytes; the cookie key is derived from it (HKDF).
     pub fn new(
         cfg: Config,
-        users: users::Users,
+        users: impl Into<users_file::UsersFile>,
         secret: &[u8],
         backend: Backend,
     ) -> Result<AppState, String> {
@@ -102,7 +104,7 @@ impl AppState {
         }
         Ok(AppState {
             cfg: Arc::new(cfg),
-            users: Arc::new(users),
+            users: Arc::new(users.into()),
             key: Key::derive_from(secret),
             backend,
             throttle: Arc::new(throttle::Throttle::default()),

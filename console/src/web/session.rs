@@ -76,7 +76,8 @@ pub fn read(jar: &PrivateCookieJar, state: &AppState) -> Option<Session> {
         return None;
     }
     // A user removed from the file (or given another role) loses the old session.
-    let user = state.users.get(&s.user)?;
+    let users = state.users.current();
+    let user = users.get(&s.user)?;
     (user.role == s.role).then_some(s)
 }
 

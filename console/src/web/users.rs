@@ -1,5 +1,5 @@
 //! The users file: one user a line, `name:role:$argon2id$...`; `#` starts a comment.
-//! Read once at start (restart the console to apply a change), written by `add-user`.
+//! Written by `add-user`; the console re-reads it when it changes (users_file.rs).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -97,6 +97,44 @@ impl Driver {
         Ok(path)
     }
 
+    /// The element `by`, waited for up to 20 s: after a click that submits a form the
+    /// browser may still show the old page (the click returns before the navigation
+    /// commits), so a single look can miss an element that is on its way. When it is
+    /// missing, the error says which page
+    /// the browser is on (URL, title, the page's text) and a screenshot
+    /// `missing-<what>.png` is saved, so a failure explains itself.
+    pub async fn must_find(&self, by: By, what: &str) -> Result<WebElement> {
+        let d = self.get()?;
+        let found = d
+            .query(by)
+            .wait(Duration::from_secs(20), Duration::from_millis(200))
+            .first()
+            .await;
+        match found {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                let url = d
+                    .current_url()
+                    .await
+                    .map(|u| u.to_string())
+                    .unwrap_or_default();
+                let title = d.title().await.unwrap_or_default();
+                let text = match d.find(By::Tag("body")).await {
+                    Ok(b) => b.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let shot = self
+                    .shot(&format!("missing-{what}"))
+                    .await
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|e| format!("(no screenshot: {e})"));
+                bail!(
+                    "{what} not found ({e}) on {url}, title {title:?}; screenshot {shot}; page text:\n{text}"
+                )
+            }
+        }
+    }
+
     pub async fn quit(mut self) -> Result<()> {
         if let Some(d) = self.driver.take() {
             d.quit().await?;

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use mindora_console::data::history::History;
-use mindora_console::web::users::{add_user, Role, Users};
+use mindora_console::web::users::{add_user, Role};
+use mindora_console::web::users_file::UsersFile;
 use mindora_console::web::{router, AppState, Backend, Config};
 use mindora_sdk::connect::ManagerOptions;
 use mindora_sdk::RedisConnector;
@@ -34,6 +35,8 @@ pub struct Console {
     /// `None`: the console runs without a history.
     pub history: Option<History>,
     pub redis_url: String,
+    /// The users file the console re-reads when it changes.
+    pub users_file: PathBuf,
     _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
 }
@@ -67,7 +70,7 @@ impl Console {
         let users_file: PathBuf = dir.path().join("users");
         add_user(&users_file, OPERATOR.0, Role::Operator, OPERATOR.1)?;
         add_user(&users_file, VIEWER.0, Role::Viewer, VIEWER.1)?;
-        let users = Users::load(&users_file)?;
+        let users = UsersFile::open(&users_file, std::time::Duration::from_millis(100))?;
 
         let history = match (schema, away_url) {
             (Some(schema), Some(url)) => Some(History::connect(url, schema)?),
@@ -119,6 +122,7 @@ impl Console {
             addr,
             history,
             redis_url: db.url(),
+            users_file,
             _dir: dir,
             server,
         })
