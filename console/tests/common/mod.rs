@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "browser-tests")]
 pub mod browser;
 
 use std::path::PathBuf;
