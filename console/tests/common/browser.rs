@@ -79,6 +79,12 @@ impl Driver {
         let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
             .await
             .context("starting a Chromium session")?;
+        // Every lookup waits for its element (up to 10 s): after a click the next page may
+        // not have committed yet, and a single look then fails on a busy machine.
+        driver
+            .set_implicit_wait_timeout(std::time::Duration::from_secs(10))
+            .await
+            .context("setting the implicit wait")?;
         d.driver = Some(driver);
         Ok(d)
     }
