@@ -18,7 +18,11 @@ fn console(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Result<Output> 
         .stderr(Stdio::piped())
         .spawn()?;
     if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin.as_bytes())?;
+        // A refusal (a bad role, say) can exit before reading stdin: a closed pipe is fine.
+        match i.write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
     }
     Ok(child.wait_with_output()?)
 }
