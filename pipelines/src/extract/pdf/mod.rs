@@ -56,6 +56,38 @@ pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, Extrac
     pages.finish(damage::check(bytes))
 }
 
+/// True when the file at `path` starts like a PDF (`%PDF-` within its first KiB, as readers
+/// accept), read without loading the rest.
+pub fn is_pdf_file(path: &std::path::Path) -> Result<bool, ExtractProblem> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(1024);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1024).read_to_end(&mut head))
+        .map_err(|e| ExtractProblem::Unreadable(e.to_string()))?;
+    Ok(head.windows(5).any(|w| w == b"%PDF-"))
+}
+
+/// Extracts the PDF at `path` into `sink`, page by page in page order. The returned
+/// [`PdfText`]'s `text` is empty (the pages went to the sink).
+///
+/// Contract version: reads the file, extracts it whole, and delivers its text as one page of
+/// paragraphs. To become: pages read from the file by the helper pool and delivered as they
+/// arrive (OCR'd pages inline), with each page's blocks.
+pub fn extract_blocks(
+    path: &std::path::Path,
+    options: &ExtractOptions,
+    sink: &mut super::PageSink<'_>,
+) -> Result<PdfText, ExtractProblem> {
+    let bytes = std::fs::read(path).map_err(|e| ExtractProblem::Unreadable(e.to_string()))?;
+    let mut out = extract(&bytes, options)?;
+    let text = std::mem::take(&mut out.text);
+    sink(crate::document::Page {
+        number: None,
+        blocks: crate::document::paragraphs(&text),
+    })?;
+    Ok(out)
+}
+
 /// The page walk in this process: the time limit is checked between pages only.
 pub fn in_process(
     bytes: &[u8],
