@@ -48,11 +48,19 @@ pub struct PipelineConfig {
     /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most self-hosted S3.
     #[arg(long, env = "MINDORA_S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub s3_force_path_style: bool,
-    /// Largest object a job will download, and the bytes of downloaded objects one process holds
-    /// at once across all its jobs (default 100 MiB: the stack's upload limit, and what fits the
-    /// worker container's memory limit next to extraction; see `.env.example`).
+    /// Largest object a job will download (default 100 MiB: the stack's upload limit). Objects
+    /// are streamed to a temporary file, so this bounds disk, not memory; see `.env.example`.
     #[arg(long, env = "MINDORA_MAX_OBJECT_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_object_bytes: u64,
+    /// Largest non-PDF object (DOCX/XLSX/ODS ZIP containers, HTML, text) a job will parse: those
+    /// formats are parsed whole in memory, PDFs page by page, so this caps what memory a
+    /// document's size can still decide.
+    #[arg(long, env = "MINDORA_MAX_PARSED_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_parsed_bytes: u64,
+    /// Directory of the temporary files objects are downloaded to (default: `TMPDIR`, else
+    /// `/tmp`); it needs room for `concurrency × MINDORA_MAX_OBJECT_BYTES`.
+    #[arg(long, env = "MINDORA_TMP_DIR")]
+    pub tmp_dir: Option<std::path::PathBuf>,
 
     /// Base URL of an OpenAI-compatible API (OpenAI, Ollama, vLLM), including `/v1`.
     #[arg(long, env = "MINDORA_EMBED_BASE_URL")]
@@ -176,6 +184,8 @@ impl Default for PipelineConfig {
             s3_secret_key: None,
             s3_force_path_style: true,
             max_object_bytes: 100 * 1024 * 1024,
+            max_parsed_bytes: 32 * 1024 * 1024,
+            tmp_dir: None,
             embed_base_url: None,
             embed_api_key: None,
             embed_model: "text-embedding-3-small".into(),

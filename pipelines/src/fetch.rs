@@ -1,58 +1,22 @@
-//! Fetch stage: download one object from S3/MinIO.
+//! Fetch stage: download one object from S3/MinIO into a temporary file.
 //!
-//! Memory is bounded per process, not per job: every download reserves its size from one
-//! [`MemoryBudget`] of `MINDORA_MAX_OBJECT_BYTES` before the first byte arrives and keeps the
-//! reservation until the bytes are dropped after extraction. With 8 concurrent jobs, one large
-//! upload makes the others wait instead of pushing the replica past its container limit.
+//! The body is streamed to disk while it is hashed and checked against
+//! `MINDORA_MAX_OBJECT_BYTES`, so an object's bytes never sit in memory whole: a job's memory is
+//! bounded by the pipeline's batches, not by the document (issue 24). The temporary file lives
+//! in `MINDORA_TMP_DIR` (else `TMPDIR`, else `/tmp`) and is removed when the job drops it.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use sha2::{Digest, Sha256};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::io::AsyncWriteExt;
 
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
-use crate::model::{FetchedObject, MemoryReservation};
+use crate::model::FetchedObject;
 use crate::telemetry;
-
-/// Budget unit: the semaphore counts KiB so that a `u32` permit count covers objects up to 4 TiB.
-const UNIT: u64 = 1024;
-
-/// Bytes of downloaded objects one process may hold at once, shared by all of its jobs.
-#[derive(Clone, Debug)]
-pub struct MemoryBudget {
-    units: Arc<Semaphore>,
-    total_units: u32,
-}
-
-impl MemoryBudget {
-    /// A budget of `bytes` (rounded up to whole KiB, at least one).
-    pub fn new(bytes: u64) -> Self {
-        let total_units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
-        MemoryBudget {
-            units: Arc::new(Semaphore::new(total_units as usize)),
-            total_units,
-        }
-    }
-
-    /// Bytes currently free (for tests and diagnostics).
-    pub fn available_bytes(&self) -> u64 {
-        self.units.available_permits() as u64 * UNIT
-    }
-
-    /// Waits until `bytes` are free and reserves them; `None` when `bytes` exceed the whole
-    /// budget (such an object can never be held).
-    pub async fn reserve(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
-        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).ok()?;
-        if units > self.total_units {
-            return None;
-        }
-        self.units.clone().acquire_many_owned(units).await.ok()
-    }
-}
 
 /// Source of document bytes. A trait so tests and other stores (local files, GCS) can stand in.
 #[async_trait]
@@ -70,7 +34,8 @@ pub trait ObjectSource: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct S3Source {
     client: aws_sdk_s3::Client,
-    budget: MemoryBudget,
+    /// Where downloads go; `None`: the system's temporary directory.
+    tmp_dir: Option<PathBuf>,
     /// `server.address` of the client spans: the endpoint's host, or AWS's regional host.
     server: String,
 }
@@ -102,7 +67,7 @@ impl S3Source {
         }
         Ok(S3Source {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
-            budget: MemoryBudget::new(config.max_object_bytes),
+            tmp_dir: config.tmp_dir.clone(),
             server,
         })
     }
@@ -110,11 +75,6 @@ impl S3Source {
     /// The underlying client (tests use it to upload fixtures through the same settings).
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
-    }
-
-    /// The process-wide budget downloads reserve from.
-    pub fn budget(&self) -> &MemoryBudget {
-        &self.budget
     }
 }
 
@@ -168,8 +128,7 @@ where
 
 #[async_trait]
 impl ObjectSource for S3Source {
-    /// One CLIENT span `S3.GetObject` over the request and the body download (the memory
-    /// budget wait between them included: it holds the open response).
+    /// One CLIENT span `S3.GetObject` over the request and the body download.
     async fn fetch(
         &self,
         bucket: &str,
@@ -216,20 +175,15 @@ impl S3Source {
         if declared > max_bytes {
             return Err(too_large(declared));
         }
-        // Reserve before reading: the declared size, or the per-object cap when the server sent
-        // no Content-Length. An object over the whole budget is refused like one over the cap.
-        let reserved = length.unwrap_or(max_bytes);
-        let Some(permit) = self.budget.reserve(reserved).await else {
-            return Err(PipelineError::ObjectTooLarge {
-                bucket: bucket.into(),
-                key: key.into(),
-                size: reserved,
-                limit: self.budget.total_units as u64 * UNIT,
-            });
-        };
         let content_type = resp.content_type().map(str::to_string);
+        let file = self.temp_file()?;
+        let (std_file, path) = file.into_parts();
+        let mut out = tokio::io::BufWriter::with_capacity(
+            256 * 1024,
+            tokio::fs::File::from_std(std_file),
+        );
         let mut body = resp.body;
-        let mut bytes = Vec::with_capacity(declared as usize);
+        let mut size = 0u64;
         let mut hasher = Sha256::new();
         while let Some(part) = body.try_next().await.map_err(|e| {
             PipelineError::transient(
@@ -237,28 +191,49 @@ impl S3Source {
                 format!("s3://{bucket}/{key}: download interrupted: {e}"),
             )
         })? {
-            let so_far = (bytes.len() + part.len()) as u64;
-            if so_far > max_bytes {
-                return Err(too_large(so_far));
+            size += part.len() as u64;
+            if size > max_bytes {
+                return Err(too_large(size));
             }
-            if so_far > reserved {
+            if length.is_some_and(|n| size > n) {
                 return Err(PipelineError::transient(
                     "S3",
-                    format!("s3://{bucket}/{key}: more bytes than the declared Content-Length {reserved}"),
+                    format!("s3://{bucket}/{key}: more bytes than the declared Content-Length {declared}"),
                 ));
             }
             hasher.update(&part);
-            bytes.extend_from_slice(&part);
+            out.write_all(&part).await.map_err(disk_error)?;
         }
+        out.flush().await.map_err(disk_error)?;
         let sha256 = hex(&hasher.finalize());
-        tracing::Span::current().record("http.response.body.size", bytes.len() as u64);
+        tracing::Span::current().record("http.response.body.size", size);
         Ok(FetchedObject {
-            bytes,
+            file: path,
+            size,
             sha256,
             content_type,
-            reservation: Some(MemoryReservation::new(permit)),
         })
     }
+
+    /// A new temporary file in `MINDORA_TMP_DIR` or the system's temporary directory.
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile, PipelineError> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("mindora-object-");
+        match &self.tmp_dir {
+            Some(dir) => builder.tempfile_in(dir),
+            None => builder.tempfile(),
+        }
+        .map_err(disk_error)
+    }
+}
+
+/// A full or failing temporary directory: transient (space frees up as other jobs finish),
+/// naming the setting that moves it.
+fn disk_error(e: std::io::Error) -> PipelineError {
+    PipelineError::transient(
+        "temporary files",
+        format!("writing the downloaded object: {e} (set MINDORA_TMP_DIR or TMPDIR to a directory with room)"),
+    )
 }
 
 /// Lowercase hex of a digest.
@@ -269,27 +244,4 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn budget_is_shared_and_released_on_drop() {
-        let budget = MemoryBudget::new(10 * UNIT);
-        let a = budget.reserve(6 * UNIT).await.unwrap();
-        assert_eq!(budget.available_bytes(), 4 * UNIT);
-        // A second large object waits until the first is dropped.
-        let waiting = {
-            let b = budget.clone();
-            tokio::spawn(async move { b.reserve(6 * UNIT).await.map(|_| ()) })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        drop(a);
-        assert!(waiting.await.unwrap().is_some());
-        // More than the whole budget can never be held.
-        assert!(budget.reserve(11 * UNIT).await.is_none());
-    }
 }

@@ -30,16 +30,34 @@ pub struct IndexReport {
     pub target: String,
 }
 
-/// Full-text index of chunks.
+/// Full-text index of chunks. A document is written batch by batch ([`FulltextIndex::write`])
+/// and then finished ([`FulltextIndex::remove_other_runs`]), so no stage holds all its chunks.
 #[async_trait]
 pub trait FulltextIndex: Send + Sync {
-    /// Writes `chunks` of one document, then removes that document's chunks from earlier runs.
-    async fn index(
+    /// Writes a batch of one document's `chunks` (ids are deterministic, so a re-sent batch
+    /// overwrites itself); `removed` of the report is 0.
+    async fn write(
         &self,
         app: &App,
         meta: &ChunkMeta,
         chunks: &[Chunk],
     ) -> Result<IndexReport, PipelineError>;
+
+    /// Every chunk of the run written: removes the document's chunks of other runs. Returns
+    /// how many were removed.
+    async fn remove_other_runs(&self, app: &App, meta: &ChunkMeta) -> Result<u64, PipelineError>;
+
+    /// Writes all `chunks` of one document, then removes that document's chunks from earlier runs.
+    async fn index(
+        &self,
+        app: &App,
+        meta: &ChunkMeta,
+        chunks: &[Chunk],
+    ) -> Result<IndexReport, PipelineError> {
+        let mut report = self.write(app, meta, chunks).await?;
+        report.removed = self.remove_other_runs(app, meta).await?;
+        Ok(report)
+    }
 }
 
 const SERVICE: &str = "Elasticsearch";
@@ -308,7 +326,7 @@ impl ElasticIndex {
 
 #[async_trait]
 impl FulltextIndex for ElasticIndex {
-    async fn index(
+    async fn write(
         &self,
         app: &App,
         meta: &ChunkMeta,
@@ -349,6 +367,15 @@ impl FulltextIndex for ElasticIndex {
                 pending = retry.into_iter().map(|i| pending[i]).collect();
             }
         }
+        Ok(IndexReport {
+            indexed: chunks.len(),
+            removed: 0,
+            target: index,
+        })
+    }
+
+    async fn remove_other_runs(&self, app: &App, meta: &ChunkMeta) -> Result<u64, PipelineError> {
+        let file = meta.document.file_name().to_string();
         // Replace: drop this document's chunks written by any other run (other months included).
         let pattern = app.es_index_pattern();
         let span = self.span("delete_by_query", &pattern);
@@ -377,11 +404,7 @@ impl FulltextIndex for ElasticIndex {
             checked(&format!("delete stale chunks of {file}"), resp).await
         })
         .await?;
-        Ok(IndexReport {
-            indexed: chunks.len(),
-            removed: body["deleted"].as_u64().unwrap_or(0),
-            target: index,
-        })
+        Ok(body["deleted"].as_u64().unwrap_or(0))
     }
 }
 

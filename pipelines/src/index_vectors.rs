@@ -23,18 +23,35 @@ const SERVICE: &str = "Qdrant";
 /// Points per upsert request.
 const UPSERT_BATCH: usize = 256;
 
-/// Vector index of chunks.
+/// Vector index of chunks, written batch by batch ([`VectorIndex::write`]) and then finished
+/// ([`VectorIndex::remove_other_runs`]), like [`crate::index_fulltext::FulltextIndex`].
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
-    /// Writes one point per chunk (`vectors[i]` belongs to `chunks[i]`), waiting for Qdrant to
-    /// acknowledge, then removes the document's points from earlier runs.
-    async fn index(
+    /// Writes one point per chunk of a batch (`vectors[i]` belongs to `chunks[i]`), waiting for
+    /// Qdrant to acknowledge.
+    async fn write(
         &self,
         app: &App,
         meta: &ChunkMeta,
         chunks: &[Chunk],
         vectors: &[Vec<f32>],
     ) -> Result<IndexReport, PipelineError>;
+
+    /// Every point of the run written: removes the document's points of other runs.
+    async fn remove_other_runs(&self, app: &App, meta: &ChunkMeta) -> Result<(), PipelineError>;
+
+    /// Writes all points of one document, then removes its points from earlier runs.
+    async fn index(
+        &self,
+        app: &App,
+        meta: &ChunkMeta,
+        chunks: &[Chunk],
+        vectors: &[Vec<f32>],
+    ) -> Result<IndexReport, PipelineError> {
+        let report = self.write(app, meta, chunks, vectors).await?;
+        self.remove_other_runs(app, meta).await?;
+        Ok(report)
+    }
 }
 
 /// [`VectorIndex`] on Qdrant.
@@ -194,7 +211,7 @@ impl QdrantIndex {
 
 #[async_trait]
 impl VectorIndex for QdrantIndex {
-    async fn index(
+    async fn write(
         &self,
         app: &App,
         meta: &ChunkMeta,
@@ -253,36 +270,41 @@ impl VectorIndex for QdrantIndex {
             })
             .await?;
         }
-        let filter = Filter {
-            must: vec![Condition::matches("document_id", d.document_id.to_string())],
-            must_not: vec![Condition::matches("run_id", meta.run_id.to_string())],
-            ..Default::default()
-        };
-        if dims > 0 || chunks.is_empty() {
-            let exists = dims > 0
-                || telemetry::in_client(self.span("collection_exists", &name), async {
-                    self.traced()
-                        .collection_exists(&name)
-                        .await
-                        .map_err(|e| map_error("collection exists", e))
-                })
-                .await?;
-            if exists {
-                telemetry::in_client(self.span("delete_points", &name), async {
-                    self.traced()
-                        .delete_points(DeletePointsBuilder::new(&name).points(filter).wait(true))
-                        .await
-                        .map_err(|e| {
-                            map_error(&format!("{}: delete stale points", d.file_name()), e)
-                        })
-                })
-                .await?;
-            }
-        }
         Ok(IndexReport {
             indexed: chunks.len(),
             removed: 0,
             target: name,
         })
+    }
+
+    async fn remove_other_runs(&self, app: &App, meta: &ChunkMeta) -> Result<(), PipelineError> {
+        let name = app.qdrant_collection();
+        let d = &meta.document;
+        let filter = Filter {
+            must: vec![Condition::matches("document_id", d.document_id.to_string())],
+            must_not: vec![Condition::matches("run_id", meta.run_id.to_string())],
+            ..Default::default()
+        };
+        // A collection this process made or checked exists; otherwise ask (a document with no
+        // chunks on a fresh app must not fail on a missing collection).
+        let known = self.ready.lock().map(|r| r.contains(&name)).unwrap_or(false);
+        let exists = known
+            || telemetry::in_client(self.span("collection_exists", &name), async {
+                self.traced()
+                    .collection_exists(&name)
+                    .await
+                    .map_err(|e| map_error("collection exists", e))
+            })
+            .await?;
+        if exists {
+            telemetry::in_client(self.span("delete_points", &name), async {
+                self.traced()
+                    .delete_points(DeletePointsBuilder::new(&name).points(filter).wait(true))
+                    .await
+                    .map_err(|e| map_error(&format!("{}: delete stale points", d.file_name()), e))
+            })
+            .await?;
+        }
+        Ok(())
     }
 }

@@ -131,32 +131,24 @@ pub fn chunk_id(document_id: Uuid, index: usize) -> Uuid {
     )
 }
 
-/// Bytes of a fetched object and what we know about them.
-#[derive(Debug, Clone)]
+/// A fetched object: its bytes in a temporary file (removed when this is dropped), never whole
+/// in memory, so the worker's memory does not grow with the document.
+#[derive(Debug)]
 pub struct FetchedObject {
-    /// Whole object.
-    pub bytes: Vec<u8>,
+    /// The downloaded bytes; deleted on drop.
+    pub file: tempfile::TempPath,
+    /// Size in bytes.
+    pub size: u64,
     /// Hex SHA-256 of the bytes.
     pub sha256: String,
     /// Content-Type stored with the object, if any (a hint only; detection uses the bytes).
     pub content_type: Option<String>,
-    /// The share of the process's download budget these bytes hold; released when the object
-    /// is dropped (after extraction). `None` for objects that did not come from a budget.
-    pub reservation: Option<MemoryReservation>,
 }
 
-/// A held share of [`crate::fetch::MemoryBudget`]; cloning shares it, the last drop frees it.
-#[derive(Debug, Clone)]
-pub struct MemoryReservation {
-    _permit: std::sync::Arc<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl MemoryReservation {
-    /// Wraps a permit taken from the budget.
-    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        MemoryReservation {
-            _permit: std::sync::Arc::new(permit),
-        }
+impl FetchedObject {
+    /// Path of the temporary file holding the bytes.
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
     }
 }
 

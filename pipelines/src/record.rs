@@ -1,7 +1,10 @@
 //! Record stage: PostgreSQL through sqlx, one schema per app.
 //!
 //! Each job's writes (document row, run row, audit entries, intermediates) go into one
-//! transaction, so a crash never leaves a run half-recorded.
+//! transaction, so a crash never leaves a run half-recorded. `process_document` writes its
+//! chunk rows batch by batch instead ([`RecordStore::write_chunks`], in [`chunks`]).
+
+mod chunks;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -17,6 +20,7 @@ use uuid::Uuid;
 use crate::config::PipelineConfig;
 use crate::error::PipelineError;
 use crate::model::{Analysis, App, Chunk, DocumentRef, ExtractedText};
+
 use crate::telemetry;
 use crate::JobInfo;
 
@@ -78,6 +82,22 @@ pub trait RecordStore: Send + Sync {
     async fn migrate(&self, app: &App) -> Result<(), PipelineError>;
     /// Writes one run in one transaction.
     async fn record(&self, app: &App, run: &RunRecord) -> Result<(), PipelineError>;
+    /// Writes a batch of `run_id`'s chunk rows of `document` (upserted by index, embeddings
+    /// cleared); creates the document row (`received`) if it does not exist yet.
+    async fn write_chunks(
+        &self,
+        app: &App,
+        document: &DocumentRef,
+        run_id: Uuid,
+        chunks: &[Chunk],
+    ) -> Result<(), PipelineError>;
+    /// Every chunk of `run_id` written: removes the document's chunk rows of other runs.
+    async fn remove_other_runs(
+        &self,
+        app: &App,
+        document_id: Uuid,
+        run_id: Uuid,
+    ) -> Result<u64, PipelineError>;
     /// Extracted text stored by `pipelines.extract`.
     async fn load_text(
         &self,
@@ -189,6 +209,27 @@ impl RecordStore for PgRecordStore {
             "INSERT documents processing_runs audit_log document_texts chunks",
         );
         telemetry::in_client(span, self.write_run(app, run)).await
+    }
+
+    async fn write_chunks(
+        &self,
+        app: &App,
+        document: &DocumentRef,
+        run_id: Uuid,
+        chunks: &[Chunk],
+    ) -> Result<(), PipelineError> {
+        let span = self.span(app, "INSERT", "chunks", "INSERT documents chunks");
+        telemetry::in_client(span, self.upsert_chunks(app, document, run_id, chunks)).await
+    }
+
+    async fn remove_other_runs(
+        &self,
+        app: &App,
+        document_id: Uuid,
+        run_id: Uuid,
+    ) -> Result<u64, PipelineError> {
+        let span = self.span(app, "DELETE", "chunks", "DELETE chunks");
+        telemetry::in_client(span, self.delete_other_runs(app, document_id, run_id)).await
     }
 
     async fn load_text(
@@ -374,20 +415,7 @@ impl PgRecordStore {
                 .bind(d.document_id)
                 .execute(&mut *tx)
                 .await?;
-            for c in chunks {
-                sqlx::query(
-                    "INSERT INTO chunks (document_id, chunk_index, chunk_id, text, char_start, char_end)
-                     VALUES ($1,$2,$3,$4,$5,$6)",
-                )
-                .bind(d.document_id)
-                .bind(c.index as i32)
-                .bind(c.id)
-                .bind(&c.text)
-                .bind(c.char_start as i32)
-                .bind(c.char_end as i32)
-                .execute(&mut *tx)
-                .await?;
-            }
+            chunks::insert(&mut tx, d.document_id, run.run_id, chunks).await?;
         }
         if let Some(vectors) = &run.embeddings {
             for (i, v) in vectors.iter().enumerate() {
@@ -425,39 +453,6 @@ impl PgRecordStore {
             text: r.get("text"),
             ..ExtractedText::default()
         }))
-    }
-
-    async fn select_chunks(
-        &self,
-        app: &App,
-        document_id: Uuid,
-    ) -> Result<Vec<StoredChunk>, PipelineError> {
-        let mut tx = self.begin(app).await?;
-        let rows = sqlx::query(
-            "SELECT chunk_index, chunk_id, text, char_start, char_end, embedding FROM chunks
-             WHERE document_id = $1 ORDER BY chunk_index",
-        )
-        .bind(document_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    Chunk {
-                        index: r.get::<i32, _>("chunk_index").max(0) as usize,
-                        id: r.get("chunk_id"),
-                        text: r.get("text"),
-                        char_start: r.get::<i32, _>("char_start").max(0) as usize,
-                        char_end: r.get::<i32, _>("char_end").max(0) as usize,
-                        heading_path: Vec::new(),
-                        page: None,
-                    },
-                    r.get::<Option<Vec<f32>>, _>("embedding"),
-                )
-            })
-            .collect())
     }
 
     async fn select_document(

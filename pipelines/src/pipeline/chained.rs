@@ -45,7 +45,7 @@ impl Inner {
         let obj = in_stage(stage("fetch", &a.doc), self.fetch(a, progress, log)).await?;
         Ok(StageResult::Fetched {
             doc: DocFields::of(a),
-            size_bytes: obj.bytes.len(),
+            size_bytes: obj.size as usize,
             sha256: obj.sha256,
             content_type: obj.content_type,
         })

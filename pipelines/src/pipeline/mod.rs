@@ -10,6 +10,7 @@ mod chained;
 mod progress;
 mod result;
 mod stages;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;

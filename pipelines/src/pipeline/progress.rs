@@ -84,13 +84,24 @@ impl RunLog {
         started: Instant,
         detail: impl Serialize,
     ) {
+        self.done_after(stage, status, started.elapsed(), detail);
+    }
+
+    /// [`RunLog::done`] with the stage's duration given (a streamed stage's summed batches).
+    pub(super) fn done_after(
+        &mut self,
+        stage: &'static str,
+        status: &str,
+        took: std::time::Duration,
+        detail: impl Serialize,
+    ) {
         #[derive(Serialize)]
         struct Timed<T> {
             #[serde(flatten)]
             detail: T,
             ms: f64,
         }
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let ms = took.as_secs_f64() * 1000.0;
         let ms = (ms * 10.0).round() / 10.0;
         self.timings.insert(stage, Millis::Tenths(ms));
         self.transitions

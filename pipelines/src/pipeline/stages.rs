@@ -1,5 +1,5 @@
-//! The stages (fetch, extract, chunk, embed, index, analyze) and `process_document`, which runs
-//! them in one job.
+//! The stages (fetch, extract, chunk, embed, index, analyze) as the chained stage jobs run them
+//! (whole document); `process_document` streams them instead (see `stream`).
 
 use std::time::Instant;
 
@@ -8,7 +8,7 @@ use tracing::Span;
 
 use super::args::Args;
 use super::progress::{Progress, RunLog};
-use super::result::{DocFields, ExtractNotes, Indexed, Processed, StageResult};
+use super::result::Indexed;
 use super::{need, option_on, Inner};
 use crate::error::PipelineError;
 use crate::model::{Analysis, Chunk, ChunkMeta, ExtractedText, FetchedObject};
@@ -32,9 +32,9 @@ impl Inner {
             .fetch(&a.doc.bucket, &a.doc.key, self.max_bytes())
             .await?;
         log.fields.sha256 = Some(obj.sha256.clone());
-        log.fields.size_bytes = Some(obj.bytes.len() as i64);
+        log.fields.size_bytes = Some(obj.size as i64);
         let span = Span::current();
-        span.record("mindora.document.bytes", obj.bytes.len() as u64);
+        span.record("mindora.document.bytes", obj.size);
         if let Some(mime) = &obj.content_type {
             span.record("mindora.document.mime", mime.as_str());
         }
@@ -42,12 +42,49 @@ impl Inner {
             "fetch",
             "fetched",
             t,
-            json!({"size_bytes": obj.bytes.len(), "sha256": obj.sha256}),
+            json!({"size_bytes": obj.size, "sha256": obj.sha256}),
         );
-        progress.set(&[("size_bytes", json!(obj.bytes.len()))]);
+        progress.set(&[("size_bytes", json!(obj.size))]);
         Ok(obj)
     }
 
+    /// The extraction settings of a job.
+    pub(super) fn extract_options(&self, a: &Args) -> crate::extract::ExtractOptions {
+        crate::extract::ExtractOptions {
+            password: a
+                .options
+                .get("password")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            time_limit: std::time::Duration::from_secs(self.config.extract_timeout_secs),
+            ocr: self.config.ocr_options(a.options.get("ocr")),
+        }
+    }
+
+    /// Refuses a non-PDF object over `MINDORA_MAX_PARSED_BYTES`: those formats are parsed whole
+    /// in memory, so their size, unlike a PDF's, still decides the job's memory.
+    pub(super) fn check_parsed_size(
+        &self,
+        a: &Args,
+        obj: &FetchedObject,
+    ) -> Result<(), PipelineError> {
+        let limit = self.config.max_parsed_bytes;
+        if obj.size <= limit {
+            return Ok(());
+        }
+        let file = a.doc.file_name().to_string();
+        let problem = |p| PipelineError::Extract { file: file.clone(), problem: p };
+        if crate::extract::pdf::is_pdf_file(obj.path()).map_err(problem)? {
+            return Ok(());
+        }
+        Err(problem(crate::ExtractProblem::Unsupported(format!(
+            "a {} byte document that is not a PDF: such formats are parsed whole in memory, and \
+             this worker parses at most {limit} bytes of them (MINDORA_MAX_PARSED_BYTES)",
+            obj.size
+        ))))
+    }
+
+    /// The whole document's text as Markdown (chained `pipelines.extract`, which stores it).
     pub(super) async fn extract(
         &self,
         a: &Args,
@@ -56,42 +93,56 @@ impl Inner {
         log: &mut RunLog,
     ) -> Result<ExtractedText, PipelineError> {
         progress.stage("extract");
+        self.check_parsed_size(a, &obj)?;
         let t = Instant::now();
         let extractor = self.stages.extractor.clone();
         let file = a.doc.file_name().to_string();
         let name = file.clone();
-        let options = crate::extract::ExtractOptions {
-            password: a
-                .options
-                .get("password")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            time_limit: std::time::Duration::from_secs(self.config.extract_timeout_secs),
-            ocr: self.config.ocr_options(a.options.get("ocr")),
-        };
+        let options = self.extract_options(a);
         let text = tokio::task::spawn_blocking(move || {
-            extractor.extract_with(&name, &obj.bytes, &options)
+            let mut markdown = String::new();
+            let mut sink = |page: crate::document::Page| {
+                let text = crate::document::to_markdown(&page.blocks);
+                if !text.is_empty() {
+                    if !markdown.is_empty() {
+                        markdown.push_str("\n\n");
+                    }
+                    markdown.push_str(&text);
+                }
+                Ok(())
+            };
+            let mut out = extractor.extract_file(&name, obj.path(), &options, &mut sink)?;
+            out.text = markdown;
+            Ok(out)
         })
         .await
-        .map_err(|e| PipelineError::Extract {
-            file: file.clone(),
-            problem: crate::ExtractProblem::Corrupt {
-                format: "document",
-                detail: format!("extractor crashed: {e}"),
-            },
-        })?
+        .map_err(|e| crashed(&file, e))?
         .map_err(|problem| PipelineError::Extract { file, problem })?;
+        let chars = text.text.chars().count();
+        self.extracted(&text, chars, t.elapsed(), progress, log);
+        Ok(text)
+    }
+
+    /// Logs and reports what extraction found (both paths).
+    pub(super) fn extracted(
+        &self,
+        text: &ExtractedText,
+        chars: usize,
+        took: std::time::Duration,
+        progress: &Progress<'_>,
+        log: &mut RunLog,
+    ) {
         log.fields.kind = Some((text.kind.clone(), text.mime.clone()));
         log.fields.pages = Some(text.pages as i32);
         let span = Span::current();
         span.record("mindora.document.format", text.kind.as_str());
         span.record("mindora.document.mime", text.mime.as_str());
         span.record("mindora.document.pages", text.pages);
-        log.done(
+        log.done_after(
             "extract",
             "extracted",
-            t,
-            json!({"kind": text.kind, "pages": text.pages, "chars": text.text.chars().count(),
+            took,
+            json!({"kind": text.kind, "pages": text.pages, "chars": chars,
                    "pages_with_text": text.pages_with_text, "pages_ocr": text.pages_ocr,
                    "ocr_confidence": text.ocr_confidence, "warnings": text.warnings}),
         );
@@ -107,7 +158,6 @@ impl Inner {
             meta.push(("warnings", json!(text.warnings)));
         }
         progress.set(&meta);
-        Ok(text)
     }
 
     pub(super) fn chunk(
@@ -119,20 +169,8 @@ impl Inner {
     ) -> Vec<Chunk> {
         progress.stage("chunk");
         let t = Instant::now();
-        let custom = a
-            .defaults
-            .as_ref()
-            .filter(|d| d.chunk_size.is_some() || d.chunk_overlap.is_some());
-        let chunks = match custom {
-            // The app's own chunk budget replaces the worker-wide chunker for this job.
-            Some(d) => crate::chunk::Chunker::chunk(
-                &crate::chunk::TextChunker::new(
-                    d.chunk_size.unwrap_or(self.config.chunk_size),
-                    d.chunk_overlap.unwrap_or(self.config.chunk_overlap),
-                ),
-                a.doc.document_id,
-                text,
-            ),
+        let chunks = match self.app_chunker(a) {
+            Some(c) => crate::chunk::Chunker::chunk(&c, a.doc.document_id, text),
             None => self.stages.chunker.chunk(a.doc.document_id, text),
         };
         log.fields.chunks = Some(chunks.len() as i32);
@@ -140,6 +178,18 @@ impl Inner {
         log.done("chunk", "chunked", t, json!({"chunks": chunks.len()}));
         progress.set(&[("chunks", json!(chunks.len()))]);
         chunks
+    }
+
+    /// The app's own chunk budget, which replaces the worker-wide chunker for its jobs.
+    pub(super) fn app_chunker(&self, a: &Args) -> Option<crate::chunk::TextChunker> {
+        let d = a
+            .defaults
+            .as_ref()
+            .filter(|d| d.chunk_size.is_some() || d.chunk_overlap.is_some())?;
+        Some(crate::chunk::TextChunker::new(
+            d.chunk_size.unwrap_or(self.config.chunk_size),
+            d.chunk_overlap.unwrap_or(self.config.chunk_overlap),
+        ))
     }
 
     pub(super) async fn embed(
@@ -270,50 +320,15 @@ impl Inner {
                 .unwrap_or_else(|| json!({})),
         }
     }
+}
 
-    pub(super) async fn process_document(
-        &self,
-        a: &Args,
-        progress: &Progress<'_>,
-        log: &mut RunLog,
-    ) -> Result<StageResult, PipelineError> {
-        log.fields.metadata = a.options.get("metadata").cloned();
-        let obj = in_stage(stage("fetch", &a.doc), self.fetch(a, progress, log)).await?;
-        let (sha, size) = (obj.sha256.clone(), obj.bytes.len());
-        let text = in_stage(
-            stage("extract", &a.doc),
-            self.extract(a, obj, progress, log),
-        )
-        .await?;
-        let chunks = stage("chunk", &a.doc).in_scope(|| self.chunk(a, &text.text, progress, log));
-        let wants_vectors = self.stages.vectors.is_some() && option_on(&a.options, "index_vectors");
-        let vectors = if wants_vectors
-            || (self.stages.embedder.is_some() && self.stages.fulltext.is_none())
-        {
-            Some(in_stage(stage("embed", &a.doc), self.embed(&chunks, progress, log)).await?)
-        } else {
-            None
-        };
-        let meta = self.meta(a, &text, log);
-        let indexed = in_stage(
-            stage("index", &a.doc),
-            self.index(a, &meta, &chunks, vectors.as_deref(), progress, log),
-        )
-        .await?;
-        let analysis = self.analyze_staged(a, &text.text, progress, log).await?;
-        log.transitions.push(("done".into(), json!({})));
-        Ok(StageResult::Processed(Processed {
-            doc: DocFields::of(a),
-            analysis,
-            characters: text.text.chars().count(),
-            chunks: chunks.len(),
-            indexed,
-            kind: text.kind.clone(),
-            notes: ExtractNotes::of(&text),
-            pages: text.pages,
-            sha256: sha,
-            size_bytes: size,
-            status: "done",
-        }))
+/// The extraction thread panicked or was cancelled.
+pub(super) fn crashed(file: &str, e: tokio::task::JoinError) -> PipelineError {
+    PipelineError::Extract {
+        file: file.to_string(),
+        problem: crate::ExtractProblem::Corrupt {
+            format: "document",
+            detail: format!("extractor crashed: {e}"),
+        },
     }
 }
