@@ -221,14 +221,26 @@ async fn stages_and_client_calls_are_spans_with_context_on_the_wire() {
         &format!("{}_documents", e.app),
     );
     has(notify, "mindora.notify.event", "document.processed");
-    // Stages in order.
-    for w in [fetch, extract, chunk, embed, index, record, notify].windows(2) {
+    // Stages in order. process_document streams: chunk, embed and index run batch by batch
+    // while extraction goes on, so their spans start in order inside extract's and end with it.
+    for w in [fetch, extract, record, notify].windows(2) {
         assert!(
             w[0].end_time <= w[1].start_time,
             "{} before {}",
             w[0].name,
             w[1].name
         );
+    }
+    for w in [extract, chunk, embed, index].windows(2) {
+        assert!(
+            w[0].start_time <= w[1].start_time,
+            "{} starts before {}",
+            w[0].name,
+            w[1].name
+        );
+    }
+    for s in [chunk, embed, index] {
+        assert!(s.end_time <= record.start_time, "{} ends before record", s.name);
     }
 
     // S3: one GetObject under fetch; the server received its context.

@@ -165,6 +165,7 @@ impl Inner {
         let batch = (self.config.embed_batch_size.max(1) * self.config.embed_concurrency.max(1))
             .max(1);
         let mut pending: Vec<Chunk> = Vec::new();
+        let mut chunking = false;
         let streamed: Result<(), PipelineError> = async {
             while let Some(page) = rx.recv().await {
                 totals.pages = totals.pages.max(page.number.unwrap_or(1));
@@ -184,7 +185,8 @@ impl Inner {
                 let t = Instant::now();
                 run.span(CHUNK).in_scope(|| chunks.push(&page, &mut pending));
                 totals.chunk_time += t.elapsed();
-                if totals.chunks == 0 && !pending.is_empty() {
+                if !chunking && !pending.is_empty() {
+                    chunking = true;
                     progress.stage("chunk");
                 }
                 while pending.len() >= batch {
@@ -207,6 +209,9 @@ impl Inner {
         run.span(CHUNK).in_scope(|| chunks.finish(&mut pending));
         totals.chunk_time += t.elapsed();
         drop(chunks);
+        if !chunking {
+            progress.stage("chunk");
+        }
         let run = Run {
             meta: self.meta(a, &text, log),
             ..run
