@@ -178,10 +178,8 @@ impl S3Source {
         let content_type = resp.content_type().map(str::to_string);
         let file = self.temp_file()?;
         let (std_file, path) = file.into_parts();
-        let mut out = tokio::io::BufWriter::with_capacity(
-            256 * 1024,
-            tokio::fs::File::from_std(std_file),
-        );
+        let mut out =
+            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(std_file));
         let mut body = resp.body;
         let mut size = 0u64;
         let mut hasher = Sha256::new();

@@ -287,7 +287,11 @@ impl VectorIndex for QdrantIndex {
         };
         // A collection this process made or checked exists; otherwise ask (a document with no
         // chunks on a fresh app must not fail on a missing collection).
-        let known = self.ready.lock().map(|r| r.contains(&name)).unwrap_or(false);
+        let known = self
+            .ready
+            .lock()
+            .map(|r| r.contains(&name))
+            .unwrap_or(false);
         let exists = known
             || telemetry::in_client(self.span("collection_exists", &name), async {
                 self.traced()

@@ -240,7 +240,11 @@ async fn stages_and_client_calls_are_spans_with_context_on_the_wire() {
         );
     }
     for s in [chunk, embed, index] {
-        assert!(s.end_time <= record.start_time, "{} ends before record", s.name);
+        assert!(
+            s.end_time <= record.start_time,
+            "{} ends before record",
+            s.name
+        );
     }
 
     // S3: one GetObject under fetch; the server received its context.

@@ -73,7 +73,10 @@ impl Inner {
             return Ok(());
         }
         let file = a.doc.file_name().to_string();
-        let problem = |p| PipelineError::Extract { file: file.clone(), problem: p };
+        let problem = |p| PipelineError::Extract {
+            file: file.clone(),
+            problem: p,
+        };
         if crate::extract::pdf::is_pdf_file(obj.path()).map_err(problem)? {
             return Ok(());
         }

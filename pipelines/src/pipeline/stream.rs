@@ -127,7 +127,11 @@ impl Inner {
         let file = a.doc.file_name().to_string();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Page>(PAGE_QUEUE);
         let extractor = self.stages.extractor.clone();
-        let (name, path, options) = (file.clone(), obj.path().to_path_buf(), self.extract_options(a));
+        let (name, path, options) = (
+            file.clone(),
+            obj.path().to_path_buf(),
+            self.extract_options(a),
+        );
         let thread = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let mut sink = |page: Page| {
@@ -148,10 +152,14 @@ impl Inner {
             a,
             // The page count is known only when extraction ends: batches written before carry
             // the pages read so far (the final count is in the document row).
-            meta: self.meta(a, &ExtractedText {
-                kind: kind_of(&file, obj.path()),
-                ..ExtractedText::default()
-            }, log),
+            meta: self.meta(
+                a,
+                &ExtractedText {
+                    kind: kind_of(&file, obj.path()),
+                    ..ExtractedText::default()
+                },
+                log,
+            ),
             progress,
             parent,
             spans: Default::default(),
@@ -162,8 +170,8 @@ impl Inner {
         };
         let mut totals = Totals::default();
         let mut prefix = String::new();
-        let batch = (self.config.embed_batch_size.max(1) * self.config.embed_concurrency.max(1))
-            .max(1);
+        let batch =
+            (self.config.embed_batch_size.max(1) * self.config.embed_concurrency.max(1)).max(1);
         let mut pending: Vec<Chunk> = Vec::new();
         let mut chunking = false;
         let streamed: Result<(), PipelineError> = async {
@@ -183,7 +191,8 @@ impl Inner {
                 }
                 drop(markdown);
                 let t = Instant::now();
-                run.span(CHUNK).in_scope(|| chunks.push(&page, &mut pending));
+                run.span(CHUNK)
+                    .in_scope(|| chunks.push(&page, &mut pending));
                 totals.chunk_time += t.elapsed();
                 if !chunking && !pending.is_empty() {
                     chunking = true;
@@ -203,8 +212,7 @@ impl Inner {
         drop(rx);
         let (extracted, took) = thread.await.map_err(|e| crashed(&file, e))?;
         streamed?;
-        let mut text =
-            extracted.map_err(|problem| PipelineError::Extract { file, problem })?;
+        let mut text = extracted.map_err(|problem| PipelineError::Extract { file, problem })?;
         let t = Instant::now();
         run.span(CHUNK).in_scope(|| chunks.finish(&mut pending));
         totals.chunk_time += t.elapsed();

@@ -87,13 +87,12 @@ impl PgRecordStore {
         run_id: Uuid,
     ) -> Result<u64, PipelineError> {
         let mut tx = self.begin(app).await?;
-        let done = sqlx::query(
-            "DELETE FROM chunks WHERE document_id = $1 AND run_id IS DISTINCT FROM $2",
-        )
-        .bind(document_id)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
+        let done =
+            sqlx::query("DELETE FROM chunks WHERE document_id = $1 AND run_id IS DISTINCT FROM $2")
+                .bind(document_id)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
