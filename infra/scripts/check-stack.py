@@ -330,9 +330,11 @@ def check_memory():
         problems.append("worker environment lacks MINDORA_MAX_OBJECT_BYTES: ${WORKER_MAX_OBJECT_BYTES}")
     # The code's default (100 MiB, for deployments that set nothing) need not be compose's:
     # compose always passes MINDORA_MAX_OBJECT_BYTES (checked above).
+    # Issue 24: downloads stream to a temporary file (MINDORA_TMP_DIR, else /tmp: the tmpfs
+    # counted above), never whole in memory.
     fetch = read("pipelines/src/fetch.rs")
-    if "budget.reserve(" not in fetch:
-        problems.append("pipelines/src/fetch.rs does not reserve downloads from the process budget")
+    if "temp_file(" not in fetch:
+        problems.append("pipelines/src/fetch.rs does not stream downloads to a temporary file")
     rabbit = read("infra/rabbitmq/rabbitmq.conf")
     if re.search(r"^\s*vm_memory_high_watermark\.relative", rabbit, re.M):
         problems.append("rabbitmq.conf uses a relative watermark (computed from host RAM in a container)")
