@@ -47,6 +47,17 @@ impl Env {
 
     /// [`Env::start_worker`] with extra environment variables (e.g. `OTEL_*`).
     pub fn start_worker_with(&self, name: &str, envs: &[(&str, &str)]) -> Result<WorkerProcess> {
+        self.start_worker_args(name, &[], envs)
+    }
+
+    /// [`Env::start_worker_with`] with extra CLI flags after the usual ones (a flag given again
+    /// replaces the usual value, e.g. `--chunk-size`).
+    pub fn start_worker_args(
+        &self,
+        name: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<WorkerProcess> {
         let dims = DIMS.to_string();
         let model = format!("fake-embed-{DIMS}");
         let args = [
@@ -89,6 +100,7 @@ impl Env {
             "--chunk-overlap",
             "80",
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         WorkerProcess::spawn(&self.db.url(), name, &args, envs)
     }
 
