@@ -64,19 +64,16 @@ impl Phase {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not passing yet: all three failed on the first run (cause not yet read); run with --ignored"]
 async fn kill_9_during_embed_then_retry_indexes_each_chunk_once() -> Result<()> {
     kill_then_retry(Phase::Embed).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not passing yet: all three failed on the first run (cause not yet read); run with --ignored"]
 async fn kill_9_during_elasticsearch_bulk_then_retry_indexes_each_chunk_once() -> Result<()> {
     kill_then_retry(Phase::Fulltext).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not passing yet: all three failed on the first run (cause not yet read); run with --ignored"]
 async fn kill_9_during_qdrant_upsert_then_retry_indexes_each_chunk_once() -> Result<()> {
     kill_then_retry(Phase::Vectors).await
 }

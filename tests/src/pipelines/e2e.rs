@@ -50,8 +50,8 @@ impl Env {
         self.start_worker_args(name, &[], envs)
     }
 
-    /// [`Env::start_worker_with`] with extra CLI flags after the usual ones (a flag given again
-    /// replaces the usual value, e.g. `--chunk-size`).
+    /// [`Env::start_worker_with`] with extra CLI flags (`--flag value` pairs); one of the usual
+    /// flags given again replaces the usual value (e.g. `--chunk-size`).
     pub fn start_worker_args(
         &self,
         name: &str,
@@ -100,7 +100,15 @@ impl Env {
             "--chunk-overlap",
             "80",
         ];
-        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
+        // clap refuses a flag given twice: an extra flag replaces the usual one and its value.
+        let mut merged: Vec<&str> = Vec::new();
+        for pair in args.chunks(2) {
+            if !extra.contains(&pair[0]) {
+                merged.extend_from_slice(pair);
+            }
+        }
+        merged.extend_from_slice(extra);
+        let args = merged;
         WorkerProcess::spawn(&self.db.url(), name, &args, envs)
     }
 
