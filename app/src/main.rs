@@ -73,9 +73,10 @@ async fn run(
     if let Some(h) = &history {
         worker.set_attempt_sink(h.sink());
     }
-    let pipelines = mindora_pipelines::Pipelines::new(config.clone())
-        .await
-        .context("configuring the document pipelines")?;
+    let pipelines =
+        mindora_pipelines::Pipelines::new(config.clone().with_local_embedding_default())
+            .await
+            .context("configuring the document pipelines")?;
     migrate_apps(&pipelines, &config.apps, false).await?;
     mindora_worker_app::pipelines::register(worker.registry_mut(), pipelines.clone());
     // --python: jobs naming no built-in function run on a pool of Python processes.
@@ -163,9 +164,11 @@ async fn main() -> Result<()> {
                 }
                 anyhow::bail!("name the apps with --app NAME or MINDORA_APPS (or --history)");
             }
-            let pipelines = mindora_pipelines::Pipelines::new(cli.pipelines.clone())
-                .await
-                .context("configuring the document pipelines")?;
+            let pipelines = mindora_pipelines::Pipelines::new(
+                cli.pipelines.clone().with_local_embedding_default(),
+            )
+            .await
+            .context("configuring the document pipelines")?;
             migrate_apps(&pipelines, &apps, true).await
         }
         Some(Command::Run) | None => {

@@ -17,6 +17,11 @@ Checks (one PASS/FAIL line each; exit 1 on any failure):
                 secrets-check receives every secret of .env.example; every service holding
                 a secret waits for it (directly or through its dependencies), nginx directly
   data          stateful services keep their data under ${DATA_ROOT}/<service>
+  ollama        the local embedding default (profile "ollama", on in .env.example): pinned
+                ollama/ollama image, model volume under ${DATA_ROOT}/ollama, memory limit,
+                healthcheck, a one-shot ollama-pull waiting for the server and running
+                `ollama pull`, the worker waiting for it and configured for
+                bge-m3 / 1024 dimensions at http://ollama:11434/v1 with no key
   worker        scalable and locked down: no ports/container_name/hostname/MINDORA_NAME,
                 read_only, cap_drop ALL, no-new-privileges, non-root user, healthcheck
                 `mindora-worker healthcheck`
@@ -32,7 +37,7 @@ import yaml
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 BRACED_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CONFIG_EXT = (".yml", ".yaml", ".json", ".conf", ".txt", ".hcl", ".tmpl", ".template")
-STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "s3", "elasticsearch", "kibana", "qdrant",
+STATEFUL = ["consul", "filebeat", "postgres", "redis", "rabbitmq", "s3", "elasticsearch", "kibana", "qdrant", "ollama",
             "prometheus", "alertmanager", "grafana", "jaeger"]
 
 # One-shot jobs that only provision a UI: nothing has to wait for them.
@@ -100,6 +105,62 @@ def infra_files(root):
             yield os.path.join(dirpath, fn)
 
 
+def check_ollama(services, env):
+    """(ok, detail) of the local embedding default: the ollama profile and the worker's side."""
+    problems = []
+    o, pull, w = services.get("ollama") or {}, services.get("ollama-pull") or {}, services.get("worker") or {}
+    for name, s in (("ollama", o), ("ollama-pull", pull)):
+        if not s:
+            problems.append(f"{name}: service missing")
+    if o.get("profiles") != ["ollama"]:
+        problems.append("ollama: not in profile ollama")
+    if pull.get("profiles"):
+        problems.append("ollama-pull: in a profile (the worker waits for it; it skips itself when not local)")
+        if not re.fullmatch(r"ollama/ollama:\d+\.\d+\.\d+", s.get("image", "")):
+            problems.append(f"{name}: image {s.get('image')!r} is not ollama/ollama pinned to a version")
+    if o:
+        if not any(str(v).startswith("${DATA_ROOT}/ollama:/root/.ollama") for v in o.get("volumes", [])):
+            problems.append("ollama: models not persisted (${DATA_ROOT}/ollama:/root/.ollama)")
+        if (((o.get("deploy") or {}).get("resources") or {}).get("limits") or {}).get("memory") != "${MEM_OLLAMA}":
+            problems.append("ollama: memory limit is not ${MEM_OLLAMA}")
+        if "ollama" not in " ".join(map(str, (o.get("healthcheck") or {}).get("test") or [])):
+            problems.append("ollama: healthcheck does not ask the server (ollama list)")
+    if pull:
+        if str(pull.get("restart")) != "no":
+            problems.append("ollama-pull: not a one-shot service")
+        penv = pull.get("environment") or {}
+        if (penv.get("OLLAMA_HOST") != "http://ollama:11434" or penv.get("EMBED_MODEL") != "${EMBED_MODEL}"
+                or penv.get("EMBED_BASE_URL") != "${EMBED_BASE_URL}"):
+            problems.append("ollama-pull: OLLAMA_HOST/EMBED_MODEL/EMBED_BASE_URL not the server and the worker's")
+        script = " ".join(map(str, pull.get("entrypoint") or []))
+        path = next((p for p in (pull.get("entrypoint") or []) if str(p).startswith("/infra/")), None)
+        body = open(os.path.join("infra", path[len("/infra/"):])).read() if path else script
+        if not re.search(r"^\s*ollama pull \"\$EMBED_MODEL\"", body, re.M):
+            problems.append("ollama-pull: does not run ollama pull \"$EMBED_MODEL\"")
+        if not re.search(r"until ollama list", body):
+            problems.append("ollama-pull: does not wait for the server (until ollama list)")
+    dep = (w.get("depends_on") or {}).get("ollama-pull") or {}
+    if dep.get("condition") != "service_completed_successfully":
+        problems.append("worker: does not wait for ollama-pull (service_completed_successfully)")
+    wenv = w.get("environment") or {}
+    for k, var in (("MINDORA_EMBED_BASE_URL", "EMBED_BASE_URL"), ("MINDORA_EMBED_API_KEY", "EMBED_API_KEY"),
+                   ("MINDORA_EMBED_MODEL", "EMBED_MODEL"), ("MINDORA_EMBED_DIMENSIONS", "EMBED_DIMENSIONS")):
+        if wenv.get(k) != "${%s}" % var:
+            problems.append(f"worker: {k} is not ${{{var}}}")
+    want = {"EMBED_BASE_URL": "http://ollama:11434/v1", "EMBED_API_KEY": "", "EMBED_MODEL": "bge-m3",
+            "EMBED_DIMENSIONS": "1024"}
+    for k, v in want.items():
+        if env.get(k) != v:
+            problems.append(f".env.example: {k}={env.get(k)!r}, the local default is {v!r}")
+    if "ollama" not in env.get("COMPOSE_PROFILES", "").split(","):
+        problems.append(".env.example: COMPOSE_PROFILES does not turn the ollama profile on")
+    if not env.get("MEM_OLLAMA"):
+        problems.append(".env.example: MEM_OLLAMA missing")
+    return not problems, "; ".join(problems) or (
+        f"profile ollama on by default: {o.get('image')} ({env.get('MEM_OLLAMA')}, models under ${{DATA_ROOT}}/ollama), "
+        "ollama-pull before the worker, worker on bge-m3/1024 at http://ollama:11434/v1 with no key")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--compose", default="docker-compose.yml")
@@ -143,7 +204,10 @@ def main():
     report("env-defined", not undefined,
            ("undefined: " + ", ".join(undefined)) if undefined else
            f"{len(used_compose)} compose variables, {len(used_configs)} config-template variables all in {args.env}")
-    unused = sorted(k for k in env if k not in used_compose and k not in used_configs and k not in mentioned)
+    # Read by Docker Compose itself from .env, not interpolated anywhere.
+    compose_own = {"COMPOSE_PROFILES"}
+    unused = sorted(k for k in env if k not in used_compose and k not in used_configs and k not in mentioned
+                    and k not in compose_own)
     report("env-used", not unused, ("unused: " + ", ".join(unused)) if unused else f"all {len(env)} variables used")
 
     # --- services
@@ -241,6 +305,9 @@ def main():
             if not (src.startswith("${DATA_ROOT}/") or src.startswith("./infra")):
                 problems.append(f"{name}: volume {v} outside ${{DATA_ROOT}} and ./infra")
     report("data", not problems, "; ".join(problems) or f"{len(STATEFUL)} stateful services keep data under ${{DATA_ROOT}}/<service>")
+
+    # --- ollama
+    report("ollama", *check_ollama(services, env))
 
     # --- worker
     w = services.get("worker") or {}

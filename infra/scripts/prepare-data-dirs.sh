@@ -25,6 +25,7 @@ kibana 1000:0 770
 qdrant 0:0 750
 qdrant/storage 0:0 750
 qdrant/snapshots 0:0 750
+ollama 0:0 750
 prometheus 65534:65534 750
 alertmanager 65534:65534 750
 grafana 472:0 750

@@ -188,8 +188,8 @@ impl Default for PipelineConfig {
             tmp_dir: None,
             embed_base_url: None,
             embed_api_key: None,
-            embed_model: "text-embedding-3-small".into(),
-            embed_dimensions: 1536,
+            embed_model: OPENAI_EMBED_MODEL.into(),
+            embed_dimensions: OPENAI_EMBED_DIMENSIONS,
             embed_send_dimensions: false,
             embed_batch_size: 64,
             embed_concurrency: 4,
@@ -218,10 +218,54 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Embeddings endpoint used when no API key is set: the stack's local Ollama (compose profile
+/// `ollama`), through its OpenAI-compatible API.
+pub const LOCAL_EMBED_BASE_URL: &str = "http://ollama:11434/v1";
+/// Model of the local default: multilingual (Chinese is the normal case), served by Ollama.
+pub const LOCAL_EMBED_MODEL: &str = "bge-m3";
+/// Vector size of [`LOCAL_EMBED_MODEL`].
+pub const LOCAL_EMBED_DIMENSIONS: u32 = 1024;
+/// The OpenAI defaults of `--embed-model` / `--embed-dimensions`.
+const OPENAI_EMBED_MODEL: &str = "text-embedding-3-small";
+const OPENAI_EMBED_DIMENSIONS: u32 = 1536;
+
 /// Languages OCR uses when a job turns it on with `options.ocr = true` and the worker names none.
 pub const DEFAULT_OCR_LANGUAGES: &str = "chi_sim+eng";
 
 impl PipelineConfig {
+    /// The embedding API key, if one is set (an empty value, as compose passes an unset one,
+    /// is none).
+    pub fn embed_key(&self) -> Option<&str> {
+        self.embed_api_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    }
+
+    /// The worker's embedding default: with no API key, embed through the local Ollama
+    /// ([`LOCAL_EMBED_BASE_URL`], [`LOCAL_EMBED_MODEL`], [`LOCAL_EMBED_DIMENSIONS`]) rather than
+    /// not at all. Only what was left unset (base URL) or at OpenAI's defaults (model,
+    /// dimensions) changes; a key, a base URL or a model of the caller's own is kept.
+    pub fn with_local_embedding_default(mut self) -> Self {
+        if self.embed_key().is_some() {
+            return self;
+        }
+        if self
+            .embed_base_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            self.embed_base_url = Some(LOCAL_EMBED_BASE_URL.into());
+        }
+        if self.embed_model == OPENAI_EMBED_MODEL {
+            self.embed_model = LOCAL_EMBED_MODEL.into();
+            if self.embed_dimensions == OPENAI_EMBED_DIMENSIONS {
+                self.embed_dimensions = LOCAL_EMBED_DIMENSIONS;
+            }
+        }
+        self
+    }
+
     /// OCR settings for a document: `requested` is the job's (or app's) `ocr` option — `false`
     /// off, `true` on with the worker's languages, a string on with those languages; `None`
     /// follows the worker's `--ocr`.
@@ -262,6 +306,44 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         config: PipelineConfig,
+    }
+
+    #[test]
+    fn no_api_key_means_the_local_ollama_default() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["w"].iter().chain(args))
+                .map(|c| c.config.with_local_embedding_default())
+                .unwrap()
+        };
+        let local = parse(&[]);
+        assert_eq!(local.embed_base_url.as_deref(), Some(LOCAL_EMBED_BASE_URL));
+        assert_eq!(local.embed_model, "bge-m3");
+        assert_eq!(local.embed_dimensions, 1024);
+        // Compose passes an unset key and URL as empty values.
+        let empty = parse(&["--embed-api-key", "", "--embed-base-url", ""]);
+        assert_eq!(empty.embed_base_url.as_deref(), Some(LOCAL_EMBED_BASE_URL));
+        assert_eq!(empty.embed_model, "bge-m3");
+        // Another keyless server keeps its URL; a model of the caller's own keeps its size.
+        let other = parse(&[
+            "--embed-base-url",
+            "http://vllm:8000/v1",
+            "--embed-model",
+            "nomic-embed-text",
+            "--embed-dimensions",
+            "768",
+        ]);
+        assert_eq!(other.embed_base_url.as_deref(), Some("http://vllm:8000/v1"));
+        assert_eq!(
+            (other.embed_model.as_str(), other.embed_dimensions),
+            ("nomic-embed-text", 768)
+        );
+        // With a key nothing changes: OpenAI's defaults, no base URL invented.
+        let openai = parse(&["--embed-api-key", "sk-x"]);
+        assert_eq!(openai.embed_base_url, None);
+        assert_eq!(
+            (openai.embed_model.as_str(), openai.embed_dimensions),
+            ("text-embedding-3-small", 1536)
+        );
     }
 
     #[test]

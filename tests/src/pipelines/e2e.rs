@@ -47,6 +47,17 @@ impl Env {
 
     /// [`Env::start_worker`] with extra environment variables (e.g. `OTEL_*`).
     pub fn start_worker_with(&self, name: &str, envs: &[(&str, &str)]) -> Result<WorkerProcess> {
+        self.start_worker_args(name, &[], envs)
+    }
+
+    /// [`Env::start_worker_with`] with extra CLI flags (`--flag value` pairs); one of the usual
+    /// flags given again replaces the usual value (e.g. `--chunk-size`).
+    pub fn start_worker_args(
+        &self,
+        name: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<WorkerProcess> {
         let dims = DIMS.to_string();
         let model = format!("fake-embed-{DIMS}");
         let args = [
@@ -89,6 +100,15 @@ impl Env {
             "--chunk-overlap",
             "80",
         ];
+        // clap refuses a flag given twice: an extra flag replaces the usual one and its value.
+        let mut merged: Vec<&str> = Vec::new();
+        for pair in args.chunks(2) {
+            if !extra.contains(&pair[0]) {
+                merged.extend_from_slice(pair);
+            }
+        }
+        merged.extend_from_slice(extra);
+        let args = merged;
         WorkerProcess::spawn(&self.db.url(), name, &args, envs)
     }
 

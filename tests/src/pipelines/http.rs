@@ -10,6 +10,8 @@ use hyper::{HeaderMap, Request, Response};
 use mindora_sdk::wire::trace::valid_traceparent;
 use serde_json::Value;
 
+use super::Gate;
+
 /// A request as the fake servers see it.
 #[derive(Debug, Clone)]
 pub struct Req {
@@ -71,8 +73,15 @@ impl Resp {
 pub type Handler = Arc<dyn Fn(Req) -> Resp + Send + Sync>;
 
 /// Serves `handler` over HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC clients speak) on a free
-/// loopback port until the runtime ends.
-pub async fn serve(handler: Handler) -> SocketAddr {
+/// loopback port until the runtime ends. Each answer passes the returned [`Gate`] after the
+/// handler ran (open unless a test holds it).
+pub async fn serve(handler: Handler) -> (SocketAddr, Gate) {
+    let gate = Gate::default();
+    let addr = serve_gated(gate.clone(), handler).await;
+    (addr, gate)
+}
+
+async fn serve_gated(gate: Gate, handler: Handler) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -83,9 +92,11 @@ pub async fn serve(handler: Handler) -> SocketAddr {
                 return;
             };
             let handler = handler.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let handler = handler.clone();
+                    let gate = gate.clone();
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body
@@ -100,7 +111,9 @@ pub async fn serve(handler: Handler) -> SocketAddr {
                             headers: parts.headers,
                             body,
                         };
+                        let path = r.path.clone();
                         let out = handler(r);
+                        gate.after(&path).await;
                         let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
                             vec![Ok(Frame::data(out.body))];
                         if let Some(t) = out.trailers {

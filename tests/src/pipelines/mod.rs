@@ -9,6 +9,7 @@ pub mod e2e;
 mod env;
 pub mod fakes;
 pub mod fixtures;
+mod gate;
 mod http;
 mod s3;
 
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 
 pub use cleanup::{cleanup, pg, Cleanup};
 pub use env::{amqp_get, env, long_pdf, Env, Services};
+pub use gate::Gate;
 pub use http::{serve, Handler, Req, Resp};
 pub use s3::{s3s_fs_binary, S3Server};
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::super::{serve, Req, Resp};
+use super::super::{serve, Gate, Req, Resp};
 
 #[derive(Default)]
 pub struct EsState {
@@ -38,6 +38,8 @@ impl EsState {
 
 pub struct FakeElastic {
     pub url: String,
+    /// Holds answers on a test's request (see [`Gate`]).
+    pub gate: Gate,
     pub state: Arc<Mutex<EsState>>,
 }
 
@@ -130,7 +132,7 @@ fn term_matches(src: &Value, clause: &Value) -> bool {
 pub async fn elastic() -> FakeElastic {
     let state = Arc::new(Mutex::new(EsState::default()));
     let s = state.clone();
-    let addr = serve(Arc::new(move |r: Req| {
+    let (addr, gate) = serve(Arc::new(move |r: Req| {
         let mut guard = s.lock().unwrap();
         let st = &mut *guard;
         r.record_traceparent(&mut st.traceparents, &mut st.violations);
@@ -261,5 +263,6 @@ pub async fn elastic() -> FakeElastic {
     FakeElastic {
         url: format!("http://{addr}"),
         state,
+        gate,
     }
 }

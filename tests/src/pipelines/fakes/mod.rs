@@ -1,12 +1,14 @@
-//! Fake OpenAI-compatible, Elasticsearch and Qdrant servers that validate requests against the
+//! Fake OpenAI-compatible (OpenAI and Ollama), Elasticsearch and Qdrant servers that validate requests against the
 //! real wire formats and answer as the real services do (including partial failures). Each
 //! records what it saw and every request that breaks the wire format (`violations`).
 
 mod elastic;
+mod ollama;
 mod openai;
 mod qdrant;
 
 pub use elastic::*;
+pub use ollama::*;
 pub use openai::*;
 pub use qdrant::*;
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::super::{serve, Req, Resp};
+use super::super::{serve, Gate, Req, Resp};
 use super::fake_vector;
 
 #[derive(Default)]
@@ -27,6 +27,8 @@ pub struct OpenAiState {
 
 pub struct FakeOpenAi {
     pub url: String,
+    /// Holds answers on a test's request (see [`Gate`]).
+    pub gate: Gate,
     pub state: Arc<Mutex<OpenAiState>>,
 }
 
@@ -40,7 +42,7 @@ fn openai_error(status: u16, kind: &str, msg: &str) -> Resp {
 pub async fn openai() -> FakeOpenAi {
     let state = Arc::new(Mutex::new(OpenAiState::default()));
     let s = state.clone();
-    let addr = serve(Arc::new(move |r: Req| {
+    let (addr, gate) = serve(Arc::new(move |r: Req| {
         let mut guard = s.lock().unwrap();
         let st = &mut *guard;
         r.record_traceparent(&mut st.traceparents, &mut st.violations);
@@ -135,5 +137,6 @@ pub async fn openai() -> FakeOpenAi {
     FakeOpenAi {
         url: format!("http://{addr}/v1"),
         state,
+        gate,
     }
 }

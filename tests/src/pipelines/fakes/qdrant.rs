@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prost::Message;
 use qdrant_client::qdrant as q;
 
-use super::super::{serve, Req, Resp};
+use super::super::{serve, Gate, Req, Resp};
 
 /// A stored point: vector and payload.
 pub type StoredPoint = (Vec<f32>, HashMap<String, q::Value>);
@@ -46,6 +46,8 @@ fn payload_str(p: &HashMap<String, q::Value>, key: &str) -> Option<String> {
 
 pub struct FakeQdrant {
     pub url: String,
+    /// Holds answers on a test's request (see [`Gate`]).
+    pub gate: Gate,
     pub state: Arc<Mutex<QdrantState>>,
 }
 
@@ -134,7 +136,7 @@ fn point_id(p: &Option<q::PointId>) -> Option<String> {
 pub async fn qdrant() -> FakeQdrant {
     let state = Arc::new(Mutex::new(QdrantState::default()));
     let s = state.clone();
-    let addr = serve(Arc::new(move |r: Req| {
+    let (addr, gate) = serve(Arc::new(move |r: Req| {
         let mut guard = s.lock().unwrap();
         let st = &mut *guard;
         r.record_traceparent(&mut st.traceparents, &mut st.violations);
@@ -357,5 +359,6 @@ pub async fn qdrant() -> FakeQdrant {
     FakeQdrant {
         url: format!("http://{addr}"),
         state,
+        gate,
     }
 }
