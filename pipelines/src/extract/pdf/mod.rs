@@ -1,7 +1,7 @@
 //! PDF text through PDFium (see [`engine`] for why and how it is loaded).
 //!
-//! Each document is read in a child process (`mindora-pdf`, see [`isolate`]) that is killed at
-//! the time limit, so one pathological page cannot hold a job past it, a PDFium crash fails only
+//! Each document is read in a warm child process (`mindora-pdf`, kept in a pool and reused
+//! across documents, see [`isolate`]) that is killed at the time limit, so one pathological page cannot hold a job past it, a PDFium crash fails only
 //! that document, the child's memory is capped, and documents are read in parallel (PDFium
 //! itself is serialised per process). Without the helper binary (a library user who did not
 //! install it, or `MINDORA_PDF_HELPER=off`) the same page walk runs in-process, with the time
@@ -15,14 +15,18 @@
 mod damage;
 pub mod engine;
 pub mod isolate;
+pub mod mapped;
 pub mod pages;
 
+use std::path::Path;
 use std::time::Instant;
 
 use pdfium_render::prelude::PdfiumLibraryBindingsAccessor;
 
 use super::ExtractOptions;
 use crate::error::ExtractProblem;
+use isolate::{PageOut, Source};
+use mapped::Mapped;
 use pages::PageOutcome;
 
 /// What a PDF yielded.
@@ -42,37 +46,81 @@ pub struct PdfText {
 
 /// Extracts the text of every page of `bytes`.
 pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
-    let started = Instant::now();
-    let mut pages = Collect::default();
-    let helper = isolate::helper();
-    match &helper {
-        Some(helper) => isolate::run(helper, bytes, options, &mut pages)?,
-        None => in_process(bytes, options, &mut pages)?,
-    }
-    if let Some(ocr) = &options.ocr {
-        let deadline = started + options.time_limit;
-        pages.ocr(helper.as_ref(), bytes, options, ocr, deadline)?;
-    }
-    pages.finish(damage::check(bytes))
+    extract_from(Source::Bytes(bytes), options)
 }
 
-/// The page walk in this process: the time limit is checked between pages only.
+/// Extracts the text of every page of the file at `path` (the helper maps the file itself: the
+/// bytes are neither held here nor sent down a pipe).
+pub fn extract_file(path: &Path, options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
+    extract_from(Source::Path(path), options)
+}
+
+fn extract_from(source: Source<'_>, options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
+    let deadline = Instant::now() + options.time_limit;
+    let mut pages = Collect::default();
+    let pool = isolate::helper().map(|h| isolate::shared(&h));
+    let password = options.password.as_deref();
+    let warnings = match &pool {
+        Some(pool) => match pool.read(source, password, deadline, &mut pages)? {
+            isolate::Read::Done(warnings) => warnings,
+            isolate::Read::TimedOut => return Err(pages.timed_out(options)),
+        },
+        None => in_process(source, options, &mut pages)?,
+    };
+    if let Some(ocr) = &options.ocr {
+        pages.ocr(pool.as_deref(), source, options, ocr, deadline)?;
+    }
+    pages.finish(warnings)
+}
+
+/// A file's bytes, mapped when it is a path (for the in-process engine).
+enum Held<'a> {
+    Bytes(&'a [u8]),
+    Mapped(Mapped),
+}
+
+impl<'a> Held<'a> {
+    fn new(source: Source<'a>) -> Result<Self, ExtractProblem> {
+        Ok(match source {
+            Source::Bytes(b) => Held::Bytes(b),
+            Source::Path(p) => Held::Mapped(Mapped::open(p).map_err(|e| {
+                ExtractProblem::EngineFailed(format!("could not open {}: {e}", p.display()))
+            })?),
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Held::Bytes(b) => b,
+            Held::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// The page walk in this process: the time limit is checked between pages only. Returns the
+/// file's structure warnings.
 pub fn in_process(
-    bytes: &[u8],
+    source: Source<'_>,
     options: &ExtractOptions,
-    out: &mut Collect,
-) -> Result<(), ExtractProblem> {
+    out: &mut dyn PageOut,
+) -> Result<Vec<String>, ExtractProblem> {
     let started = Instant::now();
+    let held = Held::new(source)?;
+    let bytes = held.bytes();
     let pdfium = engine::pdfium()?;
     let doc = pages::Document::open(pdfium.bindings(), bytes, options.password.as_deref())?;
     out.open(doc.pages())?;
     for index in 0..doc.pages() {
         if started.elapsed() > options.time_limit {
-            return Err(out.timed_out(options));
+            return Err(ExtractProblem::TimedOut {
+                seconds: options.time_limit.as_secs(),
+                done: index,
+                pages: doc.pages(),
+            });
         }
-        out.page(index + 1, doc.page(index));
+        out.page(index + 1, doc.page(index))?;
     }
-    Ok(())
+    Ok(damage::check(bytes))
 }
 
 /// Gathers page outcomes (from this process or the child) into a [`PdfText`].
@@ -131,8 +179,8 @@ impl Collect {
     /// layer unless OCR reads more.
     fn ocr(
         &mut self,
-        helper: Option<&isolate::Helper>,
-        bytes: &[u8],
+        pool: Option<&isolate::Pool>,
+        source: Source<'_>,
         options: &ExtractOptions,
         ocr: &super::ocr::OcrOptions,
         deadline: Instant,
@@ -141,16 +189,20 @@ impl Collect {
             return Ok(());
         }
         let password = options.password.as_deref();
-        let renderer = match helper {
-            Some(helper) => Renderer::Helper(helper),
-            None => Renderer::InProcess(Box::new(
-                engine::pdfium()?
-                    .load_pdf_from_byte_slice(bytes, password)
-                    .map_err(|e| ExtractProblem::Corrupt {
-                        format: "PDF",
-                        detail: format!("PDFium could not open it again to render pages: {e}"),
-                    })?,
-            )),
+        let held;
+        let renderer = match pool {
+            Some(pool) => Renderer::Helper(pool, source),
+            None => {
+                held = Held::new(source)?;
+                Renderer::InProcess(Box::new(
+                    engine::pdfium()?
+                        .load_pdf_from_byte_slice(held.bytes(), password)
+                        .map_err(|e| ExtractProblem::Corrupt {
+                            format: "PDF",
+                            detail: format!("PDFium could not open it again to render pages: {e}"),
+                        })?,
+                ))
+            }
         };
         let mut still_images = Vec::new();
         let scans = std::mem::take(&mut self.scans);
@@ -159,13 +211,13 @@ impl Collect {
         pages.sort_unstable();
         for number in pages {
             let render = |path: &std::path::Path| match &renderer {
-                Renderer::Helper(helper) => {
+                Renderer::Helper(pool, source) => {
                     let page = isolate::RenderRequest {
                         page: number,
                         dpi: ocr.dpi,
                         path: path.to_path_buf(),
                     };
-                    isolate::render(helper, bytes, password, page, deadline)
+                    pool.render(*source, password, page, deadline)
                 }
                 Renderer::InProcess(doc) => {
                     let index = i32::try_from(number - 1).unwrap_or(i32::MAX);
@@ -246,9 +298,20 @@ impl Collect {
     }
 }
 
-/// Where pages are drawn for OCR: a helper process per page, or this process without one.
+impl PageOut for Collect {
+    fn open(&mut self, pages: u32) -> Result<(), ExtractProblem> {
+        Collect::open(self, pages)
+    }
+
+    fn page(&mut self, n: u32, outcome: PageOutcome) -> Result<(), ExtractProblem> {
+        Collect::page(self, n, outcome);
+        Ok(())
+    }
+}
+
+/// Where pages are drawn for OCR: a warm helper per page, or this process without one.
 enum Renderer<'a> {
-    Helper(&'a isolate::Helper),
+    Helper(&'a isolate::Pool, Source<'a>),
     InProcess(Box<pdfium_render::prelude::PdfDocument<'a>>),
 }
 
