@@ -136,7 +136,7 @@ impl Pool {
             }
             Msg::Rendered => Err(failed("the helper rendered a page nobody asked for")),
             page => match page.into_page() {
-                Some((n, outcome)) => out.page(n, outcome),
+                Some((n, outcome, _)) => out.page(n, outcome),
                 None => Err(failed("the helper sent an unknown message")),
             },
         })?;

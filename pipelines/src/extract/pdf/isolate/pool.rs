@@ -81,6 +81,8 @@ struct State {
 
 /// How many retired pids [`PoolStats::retired`] keeps.
 const RETIRED_KEPT: usize = 64;
+/// Lines of a helper's output read ahead of the consumer.
+const LINES_QUEUED: usize = 64;
 /// Bytes of a helper's stderr kept for the error of a crash.
 const STDERR_KEPT: usize = 8192;
 
@@ -293,8 +295,10 @@ impl Pool {
             let _ = child.wait();
             return Err(failed("the PDF helper's pipes were not set up"));
         };
-        // Readers live as long as the helper's pipes; they end on its exit.
-        let (tx, lines) = mpsc::channel();
+        // Readers live as long as the helper's pipes; they end on its exit. The line queue is
+        // bounded: a slow consumer holds the helper back (its pipe fills) instead of queueing
+        // a whole document's pages here.
+        let (tx, lines) = mpsc::sync_channel(LINES_QUEUED);
         std::thread::Builder::new()
             .name("pdf-helper-out".into())
             .spawn(move || {

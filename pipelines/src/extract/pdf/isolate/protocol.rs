@@ -30,6 +30,29 @@ pub struct Request {
     /// Render one page to an image for OCR instead of reading the text.
     #[serde(default)]
     pub render: Option<RenderRequest>,
+    /// While reading, draw each page without (much) text for OCR (streaming extraction: the
+    /// image is ready when the page arrives, and no second helper is needed).
+    #[serde(default)]
+    pub images: Option<Images>,
+}
+
+/// Where and how pages for OCR are drawn during a read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Images {
+    /// Resolution asked for.
+    pub dpi: u32,
+    /// Directory the images go to (`p<n>.pgm`); the parent owns and removes it.
+    pub dir: PathBuf,
+}
+
+/// A page drawn for OCR during a read, or why it could not be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Image {
+    /// The image file.
+    Path(PathBuf),
+    /// Why there is none.
+    Failed(String),
 }
 
 /// One page to draw into an image file (see [`crate::extract::ocr::render`]).
@@ -65,11 +88,17 @@ pub enum Msg {
         n: u32,
         /// Its text.
         text: String,
+        /// The page drawn for OCR, when the request asked for [`Images`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<Image>,
     },
     /// A page that is images only.
     ImageOnly {
         /// 1-based page number.
         n: u32,
+        /// The page drawn for OCR, when the request asked for [`Images`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<Image>,
     },
     /// A page with nothing on it.
     Blank {
@@ -104,25 +133,25 @@ impl Msg {
         matches!(self, Msg::Failed { .. } | Msg::Done { .. } | Msg::Rendered)
     }
 
-    /// The message for page `n`'s outcome.
-    pub fn page(n: u32, outcome: PageOutcome) -> Msg {
+    /// The message for page `n`'s outcome (and its image for OCR).
+    pub fn page(n: u32, outcome: PageOutcome, image: Option<Image>) -> Msg {
         match outcome {
             PageOutcome::Text(text) => Msg::Text { n, text },
-            PageOutcome::ScanWithText(text) => Msg::ScanText { n, text },
-            PageOutcome::ImageOnly => Msg::ImageOnly { n },
+            PageOutcome::ScanWithText(text) => Msg::ScanText { n, text, image },
+            PageOutcome::ImageOnly => Msg::ImageOnly { n, image },
             PageOutcome::Blank => Msg::Blank { n },
             PageOutcome::Unreadable => Msg::Unreadable { n },
         }
     }
 
-    /// Page number and outcome, for a page message.
-    pub fn into_page(self) -> Option<(u32, PageOutcome)> {
+    /// Page number, outcome and image for OCR, for a page message.
+    pub fn into_page(self) -> Option<(u32, PageOutcome, Option<Image>)> {
         Some(match self {
-            Msg::Text { n, text } => (n, PageOutcome::Text(text)),
-            Msg::ScanText { n, text } => (n, PageOutcome::ScanWithText(text)),
-            Msg::ImageOnly { n } => (n, PageOutcome::ImageOnly),
-            Msg::Blank { n } => (n, PageOutcome::Blank),
-            Msg::Unreadable { n } => (n, PageOutcome::Unreadable),
+            Msg::Text { n, text } => (n, PageOutcome::Text(text), None),
+            Msg::ScanText { n, text, image } => (n, PageOutcome::ScanWithText(text), image),
+            Msg::ImageOnly { n, image } => (n, PageOutcome::ImageOnly, image),
+            Msg::Blank { n } => (n, PageOutcome::Blank, None),
+            Msg::Unreadable { n } => (n, PageOutcome::Unreadable, None),
             _ => return None,
         })
     }
@@ -225,13 +254,55 @@ fn one(
         Err(p) => return send(&Msg::failed(&p)),
     };
     send(&Msg::Open { pages: doc.pages() })?;
+    // Opened on the first page to draw: pdfium-render's renderer wants its own handle.
+    let mut drawer = None;
     for index in 0..doc.pages() {
-        send(&Msg::page(index + 1, doc.page(index)))?;
+        let n = index + 1;
+        let outcome = doc.page(index);
+        let image = match (&request.images, &outcome) {
+            (Some(images), PageOutcome::ImageOnly | PageOutcome::ScanWithText(_)) => {
+                Some(draw(&mut drawer, bytes, password, n, images))
+            }
+            _ => None,
+        };
+        send(&Msg::page(n, outcome, image))?;
     }
+    drop(drawer);
     drop(doc);
     send(&Msg::Done {
         warnings: damage::check(bytes),
     })
+}
+
+type Drawer<'a> = Option<Result<pdfium_render::prelude::PdfDocument<'a>, String>>;
+
+/// Draws page `n` into `images.dir` during a read, opening `drawer` the first time.
+fn draw<'a>(
+    drawer: &mut Drawer<'a>,
+    bytes: &'a [u8],
+    password: Option<&str>,
+    n: u32,
+    images: &Images,
+) -> Image {
+    let doc = drawer.get_or_insert_with(|| {
+        engine::pdfium()
+            .map_err(|e| e.to_string())?
+            .load_pdf_from_byte_slice(bytes, password)
+            .map_err(|e| format!("PDFium could not open it again to render a page: {e}"))
+    });
+    let drawn = doc.as_ref().map_err(Clone::clone).and_then(|doc| {
+        let index = i32::try_from(n.saturating_sub(1)).unwrap_or(i32::MAX);
+        let page = doc
+            .pages()
+            .get(index)
+            .map_err(|e| format!("PDFium could not load the page to render it: {e}"))?;
+        let path = images.dir.join(format!("p{n}.pgm"));
+        crate::extract::ocr::render(&page, images.dpi, &path).map(|()| path)
+    });
+    match drawn {
+        Ok(path) => Image::Path(path),
+        Err(e) => Image::Failed(e),
+    }
 }
 
 /// Draws one page of `bytes` for OCR (in the helper, or in-process without one).
@@ -267,5 +338,6 @@ pub fn request(
         bytes,
         path,
         render,
+        images: None,
     }
 }
