@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::document::{to_markdown, Page};
 use crate::model::{chunk_id, Chunk};
 
 /// Splits a document's text into chunks. A trait so token-based or semantic chunkers can stand in.
@@ -9,6 +10,51 @@ pub trait Chunker: Send + Sync {
     /// Chunks `text` of `document_id`. Must be deterministic: the same input gives the same
     /// chunks with the same ids, which is what makes re-processing replace instead of duplicate.
     fn chunk(&self, document_id: Uuid, text: &str) -> Vec<Chunk>;
+
+    /// Chunks a document delivered page by page (see [`ChunkStream`]). The default gathers the
+    /// pages as Markdown and chunks it at the end; a structure-aware chunker emits chunks as
+    /// soon as they are complete, so memory stays bounded by a chunk, not by the document.
+    fn stream(&self, document_id: Uuid) -> Box<dyn ChunkStream + '_> {
+        Box::new(Gathered {
+            chunker: self,
+            document_id,
+            markdown: String::new(),
+        })
+    }
+}
+
+/// An incremental chunking of one document. Chunk indexes count from 0 across the whole
+/// document and ids follow [`chunk_id`], as with [`Chunker::chunk`].
+pub trait ChunkStream: Send {
+    /// Takes the next page; appends the chunks it completed to `out`.
+    fn push(&mut self, page: &Page, out: &mut Vec<Chunk>);
+    /// The document ended; appends the remaining chunks to `out`.
+    fn finish(&mut self, out: &mut Vec<Chunk>);
+}
+
+/// [`Chunker::stream`]'s default: the whole document, chunked at the end.
+struct Gathered<'a, C: Chunker + ?Sized> {
+    chunker: &'a C,
+    document_id: Uuid,
+    markdown: String,
+}
+
+impl<C: Chunker + ?Sized> ChunkStream for Gathered<'_, C> {
+    fn push(&mut self, page: &Page, _out: &mut Vec<Chunk>) {
+        let text = to_markdown(&page.blocks);
+        if text.is_empty() {
+            return;
+        }
+        if !self.markdown.is_empty() {
+            self.markdown.push_str("\n\n");
+        }
+        self.markdown.push_str(&text);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Chunk>) {
+        let markdown = std::mem::take(&mut self.markdown);
+        out.extend(self.chunker.chunk(self.document_id, &markdown));
+    }
 }
 
 /// Character-budget chunker: paragraphs first, then sentences (Latin and CJK punctuation), then
@@ -182,6 +228,8 @@ impl Chunker for TextChunker {
                 text: body.to_string(),
                 char_start: a.cstart,
                 char_end: a.cstart + body.chars().count(),
+                heading_path: Vec::new(),
+                page: None,
             });
             if j >= units.len() {
                 break;

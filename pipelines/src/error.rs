@@ -75,6 +75,13 @@ pub enum ExtractProblem {
     /// A format we recognise but do not extract (e.g. legacy .doc, images).
     #[error("unsupported document type: {0}")]
     Unsupported(String),
+    /// The local copy of the document could not be read (the worker's temporary directory).
+    #[error("the downloaded copy could not be read: {0}")]
+    Unreadable(String),
+    /// The consumer of the pages (chunk, embed, index) stopped the extraction; its own error
+    /// is the one to report.
+    #[error("extraction stopped: {0}")]
+    Stopped(String),
 }
 
 /// Every way a pipeline function can fail.
@@ -184,6 +191,8 @@ impl PipelineError {
                 ExtractProblem::OcrFailed { .. } => "ocr_failed",
                 ExtractProblem::Corrupt { .. } => "corrupt_document",
                 ExtractProblem::Unsupported(_) => "unsupported_document",
+                ExtractProblem::Unreadable(_) => "io_error",
+                ExtractProblem::Stopped(_) => "stopped",
             },
             PipelineError::Service { .. } => "service",
             PipelineError::MissingInput { .. } => "missing_input",

@@ -13,6 +13,7 @@
 pub mod app_options;
 pub mod chunk;
 pub mod config;
+pub mod document;
 pub mod error;
 pub mod extract;
 pub mod fetch;

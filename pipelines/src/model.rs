@@ -199,6 +199,13 @@ pub struct Chunk {
     pub char_start: usize,
     /// Character offset one past the chunk's end.
     pub char_end: usize,
+    /// Titles of the headings the chunk sits under, outermost first (stored and indexed with
+    /// it, so a chunk found alone still says which section it is from).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heading_path: Vec<String>,
+    /// 1-based page (or sheet) the chunk starts on, for paged formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
 }
 
 /// Metadata indexed with every chunk.

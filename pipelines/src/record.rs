@@ -451,6 +451,8 @@ impl PgRecordStore {
                         text: r.get("text"),
                         char_start: r.get::<i32, _>("char_start").max(0) as usize,
                         char_end: r.get::<i32, _>("char_end").max(0) as usize,
+                        heading_path: Vec::new(),
+                        page: None,
                     },
                     r.get::<Option<Vec<f32>>, _>("embedding"),
                 )

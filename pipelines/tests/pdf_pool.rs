@@ -210,7 +210,12 @@ impl PageOut for Fails {
         Ok(())
     }
 
-    fn page(&mut self, _n: u32, _outcome: PageOutcome) -> Result<(), ExtractProblem> {
+    fn page(
+        &mut self,
+        _n: u32,
+        _outcome: PageOutcome,
+        _image: Option<isolate::Image>,
+    ) -> Result<(), ExtractProblem> {
         if self.panic {
             panic!("sink panicked");
         }
@@ -253,7 +258,7 @@ fn the_in_process_walk_reads_files_too() {
     let file = dir.path().join("small.pdf");
     std::fs::write(&file, xobject_bomb(3)).unwrap();
     let mut pages = Collect::default();
-    let warnings = pdf::in_process(Source::Path(&file), &options(60), &mut pages).unwrap();
+    let warnings = pdf::in_process(Source::Path(&file), &options(60), None, &mut pages).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert!(format!("{pages:?}").contains("Deep text"));
     // And through the shared pool, as the extractor runs it.

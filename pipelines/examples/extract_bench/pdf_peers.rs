@@ -174,10 +174,10 @@ pub fn run() {
         pdftotext(&files),
         pymupdf(&files),
     ]
-        .into_iter()
-        .flatten()
-        .filter(|r| r.seconds.len() == files.len())
-        .collect();
+    .into_iter()
+    .flatten()
+    .filter(|r| r.seconds.len() == files.len())
+    .collect();
     let poppler = rows.iter().find(|r| r.engine.starts_with("pdftotext"));
     println!("per file, MB/s (ratio to pdftotext):");
     print!("{:<34} {:>9}", "file", "KB");

@@ -14,12 +14,18 @@ pub mod pdf;
 mod sheet;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::time::Duration;
 
 pub use detect::{detect, Kind};
 
+use crate::document::{paragraphs, Block, Page};
 use crate::error::ExtractProblem;
 use crate::model::ExtractedText;
+
+/// Receives a document's pages in reading order as they are extracted; an `Err` (typically
+/// [`ExtractProblem::Stopped`]) ends the extraction with that problem.
+pub type PageSink<'a> = dyn FnMut(Page) -> Result<(), ExtractProblem> + 'a;
 
 /// Per-document settings of an extraction.
 #[derive(Debug, Clone)]
@@ -56,6 +62,26 @@ pub trait Extractor: Send + Sync {
         bytes: &[u8],
         options: &ExtractOptions,
     ) -> Result<ExtractedText, ExtractProblem>;
+
+    /// Extracts the document stored at `path` page by page into `sink`, so a caller can chunk,
+    /// embed and index while later pages are still being read. The returned summary's `text`
+    /// is empty: the text went to the sink. The default reads the whole file and delivers one
+    /// page of paragraphs; [`DefaultExtractor`] streams PDFs page by page with their structure.
+    fn extract_file(
+        &self,
+        name: &str,
+        path: &Path,
+        options: &ExtractOptions,
+        sink: &mut PageSink<'_>,
+    ) -> Result<ExtractedText, ExtractProblem> {
+        let bytes = std::fs::read(path).map_err(|e| ExtractProblem::Unreadable(e.to_string()))?;
+        let mut out = self.extract_with(name, &bytes, options)?;
+        sink(Page {
+            number: None,
+            blocks: paragraphs(&std::mem::take(&mut out.text)),
+        })?;
+        Ok(out)
+    }
 }
 
 /// The built-in extractor for PDF, DOCX, XLSX/XLS/ODS, CSV, HTML, Markdown and plain text.
@@ -70,22 +96,7 @@ impl Extractor for DefaultExtractor {
         options: &ExtractOptions,
     ) -> Result<ExtractedText, ExtractProblem> {
         let kind = detect(name, bytes)?;
-        let mut out = match catch_unwind(AssertUnwindSafe(|| run(kind, bytes, options))) {
-            Ok(r) => r?,
-            Err(panic) => {
-                let detail = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown cause".into());
-                // A parser bug, not proof the file is damaged: say so.
-                return Err(ExtractProblem::Unsupported(format!(
-                    "{} that the {} parser could not handle (it crashed: {detail})",
-                    kind.label(),
-                    kind.name()
-                )));
-            }
-        };
+        let mut out = guarded(kind, || run(kind, bytes, options))?;
         out.text = normalize(&out.text);
         if out.text.trim().is_empty() {
             return Err(ExtractProblem::Empty);
@@ -94,6 +105,81 @@ impl Extractor for DefaultExtractor {
         out.mime = kind.mime().to_string();
         Ok(out)
     }
+
+    fn extract_file(
+        &self,
+        name: &str,
+        path: &Path,
+        options: &ExtractOptions,
+        sink: &mut PageSink<'_>,
+    ) -> Result<ExtractedText, ExtractProblem> {
+        if pdf::is_pdf_file(path)? {
+            let p = pdf::extract_blocks(path, options, sink)?;
+            return Ok(ExtractedText {
+                kind: Kind::Pdf.name().to_string(),
+                mime: Kind::Pdf.mime().to_string(),
+                pages: p.pages,
+                text: String::new(),
+                pages_with_text: Some(pdf::ranges(&p.pages_with_text)),
+                pages_ocr: (!p.ocr.pages.is_empty()).then(|| pdf::ranges(&p.ocr.pages)),
+                ocr_confidence: p.ocr.confidence(),
+                warnings: p.warnings,
+            });
+        }
+        // Other formats are parsed whole (ZIP containers, HTML trees); their size is capped
+        // by the caller.
+        let bytes = std::fs::read(path).map_err(|e| ExtractProblem::Unreadable(e.to_string()))?;
+        let kind = detect(name, &bytes)?;
+        let (mut out, pages) = guarded(kind, || structured(kind, &bytes))?;
+        if pages.iter().all(|p| p.blocks.is_empty()) {
+            return Err(ExtractProblem::Empty);
+        }
+        for page in pages {
+            sink(page)?;
+        }
+        out.kind = kind.name().to_string();
+        out.mime = kind.mime().to_string();
+        Ok(out)
+    }
+}
+
+/// Runs a parser, turning its panic into an error naming the format: a parser bug, not proof
+/// the file is damaged.
+fn guarded<T>(
+    kind: Kind,
+    parse: impl FnOnce() -> Result<T, ExtractProblem>,
+) -> Result<T, ExtractProblem> {
+    match catch_unwind(AssertUnwindSafe(parse)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(ExtractProblem::Unsupported(format!(
+                "{} that the {} parser could not handle (it crashed: {detail})",
+                kind.label(),
+                kind.name()
+            )))
+        }
+    }
+}
+
+/// The document model of a non-PDF document: its summary (text left empty) and its pages.
+/// Today the flattened text as paragraphs; each format's own structure (DOCX styles, HTML
+/// elements, sheets as tables, Markdown) replaces this per format.
+fn structured(kind: Kind, bytes: &[u8]) -> Result<(ExtractedText, Vec<Page>), ExtractProblem> {
+    let mut out = run(kind, bytes, &ExtractOptions::default())?;
+    let text = normalize(&std::mem::take(&mut out.text));
+    let blocks: Vec<Block> = paragraphs(&text);
+    Ok((
+        out,
+        vec![Page {
+            number: None,
+            blocks,
+        }],
+    ))
 }
 
 fn run(

@@ -21,6 +21,12 @@ corpus="${MINDORA_CORPUS_DIR:-$cache/corpus/v1}"
 venv="${MINDORA_PIPELINES_VENV:-$cache/venv-pipelines}"
 manifest="$here/manifest.tsv"
 
+# One fetch at a time per cache: a second run (CI beside a developer's bench) would otherwise
+# delete the documents the first is still copying.
+mkdir -p "$corpus"
+exec 9>"$corpus/.lock"
+flock 9
+
 if [ -f "$corpus/manifest.tsv" ] && cmp -s "$manifest" "$corpus/manifest.tsv" \
     && [ -f "$corpus/.complete" ] && cmp -s "$here/reference.py" "$corpus/reference.py"; then
     echo "corpus: cached at $corpus ($(find "$corpus/docs" -type f | wc -l) documents)"

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod isolate;
 pub mod mapped;
 pub mod pages;
+mod stream;
 
 use std::path::Path;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use crate::error::ExtractProblem;
 use isolate::{PageOut, Source};
 use mapped::Mapped;
 use pages::PageOutcome;
+pub use stream::extract_blocks;
 
 /// What a PDF yielded.
 #[derive(Debug, Default)]
@@ -65,7 +67,7 @@ fn extract_from(source: Source<'_>, options: &ExtractOptions) -> Result<PdfText,
             isolate::Read::Done(warnings) => warnings,
             isolate::Read::TimedOut => return Err(pages.timed_out(options)),
         },
-        None => in_process(source, options, &mut pages)?,
+        None => in_process(source, options, None, &mut pages)?,
     };
     if let Some(ocr) = &options.ocr {
         pages.ocr(pool.as_deref(), source, options, ocr, deadline)?;
@@ -73,14 +75,25 @@ fn extract_from(source: Source<'_>, options: &ExtractOptions) -> Result<PdfText,
     pages.finish(warnings)
 }
 
+/// True when the file at `path` starts like a PDF (`%PDF-` within its first KiB, as readers
+/// accept), read without loading the rest.
+pub fn is_pdf_file(path: &std::path::Path) -> Result<bool, ExtractProblem> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(1024);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1024).read_to_end(&mut head))
+        .map_err(|e| ExtractProblem::Unreadable(e.to_string()))?;
+    Ok(head.windows(5).any(|w| w == b"%PDF-"))
+}
+
 /// A file's bytes, mapped when it is a path (for the in-process engine).
-enum Held<'a> {
+pub(crate) enum Held<'a> {
     Bytes(&'a [u8]),
     Mapped(Mapped),
 }
 
 impl<'a> Held<'a> {
-    fn new(source: Source<'a>) -> Result<Self, ExtractProblem> {
+    pub(crate) fn new(source: Source<'a>) -> Result<Self, ExtractProblem> {
         Ok(match source {
             Source::Bytes(b) => Held::Bytes(b),
             Source::Path(p) => Held::Mapped(Mapped::open(p).map_err(|e| {
@@ -89,7 +102,7 @@ impl<'a> Held<'a> {
         })
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Held::Bytes(b) => b,
             Held::Mapped(m) => m.bytes(),
@@ -102,14 +115,17 @@ impl<'a> Held<'a> {
 pub fn in_process(
     source: Source<'_>,
     options: &ExtractOptions,
+    images: Option<&isolate::Images>,
     out: &mut dyn PageOut,
 ) -> Result<Vec<String>, ExtractProblem> {
     let started = Instant::now();
     let held = Held::new(source)?;
     let bytes = held.bytes();
     let pdfium = engine::pdfium()?;
-    let doc = pages::Document::open(pdfium.bindings(), bytes, options.password.as_deref())?;
+    let password = options.password.as_deref();
+    let doc = pages::Document::open(pdfium.bindings(), bytes, password)?;
     out.open(doc.pages())?;
+    let mut drawer = None;
     for index in 0..doc.pages() {
         if started.elapsed() > options.time_limit {
             return Err(ExtractProblem::TimedOut {
@@ -118,8 +134,18 @@ pub fn in_process(
                 pages: doc.pages(),
             });
         }
-        out.page(index + 1, doc.page(index))?;
+        let n = index + 1;
+        let outcome = doc.page(index);
+        let image = match (images, &outcome) {
+            (Some(images), PageOutcome::ImageOnly | PageOutcome::ScanWithText(_)) => Some(
+                isolate::protocol::draw(&mut drawer, bytes, password, n, images),
+            ),
+            _ => None,
+        };
+        out.page(n, outcome, image)?;
     }
+    drop(drawer);
+    drop(doc);
     Ok(damage::check(bytes))
 }
 
@@ -267,35 +293,47 @@ impl Collect {
             out.text.push_str("\n\n");
         }
         if out.pages_with_text.is_empty() {
-            return Err(if !image_only.is_empty() {
-                ExtractProblem::NoTextLayer { pages: out.pages }
-            } else if unreadable.len() as u32 == out.pages {
-                ExtractProblem::Corrupt {
-                    format: "PDF",
-                    detail: "no page could be read".into(),
-                }
-            } else {
-                ExtractProblem::Empty
-            });
+            return Err(nothing(out.pages, &image_only, &unreadable));
         }
-        if !image_only.is_empty() {
-            warnings.push(format!(
-                "page(s) {} have no text layer (images only); OCR needed for their text",
-                ranges(&image_only)
-            ));
-        }
-        if !scans.is_empty() {
-            warnings.push(format!(
-                "page(s) {} look like scans with only a little text; OCR would read the rest",
-                ranges(&scans)
-            ));
-        }
-        if !unreadable.is_empty() {
-            warnings.push(format!("page(s) {} could not be read", ranges(&unreadable)));
-        }
+        warnings.extend(page_warnings(&image_only, &scans, &unreadable));
         out.warnings = warnings;
         Ok(out)
     }
+}
+
+/// The problem of a document none of whose pages had text.
+fn nothing(pages: u32, image_only: &[u32], unreadable: &[u32]) -> ExtractProblem {
+    if !image_only.is_empty() {
+        ExtractProblem::NoTextLayer { pages }
+    } else if unreadable.len() as u32 == pages {
+        ExtractProblem::Corrupt {
+            format: "PDF",
+            detail: "no page could be read".into(),
+        }
+    } else {
+        ExtractProblem::Empty
+    }
+}
+
+/// What the user should know about pages without text.
+fn page_warnings(image_only: &[u32], scans: &[u32], unreadable: &[u32]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !image_only.is_empty() {
+        warnings.push(format!(
+            "page(s) {} have no text layer (images only); OCR needed for their text",
+            ranges(image_only)
+        ));
+    }
+    if !scans.is_empty() {
+        warnings.push(format!(
+            "page(s) {} look like scans with only a little text; OCR would read the rest",
+            ranges(scans)
+        ));
+    }
+    if !unreadable.is_empty() {
+        warnings.push(format!("page(s) {} could not be read", ranges(unreadable)));
+    }
+    warnings
 }
 
 impl PageOut for Collect {
@@ -303,7 +341,12 @@ impl PageOut for Collect {
         Collect::open(self, pages)
     }
 
-    fn page(&mut self, n: u32, outcome: PageOutcome) -> Result<(), ExtractProblem> {
+    fn page(
+        &mut self,
+        n: u32,
+        outcome: PageOutcome,
+        _image: Option<isolate::Image>,
+    ) -> Result<(), ExtractProblem> {
         Collect::page(self, n, outcome);
         Ok(())
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 pub use pool::{Ended, Pool, PoolConfig, PoolStats};
-pub use protocol::{serve, Msg, RenderRequest, Request};
+pub use protocol::{serve, Image, Images, Msg, RenderRequest, Request};
 
 use super::pages::PageOutcome;
 use crate::error::ExtractProblem;
@@ -102,8 +102,14 @@ fn failed(detail: impl Into<String>) -> ExtractProblem {
 pub trait PageOut {
     /// The document opened with `pages` pages.
     fn open(&mut self, pages: u32) -> Result<(), ExtractProblem>;
-    /// Page `n` (1-based) gave `outcome`; an error stops the document.
-    fn page(&mut self, n: u32, outcome: PageOutcome) -> Result<(), ExtractProblem>;
+    /// Page `n` (1-based) gave `outcome`, and `image` when pages were drawn for OCR (see
+    /// [`Images`]); an error stops the document.
+    fn page(
+        &mut self,
+        n: u32,
+        outcome: PageOutcome,
+        image: Option<Image>,
+    ) -> Result<(), ExtractProblem>;
 }
 
 /// How reading a document ended, when it did not fail.
@@ -125,7 +131,20 @@ impl Pool {
         deadline: Instant,
         out: &mut dyn PageOut,
     ) -> Result<Read, ExtractProblem> {
-        let request = protocol::request(source, password, None);
+        self.read_with(source, password, None, deadline, out)
+    }
+
+    /// Like [`Pool::read`], drawing the pages without (much) text for OCR as it goes.
+    pub fn read_with(
+        &self,
+        source: Source<'_>,
+        password: Option<&str>,
+        images: Option<Images>,
+        deadline: Instant,
+        out: &mut dyn PageOut,
+    ) -> Result<Read, ExtractProblem> {
+        let mut request = protocol::request(source, password, None);
+        request.images = images;
         let mut warnings = Vec::new();
         let ended = self.converse(&request, bytes_of(source), deadline, |msg| match msg {
             Msg::Open { pages } => out.open(pages),
@@ -136,7 +155,7 @@ impl Pool {
             }
             Msg::Rendered => Err(failed("the helper rendered a page nobody asked for")),
             page => match page.into_page() {
-                Some((n, outcome, _)) => out.page(n, outcome),
+                Some((n, outcome, image)) => out.page(n, outcome, image),
                 None => Err(failed("the helper sent an unknown message")),
             },
         })?;

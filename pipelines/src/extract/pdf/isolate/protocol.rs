@@ -274,10 +274,10 @@ fn one(
     })
 }
 
-type Drawer<'a> = Option<Result<pdfium_render::prelude::PdfDocument<'a>, String>>;
+pub(crate) type Drawer<'a> = Option<Result<pdfium_render::prelude::PdfDocument<'a>, String>>;
 
 /// Draws page `n` into `images.dir` during a read, opening `drawer` the first time.
-fn draw<'a>(
+pub(crate) fn draw<'a>(
     drawer: &mut Drawer<'a>,
     bytes: &'a [u8],
     password: Option<&str>,
