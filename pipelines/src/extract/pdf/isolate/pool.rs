@@ -353,6 +353,13 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Idle helpers would exit at the end of their input, but unreaped: kill and reap them.
+    fn drop(&mut self) {
+        self.shrink();
+    }
+}
+
 /// The end of a conversation, before the helper is given back or retired.
 enum Talk {
     /// Terminal message seen: the helper is ready for the next request.
