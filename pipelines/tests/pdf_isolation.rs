@@ -7,86 +7,17 @@
 //! times, so one page holds 4^(depth-1) text objects (depth 10: 262 144, which PDFium takes
 //! seconds and over a gigabyte to lay out; depth 11 four times that).
 
-use std::io::Write;
+mod pdf_support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mindora_pipelines::extract::pdf::isolate::{self, Helper};
 use mindora_pipelines::extract::pdf::Collect;
-use mindora_pipelines::extract::{DefaultExtractor, ExtractOptions, Extractor};
+use mindora_pipelines::extract::{DefaultExtractor, Extractor};
 use mindora_pipelines::ExtractProblem;
-
-/// A one-page PDF whose page draws form XObject 1, which draws 2 four times, ... to `depth`.
-fn xobject_bomb(depth: usize) -> Vec<u8> {
-    fn stream(body: &str, extra: &str) -> String {
-        format!(
-            "<< /Length {}{extra} >>\nstream\n{body}\nendstream",
-            body.len()
-        )
-    }
-    let mut objs = vec![
-        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
-         /Resources << /XObject << /X 6 0 R >> >> >>"
-            .to_string(),
-        stream("/X Do", ""),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
-    ];
-    for k in 0..depth {
-        let me = 6 + k;
-        let (body, resources) = if k == depth - 1 {
-            (
-                "BT /F1 4 Tf 10 10 Td (Deep text) Tj ET".to_string(),
-                "/Resources << /Font << /F1 5 0 R >> >>".to_string(),
-            )
-        } else {
-            (
-                (0..4)
-                    .map(|i| format!("q 1 0 0 1 {} {} cm /X Do Q ", i * 3, i * 2))
-                    .collect(),
-                format!("/Resources << /XObject << /X {} 0 R >> >>", me + 1),
-            )
-        };
-        objs.push(stream(
-            &body,
-            &format!(" /Type /XObject /Subtype /Form /BBox [0 0 612 792] {resources}"),
-        ));
-    }
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, o) in objs.iter().enumerate() {
-        offsets.push(out.len());
-        write!(out, "{} 0 obj\n{o}\nendobj\n", i + 1).unwrap();
-    }
-    let xref = out.len();
-    write!(out, "xref\n0 {}\n0000000000 65535 f \n", objs.len() + 1).unwrap();
-    for o in offsets {
-        writeln!(out, "{o:010} 00000 n ").unwrap();
-    }
-    write!(
-        out,
-        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-        objs.len() + 1
-    )
-    .unwrap();
-    out
-}
-
-fn real_helper(memory_mb: u64) -> Helper {
-    Helper {
-        path: PathBuf::from(env!("CARGO_BIN_EXE_mindora-pdf")),
-        memory_mb,
-    }
-}
-
-fn options(seconds: u64) -> ExtractOptions {
-    ExtractOptions {
-        time_limit: Duration::from_secs(seconds),
-        ..ExtractOptions::default()
-    }
-}
+use pdf_support::{options, real_helper, xobject_bomb};
 
 #[test]
 fn a_page_that_never_ends_is_stopped_at_the_time_limit() {

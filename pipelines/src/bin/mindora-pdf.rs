@@ -1,9 +1,11 @@
-//! `mindora-pdf`: reads one PDF with PDFium for the worker, in its own process.
+//! `mindora-pdf`: reads PDFs with PDFium for the worker, in its own process.
 //!
-//! Started by `mindora_pipelines::extract::pdf::isolate` (never by hand): the request and the
-//! PDF arrive on stdin, pages go out on stdout as JSON lines. Being a separate process is the
-//! point: the worker kills it at the document's time limit, survives its crashes, and caps its
-//! memory (`MINDORA_PDF_MEMORY_MB`).
+//! Started by `mindora_pipelines::extract::pdf::isolate` (never by hand) and kept warm: each
+//! request (a JSON line, then the PDF's bytes or nothing when it names a file) arrives on
+//! stdin, pages go out on stdout as JSON lines, then it waits for the next request with PDFium
+//! and its fonts still loaded; end of input ends it. Being a separate process is the point:
+//! the worker kills it at the document's time limit, survives its crashes, and caps its memory
+//! (`MINDORA_PDF_MEMORY_MB`).
 
 use std::io::{BufReader, BufWriter};
 use std::process::ExitCode;

@@ -6,8 +6,8 @@
 //! `MINDORA_PDFIUM_LIB` (the file or its directory), else in `$MINDORA_CACHE/pdfium/` (where
 //! setup.sh puts it), next to the running executable, or in `/usr/local/lib` and `/usr/lib`.
 //! It is bound once per process; PDFium is not thread-safe, so the `thread_safe` feature of
-//! pdfium-render serialises calls into it (which is why extraction normally runs in a child
-//! process per document, see `isolate`).
+//! pdfium-render serialises calls into it (which is why extraction normally runs in warm child
+//! processes, one document at a time in each, see `isolate`).
 //!
 //! Fonts: PDFium drops text drawn in a font it has no glyphs for (a non-embedded CJK font
 //! such as Ryumin-Light or HeiseiMin-W3, common in Japanese PDFs), because those glyphs get

@@ -1,7 +1,7 @@
 //! PDF text through PDFium (see [`engine`] for why and how it is loaded).
 //!
-//! Each document is read in a child process (`mindora-pdf`, see [`isolate`]) that is killed at
-//! the time limit, so one pathological page cannot hold a job past it, a PDFium crash fails only
+//! Each document is read in a warm child process (`mindora-pdf`, kept in a pool and reused
+//! across documents, see [`isolate`]) that is killed at the time limit, so one pathological page cannot hold a job past it, a PDFium crash fails only
 //! that document, the child's memory is capped, and documents are read in parallel (PDFium
 //! itself is serialised per process). Without the helper binary (a library user who did not
 //! install it, or `MINDORA_PDF_HELPER=off`) the same page walk runs in-process, with the time
@@ -15,15 +15,21 @@
 mod damage;
 pub mod engine;
 pub mod isolate;
+pub mod mapped;
 pub mod pages;
+mod stream;
 
+use std::path::Path;
 use std::time::Instant;
 
 use pdfium_render::prelude::PdfiumLibraryBindingsAccessor;
 
 use super::ExtractOptions;
 use crate::error::ExtractProblem;
+use isolate::{PageOut, Source};
+use mapped::Mapped;
 use pages::PageOutcome;
+pub use stream::extract_blocks;
 
 /// What a PDF yielded.
 #[derive(Debug, Default)]
@@ -42,18 +48,31 @@ pub struct PdfText {
 
 /// Extracts the text of every page of `bytes`.
 pub fn extract(bytes: &[u8], options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
-    let started = Instant::now();
+    extract_from(Source::Bytes(bytes), options)
+}
+
+/// Extracts the text of every page of the file at `path` (the helper maps the file itself: the
+/// bytes are neither held here nor sent down a pipe).
+pub fn extract_file(path: &Path, options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
+    extract_from(Source::Path(path), options)
+}
+
+fn extract_from(source: Source<'_>, options: &ExtractOptions) -> Result<PdfText, ExtractProblem> {
+    let deadline = Instant::now() + options.time_limit;
     let mut pages = Collect::default();
-    let helper = isolate::helper();
-    match &helper {
-        Some(helper) => isolate::run(helper, bytes, options, &mut pages)?,
-        None => in_process(bytes, options, &mut pages)?,
-    }
+    let pool = isolate::helper().map(|h| isolate::shared(&h));
+    let password = options.password.as_deref();
+    let warnings = match &pool {
+        Some(pool) => match pool.read(source, password, deadline, &mut pages)? {
+            isolate::Read::Done(warnings) => warnings,
+            isolate::Read::TimedOut => return Err(pages.timed_out(options)),
+        },
+        None => in_process(source, options, None, &mut pages)?,
+    };
     if let Some(ocr) = &options.ocr {
-        let deadline = started + options.time_limit;
-        pages.ocr(helper.as_ref(), bytes, options, ocr, deadline)?;
+        pages.ocr(pool.as_deref(), source, options, ocr, deadline)?;
     }
-    pages.finish(damage::check(bytes))
+    pages.finish(warnings)
 }
 
 /// True when the file at `path` starts like a PDF (`%PDF-` within its first KiB, as readers
@@ -67,44 +86,67 @@ pub fn is_pdf_file(path: &std::path::Path) -> Result<bool, ExtractProblem> {
     Ok(head.windows(5).any(|w| w == b"%PDF-"))
 }
 
-/// Extracts the PDF at `path` into `sink`, page by page in page order. The returned
-/// [`PdfText`]'s `text` is empty (the pages went to the sink).
-///
-/// Contract version: reads the file, extracts it whole, and delivers its text as one page of
-/// paragraphs. To become: pages read from the file by the helper pool and delivered as they
-/// arrive (OCR'd pages inline), with each page's blocks.
-pub fn extract_blocks(
-    path: &std::path::Path,
-    options: &ExtractOptions,
-    sink: &mut super::PageSink<'_>,
-) -> Result<PdfText, ExtractProblem> {
-    let bytes = std::fs::read(path).map_err(|e| ExtractProblem::Unreadable(e.to_string()))?;
-    let mut out = extract(&bytes, options)?;
-    let text = std::mem::take(&mut out.text);
-    sink(crate::document::Page {
-        number: None,
-        blocks: crate::document::paragraphs(&text),
-    })?;
-    Ok(out)
+/// A file's bytes, mapped when it is a path (for the in-process engine).
+pub(crate) enum Held<'a> {
+    Bytes(&'a [u8]),
+    Mapped(Mapped),
 }
 
-/// The page walk in this process: the time limit is checked between pages only.
+impl<'a> Held<'a> {
+    pub(crate) fn new(source: Source<'a>) -> Result<Self, ExtractProblem> {
+        Ok(match source {
+            Source::Bytes(b) => Held::Bytes(b),
+            Source::Path(p) => Held::Mapped(Mapped::open(p).map_err(|e| {
+                ExtractProblem::EngineFailed(format!("could not open {}: {e}", p.display()))
+            })?),
+        })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Held::Bytes(b) => b,
+            Held::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// The page walk in this process: the time limit is checked between pages only. Returns the
+/// file's structure warnings.
 pub fn in_process(
-    bytes: &[u8],
+    source: Source<'_>,
     options: &ExtractOptions,
-    out: &mut Collect,
-) -> Result<(), ExtractProblem> {
+    images: Option<&isolate::Images>,
+    out: &mut dyn PageOut,
+) -> Result<Vec<String>, ExtractProblem> {
     let started = Instant::now();
+    let held = Held::new(source)?;
+    let bytes = held.bytes();
     let pdfium = engine::pdfium()?;
-    let doc = pages::Document::open(pdfium.bindings(), bytes, options.password.as_deref())?;
+    let password = options.password.as_deref();
+    let doc = pages::Document::open(pdfium.bindings(), bytes, password)?;
     out.open(doc.pages())?;
+    let mut drawer = None;
     for index in 0..doc.pages() {
         if started.elapsed() > options.time_limit {
-            return Err(out.timed_out(options));
+            return Err(ExtractProblem::TimedOut {
+                seconds: options.time_limit.as_secs(),
+                done: index,
+                pages: doc.pages(),
+            });
         }
-        out.page(index + 1, doc.page(index));
+        let n = index + 1;
+        let outcome = doc.page(index);
+        let image = match (images, &outcome) {
+            (Some(images), PageOutcome::ImageOnly | PageOutcome::ScanWithText(_)) => Some(
+                isolate::protocol::draw(&mut drawer, bytes, password, n, images),
+            ),
+            _ => None,
+        };
+        out.page(n, outcome, image)?;
     }
-    Ok(())
+    drop(drawer);
+    drop(doc);
+    Ok(damage::check(bytes))
 }
 
 /// Gathers page outcomes (from this process or the child) into a [`PdfText`].
@@ -163,8 +205,8 @@ impl Collect {
     /// layer unless OCR reads more.
     fn ocr(
         &mut self,
-        helper: Option<&isolate::Helper>,
-        bytes: &[u8],
+        pool: Option<&isolate::Pool>,
+        source: Source<'_>,
         options: &ExtractOptions,
         ocr: &super::ocr::OcrOptions,
         deadline: Instant,
@@ -173,16 +215,20 @@ impl Collect {
             return Ok(());
         }
         let password = options.password.as_deref();
-        let renderer = match helper {
-            Some(helper) => Renderer::Helper(helper),
-            None => Renderer::InProcess(Box::new(
-                engine::pdfium()?
-                    .load_pdf_from_byte_slice(bytes, password)
-                    .map_err(|e| ExtractProblem::Corrupt {
-                        format: "PDF",
-                        detail: format!("PDFium could not open it again to render pages: {e}"),
-                    })?,
-            )),
+        let held;
+        let renderer = match pool {
+            Some(pool) => Renderer::Helper(pool, source),
+            None => {
+                held = Held::new(source)?;
+                Renderer::InProcess(Box::new(
+                    engine::pdfium()?
+                        .load_pdf_from_byte_slice(held.bytes(), password)
+                        .map_err(|e| ExtractProblem::Corrupt {
+                            format: "PDF",
+                            detail: format!("PDFium could not open it again to render pages: {e}"),
+                        })?,
+                ))
+            }
         };
         let mut still_images = Vec::new();
         let scans = std::mem::take(&mut self.scans);
@@ -191,13 +237,13 @@ impl Collect {
         pages.sort_unstable();
         for number in pages {
             let render = |path: &std::path::Path| match &renderer {
-                Renderer::Helper(helper) => {
+                Renderer::Helper(pool, source) => {
                     let page = isolate::RenderRequest {
                         page: number,
                         dpi: ocr.dpi,
                         path: path.to_path_buf(),
                     };
-                    isolate::render(helper, bytes, password, page, deadline)
+                    pool.render(*source, password, page, deadline)
                 }
                 Renderer::InProcess(doc) => {
                     let index = i32::try_from(number - 1).unwrap_or(i32::MAX);
@@ -247,40 +293,68 @@ impl Collect {
             out.text.push_str("\n\n");
         }
         if out.pages_with_text.is_empty() {
-            return Err(if !image_only.is_empty() {
-                ExtractProblem::NoTextLayer { pages: out.pages }
-            } else if unreadable.len() as u32 == out.pages {
-                ExtractProblem::Corrupt {
-                    format: "PDF",
-                    detail: "no page could be read".into(),
-                }
-            } else {
-                ExtractProblem::Empty
-            });
+            return Err(nothing(out.pages, &image_only, &unreadable));
         }
-        if !image_only.is_empty() {
-            warnings.push(format!(
-                "page(s) {} have no text layer (images only); OCR needed for their text",
-                ranges(&image_only)
-            ));
-        }
-        if !scans.is_empty() {
-            warnings.push(format!(
-                "page(s) {} look like scans with only a little text; OCR would read the rest",
-                ranges(&scans)
-            ));
-        }
-        if !unreadable.is_empty() {
-            warnings.push(format!("page(s) {} could not be read", ranges(&unreadable)));
-        }
+        warnings.extend(page_warnings(&image_only, &scans, &unreadable));
         out.warnings = warnings;
         Ok(out)
     }
 }
 
-/// Where pages are drawn for OCR: a helper process per page, or this process without one.
+/// The problem of a document none of whose pages had text.
+fn nothing(pages: u32, image_only: &[u32], unreadable: &[u32]) -> ExtractProblem {
+    if !image_only.is_empty() {
+        ExtractProblem::NoTextLayer { pages }
+    } else if unreadable.len() as u32 == pages {
+        ExtractProblem::Corrupt {
+            format: "PDF",
+            detail: "no page could be read".into(),
+        }
+    } else {
+        ExtractProblem::Empty
+    }
+}
+
+/// What the user should know about pages without text.
+fn page_warnings(image_only: &[u32], scans: &[u32], unreadable: &[u32]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !image_only.is_empty() {
+        warnings.push(format!(
+            "page(s) {} have no text layer (images only); OCR needed for their text",
+            ranges(image_only)
+        ));
+    }
+    if !scans.is_empty() {
+        warnings.push(format!(
+            "page(s) {} look like scans with only a little text; OCR would read the rest",
+            ranges(scans)
+        ));
+    }
+    if !unreadable.is_empty() {
+        warnings.push(format!("page(s) {} could not be read", ranges(unreadable)));
+    }
+    warnings
+}
+
+impl PageOut for Collect {
+    fn open(&mut self, pages: u32) -> Result<(), ExtractProblem> {
+        Collect::open(self, pages)
+    }
+
+    fn page(
+        &mut self,
+        n: u32,
+        outcome: PageOutcome,
+        _image: Option<isolate::Image>,
+    ) -> Result<(), ExtractProblem> {
+        Collect::page(self, n, outcome);
+        Ok(())
+    }
+}
+
+/// Where pages are drawn for OCR: a warm helper per page, or this process without one.
 enum Renderer<'a> {
-    Helper(&'a isolate::Helper),
+    Helper(&'a isolate::Pool, Source<'a>),
     InProcess(Box<pdfium_render::prelude::PdfDocument<'a>>),
 }
 
