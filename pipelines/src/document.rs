@@ -110,6 +110,12 @@ pub fn paragraphs(text: &str) -> Vec<Block> {
         .collect()
 }
 
+/// Markdown (CommonMark with GFM tables) as blocks: what the chained chunk stage re-chunks
+/// stored Markdown with. See [`crate::markdown`].
+pub fn from_markdown(text: &str) -> Vec<Block> {
+    crate::markdown::parse(text)
+}
+
 /// Markdown's table row separator and line breaks would break a cell out of its row.
 fn cell(text: &str) -> String {
     one_line(text).replace('|', "\\|")

@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod function;
+pub mod markdown;
 pub mod index_fulltext;
 pub mod index_vectors;
 pub mod model;
