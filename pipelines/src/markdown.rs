@@ -129,7 +129,9 @@ impl Builder {
                     self.push_inline(" ");
                 }
             }
-            TagEnd::CodeBlock | TagEnd::HtmlBlock => self.verbatim = self.verbatim.saturating_sub(1),
+            TagEnd::CodeBlock | TagEnd::HtmlBlock => {
+                self.verbatim = self.verbatim.saturating_sub(1)
+            }
             TagEnd::Heading(_) => {
                 let text = self.inline.take().unwrap_or_default();
                 let text = text.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -145,7 +145,10 @@ impl<'a> Styles<'a> {
             } else if s.name.starts_with("Title") || s.style_id == "Title" {
                 Some(1)
             } else {
-                pp.outline_lvl.as_ref().filter(|o| o.v < 9).map(|o| level(o.v + 1))
+                pp.outline_lvl
+                    .as_ref()
+                    .filter(|o| o.v < 9)
+                    .map(|o| level(o.v + 1))
             };
             by_id.insert(
                 s.style_id.as_str(),

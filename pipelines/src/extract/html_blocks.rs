@@ -220,7 +220,10 @@ fn gather(node: NodeRef<'_, Node>, out: &mut String) {
 fn table(node: NodeRef<'_, Node>) -> Option<Block> {
     let mut rows: Vec<(bool, Vec<String>, bool)> = Vec::new();
     collect_rows(node, false, &mut rows);
-    if rows.iter().all(|(_, cells, _)| cells.iter().all(String::is_empty)) {
+    if rows
+        .iter()
+        .all(|(_, cells, _)| cells.iter().all(String::is_empty))
+    {
         return None;
     }
     rows.retain(|(_, cells, _)| cells.iter().any(|c| !c.is_empty()));
