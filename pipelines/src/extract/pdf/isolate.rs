@@ -22,6 +22,7 @@ use pdfium_render::prelude::PdfiumLibraryBindingsAccessor;
 use serde::{Deserialize, Serialize};
 
 use super::pages::{Document, PageOutcome};
+use crate::document::Block;
 use super::{engine, Collect};
 use crate::error::ExtractProblem;
 use crate::extract::ExtractOptions;
@@ -71,6 +72,9 @@ pub enum Msg {
         n: u32,
         /// Its text.
         text: String,
+        /// Its blocks (headings, paragraphs, lists, tables).
+        #[serde(default)]
+        blocks: Vec<Block>,
     },
     /// A scan with a little text (see [`PageOutcome::ScanWithText`]).
     ScanText {
@@ -78,6 +82,9 @@ pub enum Msg {
         n: u32,
         /// Its text.
         text: String,
+        /// Its blocks.
+        #[serde(default)]
+        blocks: Vec<Block>,
     },
     /// A page that is images only.
     ImageOnly {
@@ -164,8 +171,10 @@ pub fn run(
     let ended = converse(helper, &request, bytes, deadline, |msg| {
         match msg {
             Msg::Open { pages } => out.open(pages)?,
-            Msg::Text { n, text } => out.page(n, PageOutcome::Text(text)),
-            Msg::ScanText { n, text } => out.page(n, PageOutcome::ScanWithText(text)),
+            Msg::Text { n, text, blocks } => out.page(n, PageOutcome::Text(text, blocks)),
+            Msg::ScanText { n, text, blocks } => {
+                out.page(n, PageOutcome::ScanWithText(text, blocks))
+            }
             Msg::ImageOnly { n } => out.page(n, PageOutcome::ImageOnly),
             Msg::Blank { n } => out.page(n, PageOutcome::Blank),
             Msg::Unreadable { n } => out.page(n, PageOutcome::Unreadable),
@@ -401,8 +410,8 @@ pub fn serve(mut input: impl BufRead, mut output: impl Write) -> std::io::Result
     for index in 0..doc.pages() {
         let n = index + 1;
         send(&match doc.page(index) {
-            PageOutcome::Text(text) => Msg::Text { n, text },
-            PageOutcome::ScanWithText(text) => Msg::ScanText { n, text },
+            PageOutcome::Text(text, blocks) => Msg::Text { n, text, blocks },
+            PageOutcome::ScanWithText(text, blocks) => Msg::ScanText { n, text, blocks },
             PageOutcome::ImageOnly => Msg::ImageOnly { n },
             PageOutcome::Blank => Msg::Blank { n },
             PageOutcome::Unreadable => Msg::Unreadable { n },
