@@ -24,11 +24,8 @@ fn main() -> std::io::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut markdown = String::new();
-        let result = DefaultExtractor.extract_file(
-            &name,
-            &file,
-            &ExtractOptions::default(),
-            &mut |page| {
+        let result =
+            DefaultExtractor.extract_file(&name, &file, &ExtractOptions::default(), &mut |page| {
                 let md = to_markdown(&page.blocks);
                 if !md.is_empty() {
                     if !markdown.is_empty() {
@@ -37,8 +34,7 @@ fn main() -> std::io::Result<()> {
                     markdown.push_str(&md);
                 }
                 Ok(())
-            },
-        );
+            });
         let seconds = started.elapsed().as_secs_f64();
         std::fs::write(out_path(&out_dir, &file), &markdown)?;
         let line = serde_json::json!({
@@ -53,9 +49,8 @@ fn main() -> std::io::Result<()> {
 }
 
 fn out_path(dir: &Path, file: &Path) -> PathBuf {
-    let stem = file.file_stem().map_or_else(
-        || "document".into(),
-        |s| s.to_string_lossy().into_owned(),
-    );
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "document".into(), |s| s.to_string_lossy().into_owned());
     dir.join(format!("{stem}.md"))
 }

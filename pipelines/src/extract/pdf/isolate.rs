@@ -22,8 +22,8 @@ use pdfium_render::prelude::PdfiumLibraryBindingsAccessor;
 use serde::{Deserialize, Serialize};
 
 use super::pages::{Document, PageOutcome};
-use crate::document::Block;
 use super::{engine, Collect};
+use crate::document::Block;
 use crate::error::ExtractProblem;
 use crate::extract::ExtractOptions;
 

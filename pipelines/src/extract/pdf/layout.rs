@@ -220,7 +220,9 @@ fn is_marker(c: char) -> bool {
     matches!(c, '\u{2}' | '\u{fffe}' | '\u{ad}')
 }
 
-const BULLETS: &[char] = &['•', '◦', '▪', '●', '○', '■', '□', '‣', '⁃', '∙', '–', '-', '*'];
+const BULLETS: &[char] = &[
+    '•', '◦', '▪', '●', '○', '■', '□', '‣', '⁃', '∙', '–', '-', '*',
+];
 
 /// What a line is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -262,10 +264,7 @@ pub fn blocks(chars: &[Char], page: u32, outline: &Outline, body: &mut BodySize)
             Role::Item => Block::ListItem {
                 ordered: false,
                 depth: 0,
-                text: text
-                    .trim_start_matches(BULLETS)
-                    .trim_start()
-                    .to_string(),
+                text: text.trim_start_matches(BULLETS).trim_start().to_string(),
             },
             Role::Body => Block::Paragraph { text },
         });
@@ -366,8 +365,7 @@ fn table_at(lines: &[Line], roles: &[Role], i: usize) -> Option<usize> {
         let prev = &lines[end - 1];
         let size = l.size.max(1.0);
         let aligned = l.cells.len() == n
-            && l
-                .cells
+            && l.cells
                 .iter()
                 .zip(&first.cells)
                 .all(|(a, b)| (a.0 - b.0).abs() < 1.5 * size);
