@@ -17,7 +17,7 @@ Metrics, per file then averaged per format:
   * table-row recall (ground-truth rows found as a Markdown table row, cells in order);
   * seconds per file (ours: from its own clock inside the example; PyMuPDF4LLM: in-process).
 
-python score.py CORPUS_DIR OUR_BINARY [--layout]   (run by run.sh)
+python score.py CORPUS_DIR OUR_BINARY [--layout] [--max-mb N] [--per-file]   (run by run.sh)
 """
 import json
 import re
@@ -197,6 +197,10 @@ def main():
     corpus = Path(sys.argv[1])
     binary = sys.argv[2]
     layout = "--layout" in sys.argv
+    # --max-mb N: leave out files above N MB (the long books) for a quick run.
+    max_bytes = float("inf")
+    if "--max-mb" in sys.argv:
+        max_bytes = float(sys.argv[sys.argv.index("--max-mb") + 1]) * 1e6
     manifest = [
         l.split("\t")
         for l in (corpus / "manifest.tsv").read_text().splitlines()
@@ -208,7 +212,7 @@ def main():
         if row[3] not in ("text", "layout", "gap"):
             continue
         found = [p for p in docs.glob(row[0] + ".*")]
-        if found:
+        if found and found[0].stat().st_size <= max_bytes:
             files.append(found[0])
     pdfs = [f for f in files if f.suffix == ".pdf"]
     ours, ours_wall = run_ours(binary, files)
