@@ -18,6 +18,9 @@ pub fn parse(text: &str) -> Vec<Block> {
     p.blocks
 }
 
+/// An open table: header, finished rows, the row being read.
+type OpenTable = (Vec<String>, Vec<Vec<String>>, Vec<String>);
+
 #[derive(Default)]
 struct Builder {
     blocks: Vec<Block>,
@@ -29,7 +32,7 @@ struct Builder {
     inline: Option<String>,
     heading: Option<u8>,
     /// Open table: header, rows, current row.
-    table: Option<(Vec<String>, Vec<Vec<String>>, Vec<String>)>,
+    table: Option<OpenTable>,
     /// Inside a code or HTML block already taken whole from the source.
     verbatim: usize,
 }
