@@ -110,6 +110,12 @@ pub fn paragraphs(text: &str) -> Vec<Block> {
         .collect()
 }
 
+/// Markdown (CommonMark with GFM tables) as blocks: what the chained chunk stage re-chunks
+/// stored Markdown with. See [`crate::markdown`].
+pub fn from_markdown(text: &str) -> Vec<Block> {
+    crate::markdown::parse(text)
+}
+
 /// Markdown's table row separator and line breaks would break a cell out of its row.
 fn cell(text: &str) -> String {
     one_line(text).replace('|', "\\|")
@@ -128,7 +134,9 @@ fn write_row(cells: &[String], width: usize, out: &mut String) {
     }
 }
 
-fn write_table(header: &[String], rows: &[Vec<String>], out: &mut String) {
+/// A table's Markdown lines: header, separator, then one line per row (what the chunker keeps
+/// whole and repeats the first two of).
+pub fn table_lines(header: &[String], rows: &[Vec<String>]) -> Vec<String> {
     let width = rows
         .iter()
         .map(Vec::len)
@@ -136,15 +144,22 @@ fn write_table(header: &[String], rows: &[Vec<String>], out: &mut String) {
         .max()
         .unwrap_or(0)
         .max(1);
+    let mut lines = Vec::with_capacity(rows.len() + 2);
     // GFM needs a header row; a table without one gets an empty header.
-    write_row(header, width, out);
-    out.push('\n');
-    out.push('|');
-    out.push_str(&" --- |".repeat(width));
+    let mut line = String::new();
+    write_row(header, width, &mut line);
+    lines.push(line);
+    lines.push(format!("|{}", " --- |".repeat(width)));
     for row in rows {
-        out.push('\n');
-        write_row(row, width, out);
+        let mut line = String::new();
+        write_row(row, width, &mut line);
+        lines.push(line);
     }
+    lines
+}
+
+fn write_table(header: &[String], rows: &[Vec<String>], out: &mut String) {
+    out.push_str(&table_lines(header, rows).join("\n"));
 }
 
 #[cfg(test)]

@@ -153,6 +153,14 @@ pub fn index_template(app: &App) -> Value {
                     "text": {"type": "text", "analyzer": "mindora_text"},
                     "char_start": {"type": "integer"},
                     "char_end": {"type": "integer"},
+                    // Titles of the chunk's enclosing headings, outermost first: searchable
+                    // with the text's analyzer, filterable and aggregatable as keywords.
+                    "heading_path": {
+                        "type": "text",
+                        "analyzer": "mindora_text",
+                        "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}
+                    },
+                    "page": {"type": "integer"},
                     "metadata": {"type": "flattened"},
                     "indexed_at": {"type": "date"}
                 }
@@ -180,6 +188,8 @@ pub fn chunk_source(meta: &ChunkMeta, chunk: &Chunk, now: &str) -> Value {
         "text": chunk.text,
         "char_start": chunk.char_start,
         "char_end": chunk.char_end,
+        "heading_path": chunk.heading_path,
+        "page": chunk.page,
         "metadata": meta.metadata,
         "indexed_at": now,
     })

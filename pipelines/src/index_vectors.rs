@@ -243,6 +243,8 @@ impl VectorIndex for QdrantIndex {
                         "document_id": d.document_id.to_string(),
                         "chunk_index": c.index,
                         "text": c.text,
+                        "heading_path": c.heading_path,
+                        "page": c.page,
                         "app": d.app,
                         "bucket": d.bucket,
                         "key": d.key,

@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod function;
 pub mod index_fulltext;
 pub mod index_vectors;
+pub mod markdown;
 pub mod model;
 pub mod notify;
 pub mod openai;

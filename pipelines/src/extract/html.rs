@@ -8,12 +8,12 @@ use ego_tree::NodeRef;
 use scraper::{Html, Node};
 
 /// Elements whose content is never visible text.
-const SKIP: &[&str] = &[
+pub(super) const SKIP: &[&str] = &[
     "script", "style", "noscript", "template", "svg", "math", "head", "iframe", "object", "canvas",
     "select", "button",
 ];
 /// Elements that start and end a paragraph.
-const BLOCK: &[&str] = &[
+pub(super) const BLOCK: &[&str] = &[
     "p",
     "div",
     "h1",
@@ -226,7 +226,7 @@ impl Writer {
 }
 
 /// HTML's collapsible white space (not NBSP, not the ideographic space).
-fn is_collapsible(c: char) -> bool {
+pub(super) fn is_collapsible(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{c}')
 }
 

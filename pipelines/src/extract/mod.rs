@@ -9,6 +9,7 @@
 mod detect;
 mod docx;
 mod html;
+mod html_blocks;
 pub mod ocr;
 pub mod pdf;
 mod sheet;
@@ -166,20 +167,35 @@ fn guarded<T>(
     }
 }
 
-/// The document model of a non-PDF document: its summary (text left empty) and its pages.
-/// Today the flattened text as paragraphs; each format's own structure (DOCX styles, HTML
-/// elements, sheets as tables, Markdown) replaces this per format.
-fn structured(kind: Kind, bytes: &[u8]) -> Result<(ExtractedText, Vec<Page>), ExtractProblem> {
-    let mut out = run(kind, bytes, &ExtractOptions::default())?;
-    let text = normalize(&std::mem::take(&mut out.text));
-    let blocks: Vec<Block> = paragraphs(&text);
-    Ok((
-        out,
+/// The document model of a non-PDF document in its format's own structure: its summary (text
+/// left empty) and its pages (one per sheet for workbooks, one for other formats).
+pub fn structured(kind: Kind, bytes: &[u8]) -> Result<(ExtractedText, Vec<Page>), ExtractProblem> {
+    let one = |blocks: Vec<Block>| {
         vec![Page {
             number: None,
             blocks,
-        }],
-    ))
+        }]
+    };
+    let pages = match kind {
+        Kind::Pdf => {
+            let mut out = run(kind, bytes, &ExtractOptions::default())?;
+            let text = normalize(&std::mem::take(&mut out.text));
+            return Ok((out, one(paragraphs(&text))));
+        }
+        Kind::Docx => one(docx::blocks(bytes)?),
+        Kind::Xlsx | Kind::Xls | Kind::Ods => sheet::spreadsheet_pages(kind, bytes)?,
+        Kind::Csv => one(sheet::csv_blocks(bytes)?),
+        Kind::Html => one(html_blocks::blocks(&html::decode(bytes))),
+        Kind::Markdown => one(crate::markdown::parse(&normalize(&detect::decode_text(
+            bytes,
+        )))),
+        Kind::Text => one(paragraphs(&normalize(&detect::decode_text(bytes)))),
+    };
+    let out = ExtractedText {
+        pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
+        ..ExtractedText::default()
+    };
+    Ok((out, pages))
 }
 
 fn run(

@@ -8,6 +8,7 @@ use std::io::Cursor;
 use calamine::{Data, ExcelDateTime, Ods, Reader, Xls, Xlsx};
 
 use super::Kind;
+use crate::document::{Block, Page};
 use crate::error::ExtractProblem;
 
 fn corrupt(detail: impl std::fmt::Display) -> ExtractProblem {
@@ -24,16 +25,7 @@ fn corrupt(detail: impl std::fmt::Display) -> ExtractProblem {
 /// Every sheet of a workbook: a `# Sheet: name` heading, then one line per row with cells
 /// separated by tabs. Returns the text and the number of sheets.
 pub fn spreadsheet(kind: Kind, bytes: &[u8]) -> Result<(String, u32), ExtractProblem> {
-    let cursor = Cursor::new(bytes);
-    let sheets: Vec<(String, calamine::Range<Data>)> = match kind {
-        Kind::Xls => {
-            read_all(calamine::open_workbook_from_rs::<Xls<_>, _>(cursor).map_err(corrupt)?)
-        }
-        Kind::Ods => {
-            read_all(calamine::open_workbook_from_rs::<Ods<_>, _>(cursor).map_err(corrupt)?)
-        }
-        _ => read_all(calamine::open_workbook_from_rs::<Xlsx<_>, _>(cursor).map_err(corrupt)?),
-    }?;
+    let sheets = load(kind, bytes)?;
     let mut out = String::new();
     for (name, range) in &sheets {
         out.push_str("# Sheet: ");
@@ -50,6 +42,60 @@ pub fn spreadsheet(kind: Kind, bytes: &[u8]) -> Result<(String, u32), ExtractPro
         out.push('\n');
     }
     Ok((out, sheets.len() as u32))
+}
+
+/// Every sheet of a workbook as a page: a heading with the sheet's name, then its rows as a
+/// table whose header is the first non-empty row. Empty rows and trailing empty columns are
+/// left out.
+pub fn spreadsheet_pages(kind: Kind, bytes: &[u8]) -> Result<Vec<Page>, ExtractProblem> {
+    let sheets = load(kind, bytes)?;
+    let mut pages = Vec::with_capacity(sheets.len());
+    for (i, (name, range)) in sheets.into_iter().enumerate() {
+        let rows = range
+            .rows()
+            .map(|row| row.iter().map(cell_text).collect::<Vec<_>>());
+        let mut blocks = vec![Block::Heading {
+            level: 1,
+            text: name,
+        }];
+        blocks.extend(table(rows));
+        pages.push(Page {
+            number: u32::try_from(i + 1).ok(),
+            blocks,
+        });
+    }
+    Ok(pages)
+}
+
+/// Rows as a table: empty rows dropped, trailing empty columns trimmed, first row the header.
+fn table(rows: impl Iterator<Item = Vec<String>>) -> Option<Block> {
+    let mut rows: Vec<Vec<String>> = rows
+        .filter(|r| r.iter().any(|c| !c.trim().is_empty()))
+        .collect();
+    let width = rows
+        .iter()
+        .filter_map(|r| r.iter().rposition(|c| !c.trim().is_empty()))
+        .max()?
+        + 1;
+    for r in &mut rows {
+        r.truncate(width);
+    }
+    let header = rows.remove(0);
+    Some(Block::Table { header, rows })
+}
+
+fn load(kind: Kind, bytes: &[u8]) -> Result<Vec<(String, calamine::Range<Data>)>, ExtractProblem> {
+    let cursor = Cursor::new(bytes);
+    let sheets: Vec<(String, calamine::Range<Data>)> = match kind {
+        Kind::Xls => {
+            read_all(calamine::open_workbook_from_rs::<Xls<_>, _>(cursor).map_err(corrupt)?)
+        }
+        Kind::Ods => {
+            read_all(calamine::open_workbook_from_rs::<Ods<_>, _>(cursor).map_err(corrupt)?)
+        }
+        _ => read_all(calamine::open_workbook_from_rs::<Xlsx<_>, _>(cursor).map_err(corrupt)?),
+    }?;
+    Ok(sheets)
 }
 
 fn read_all<RS, R>(mut wb: R) -> Result<Vec<(String, calamine::Range<Data>)>, ExtractProblem>
@@ -154,6 +200,20 @@ fn iso_duration(s: &str) -> String {
 
 /// CSV (or TSV) rows as tab-separated lines; quoting and embedded newlines handled by `csv`.
 pub fn csv(bytes: &[u8]) -> Result<String, ExtractProblem> {
+    let mut out = String::new();
+    for cells in csv_rows(bytes)? {
+        out.push_str(&cells.join("\t"));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A CSV file as one table, its first non-empty row the header.
+pub fn csv_blocks(bytes: &[u8]) -> Result<Vec<Block>, ExtractProblem> {
+    Ok(table(csv_rows(bytes)?.into_iter()).into_iter().collect())
+}
+
+fn csv_rows(bytes: &[u8]) -> Result<Vec<Vec<String>>, ExtractProblem> {
     let text = super::detect::decode_text(bytes);
     let first = text.lines().next().unwrap_or("");
     let delimiter = if first.matches('\t').count() > first.matches(',').count() {
@@ -168,7 +228,7 @@ pub fn csv(bytes: &[u8]) -> Result<String, ExtractProblem> {
         .flexible(true)
         .delimiter(delimiter)
         .from_reader(text.as_bytes());
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.map_err(|e| ExtractProblem::Corrupt {
             format: "CSV file",
@@ -178,8 +238,7 @@ pub fn csv(bytes: &[u8]) -> Result<String, ExtractProblem> {
             .iter()
             .map(|c| c.replace(['\n', '\t'], " "))
             .collect();
-        out.push_str(&cells.join("\t"));
-        out.push('\n');
+        out.push(cells);
     }
     Ok(out)
 }

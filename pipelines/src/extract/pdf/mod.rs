@@ -15,6 +15,7 @@
 mod damage;
 pub mod engine;
 pub mod isolate;
+pub mod layout;
 pub mod mapped;
 pub mod pages;
 mod stream;
@@ -44,6 +45,8 @@ pub struct PdfText {
     pub warnings: Vec<String>,
     /// Pages whose text came from OCR (also in `pages_with_text`).
     pub ocr: super::ocr::OcrReport,
+    /// The pages with text as blocks, in page order (OCR'd pages as paragraphs).
+    pub blocks: Vec<crate::document::Page>,
 }
 
 /// Extracts the text of every page of `bytes`.
@@ -137,7 +140,7 @@ pub fn in_process(
         let n = index + 1;
         let outcome = doc.page(index);
         let image = match (images, &outcome) {
-            (Some(images), PageOutcome::ImageOnly | PageOutcome::ScanWithText(_)) => Some(
+            (Some(images), PageOutcome::ImageOnly | PageOutcome::ScanWithText(..)) => Some(
                 isolate::protocol::draw(&mut drawer, bytes, password, n, images),
             ),
             _ => None,
@@ -160,6 +163,8 @@ pub struct Collect {
     /// Scans with a little text: kept as text, OCR'd too when asked for.
     scans: Vec<u32>,
     unreadable: Vec<u32>,
+    /// (page number, blocks) of the pages with text.
+    blocks: Vec<(u32, Vec<crate::document::Block>)>,
 }
 
 impl Collect {
@@ -179,9 +184,13 @@ impl Collect {
     pub fn page(&mut self, number: u32, outcome: PageOutcome) {
         self.done = self.done.max(number);
         match outcome {
-            PageOutcome::Text(text) => self.texts.push((number, text)),
-            PageOutcome::ScanWithText(text) => {
+            PageOutcome::Text(text, blocks) => {
                 self.texts.push((number, text));
+                self.blocks.push((number, blocks));
+            }
+            PageOutcome::ScanWithText(text, blocks) => {
+                self.texts.push((number, text));
+                self.blocks.push((number, blocks));
                 self.scans.push(number);
             }
             PageOutcome::ImageOnly => self.image_only.push(number),
@@ -284,10 +293,22 @@ impl Collect {
             image_only,
             scans,
             unreadable,
+            blocks,
             ..
         } = self;
         texts.sort_by_key(|(number, _)| *number);
+        let mut blocks: std::collections::HashMap<u32, Vec<crate::document::Block>> =
+            blocks.into_iter().collect();
         for (number, text) in texts {
+            // OCR'd pages (and pages the layout found nothing in) as paragraphs of their text.
+            let page_blocks = match blocks.remove(&number) {
+                Some(b) if !b.is_empty() && !out.ocr.pages.contains(&number) => b,
+                _ => crate::document::paragraphs(&text),
+            };
+            out.blocks.push(crate::document::Page {
+                number: Some(number),
+                blocks: page_blocks,
+            });
             out.pages_with_text.push(number);
             out.text.push_str(&text);
             out.text.push_str("\n\n");

@@ -10,14 +10,17 @@
 //! wholly off the page (invisible; `pdftotext` drops it too) is left out, checked per run of
 //! text, and per character only on the rare page that has such text.
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_ulong, c_void};
 
 use pdfium_render::prelude::{
-    PdfiumLibraryBindings, FPDF_DOCUMENT, FPDF_FORMFILLINFO, FPDF_FORMHANDLE, FPDF_PAGE,
-    FPDF_PAGEOBJ_IMAGE, FPDF_TEXTPAGE,
+    PdfiumLibraryBindings, FPDF_BOOKMARK, FPDF_DOCUMENT, FPDF_FORMFILLINFO, FPDF_FORMHANDLE,
+    FPDF_PAGE, FPDF_PAGEOBJ_IMAGE, FPDF_TEXTPAGE, FS_RECTF,
 };
 
+use super::layout::{self, BodySize, Char, Outline};
+use crate::document::Block;
 use crate::error::ExtractProblem;
 
 // Values from PDFium's public headers (fpdfview.h, fpdf_flatten.h, fpdf_annot.h, fpdf_formfill.h).
@@ -41,11 +44,11 @@ const SCAN_COVER: f64 = 0.5;
 /// What one page gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageOutcome {
-    /// Its text (line breaks `\n`).
-    Text(String),
+    /// Its text (line breaks `\n`) and its blocks (see [`layout`]).
+    Text(String, Vec<Block>),
     /// A little text over a page mostly covered by images: a scan that carries a page number,
     /// a stamp or a fax header as text. OCR, when asked for, reads the rest.
-    ScanWithText(String),
+    ScanWithText(String, Vec<Block>),
     /// No text, but images: a scan.
     ImageOnly,
     /// Nothing at all (a blank page).
@@ -62,6 +65,10 @@ pub struct Document<'a> {
     // PDFium keeps a pointer to this until the form environment is closed.
     _form_info: Option<Box<FPDF_FORMFILLINFO>>,
     pages: u32,
+    /// The outline's titles by page: headings with their levels.
+    outline: Outline,
+    /// The body font size seen so far: headings are set larger.
+    body: RefCell<BodySize>,
     _bytes: PhantomData<&'a [u8]>,
 }
 
@@ -105,8 +112,11 @@ impl<'a> Document<'a> {
             form: std::ptr::null_mut(),
             _form_info: None,
             pages: u32::try_from(count).unwrap_or(0),
+            outline: Outline::default(),
+            body: RefCell::new(BodySize::default()),
             _bytes: PhantomData,
         };
+        out.outline = out.read_outline();
         // SAFETY: `doc` is live.
         if unsafe { pdfium.FPDF_GetFormType(doc) } != FORMTYPE_NONE {
             // SAFETY: FPDF_FORMFILLINFO is a C struct of integers, raw pointers and optional
@@ -145,22 +155,22 @@ impl<'a> Document<'a> {
                 }
             }
         }
-        let outcome = match self.text(page) {
+        let outcome = match self.text(page, index) {
             None => PageOutcome::Unreadable,
-            Some(t) if t.trim().is_empty() => {
+            Some((t, _)) if t.trim().is_empty() => {
                 if self.has_images(page) {
                     PageOutcome::ImageOnly
                 } else {
                     PageOutcome::Blank
                 }
             }
-            Some(t)
+            Some((t, b))
                 if t.chars().filter(|c| !c.is_whitespace()).count() <= SCAN_TEXT_CHARS
                     && self.image_cover(page) >= SCAN_COVER =>
             {
-                PageOutcome::ScanWithText(t)
+                PageOutcome::ScanWithText(t, b)
             }
-            Some(t) => PageOutcome::Text(t),
+            Some((t, b)) => PageOutcome::Text(t, b),
         };
         self.close(page);
         outcome
@@ -207,7 +217,8 @@ impl<'a> Document<'a> {
         }
     }
 
-    fn text(&self, page: FPDF_PAGE) -> Option<String> {
+    /// The page's text and blocks.
+    fn text(&self, page: FPDF_PAGE, index: u32) -> Option<(String, Vec<Block>)> {
         // SAFETY: `page` is live; the text page is closed before returning; the buffer holds
         // `count` UTF-16 units plus the terminating NUL PDFium writes.
         unsafe {
@@ -217,9 +228,11 @@ impl<'a> Document<'a> {
             }
             let count = self.pdfium.FPDFText_CountChars(tp);
             let mut text = String::new();
+            let mut blocks = Vec::new();
             if count > 0 {
                 let bounds = self.media_box(page);
-                text = if self.all_inside(tp, count, bounds) {
+                let inside = self.all_inside(tp, count, bounds);
+                text = if inside {
                     let mut buf = vec![0u16; usize::try_from(count).unwrap_or(0) + 1];
                     let written = self.pdfium.FPDFText_GetText(tp, 0, count, buf.as_mut_ptr());
                     let len = usize::try_from(written).unwrap_or(0).saturating_sub(1);
@@ -227,10 +240,126 @@ impl<'a> Document<'a> {
                 } else {
                     clean(&self.chars_inside(tp, count, bounds))
                 };
+                if !text.trim().is_empty() {
+                    let chars = self.chars(tp, count, (!inside).then_some(bounds).flatten());
+                    let mut body = self.body.borrow_mut();
+                    blocks = layout::blocks(&chars, index, &self.outline, &mut body);
+                }
             }
             self.pdfium.FPDFText_ClosePage(tp);
-            Some(text)
+            Some((text, blocks))
         }
+    }
+
+    /// Every character with its loose box, font size and weight; only those touching
+    /// `bounds` when given.
+    fn chars(&self, tp: FPDF_TEXTPAGE, count: c_int, bounds: Option<[f64; 4]>) -> Vec<Char> {
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        // SAFETY: `tp` is live and every index is below its character count; PDFium writes
+        // the rectangle.
+        unsafe {
+            for i in 0..count {
+                let Some(c) = char::from_u32(self.pdfium.FPDFText_GetUnicode(tp, i)) else {
+                    continue;
+                };
+                let generated = self.pdfium.FPDFText_IsGenerated(tp, i) == 1;
+                let mut rect = FS_RECTF {
+                    left: 0.0,
+                    top: 0.0,
+                    right: 0.0,
+                    bottom: 0.0,
+                };
+                if !generated && self.pdfium.FPDFText_GetLooseCharBox(tp, i, &mut rect) == 0 {
+                    rect = FS_RECTF {
+                        left: 0.0,
+                        top: 0.0,
+                        right: 0.0,
+                        bottom: 0.0,
+                    };
+                }
+                let (l, r) = (rect.left.min(rect.right), rect.left.max(rect.right));
+                let (b, t) = (rect.bottom.min(rect.top), rect.bottom.max(rect.top));
+                if let Some(bounds) = bounds {
+                    let placed = [f64::from(l), f64::from(b), f64::from(r), f64::from(t)];
+                    if !generated && r > l && !touches(bounds, placed) {
+                        continue;
+                    }
+                }
+                out.push(Char {
+                    c,
+                    size: self.pdfium.FPDFText_GetFontSize(tp, i) as f32,
+                    bold: self.pdfium.FPDFText_GetFontWeight(tp, i) >= 600,
+                    l,
+                    b,
+                    r,
+                    t,
+                    generated,
+                });
+            }
+        }
+        out
+    }
+
+    /// The outline (bookmarks) as titles by page, at most 10 000 entries and 16 levels deep
+    /// (an outline can loop).
+    fn read_outline(&self) -> Outline {
+        let mut outline = Outline::default();
+        let mut seen = 0usize;
+        // SAFETY: `doc` is live; bookmark handles are owned by it.
+        let first = unsafe {
+            self.pdfium
+                .FPDFBookmark_GetFirstChild(self.doc, std::ptr::null_mut())
+        };
+        let mut stack: Vec<(FPDF_BOOKMARK, u8)> = vec![(first, 1)];
+        while let Some((mut bm, level)) = stack.pop() {
+            while !bm.is_null() && seen < 10_000 {
+                seen += 1;
+                // SAFETY: `bm` is a live bookmark of `doc`.
+                unsafe {
+                    let title = self.bookmark_title(bm);
+                    let mut dest = self.pdfium.FPDFBookmark_GetDest(self.doc, bm);
+                    if dest.is_null() {
+                        let action = self.pdfium.FPDFBookmark_GetAction(bm);
+                        if !action.is_null() {
+                            dest = self.pdfium.FPDFAction_GetDest(self.doc, action);
+                        }
+                    }
+                    if !dest.is_null() {
+                        let page = self.pdfium.FPDFDest_GetDestPageIndex(self.doc, dest);
+                        if let Ok(page) = u32::try_from(page) {
+                            outline.add(page, level, &title);
+                        }
+                    }
+                    let child = self.pdfium.FPDFBookmark_GetFirstChild(self.doc, bm);
+                    if !child.is_null() && level < 16 {
+                        stack.push((child, level + 1));
+                    }
+                    bm = self.pdfium.FPDFBookmark_GetNextSibling(self.doc, bm);
+                }
+            }
+        }
+        outline
+    }
+
+    /// A bookmark's title (UTF-16LE from PDFium).
+    unsafe fn bookmark_title(&self, bm: FPDF_BOOKMARK) -> String {
+        let needed = self
+            .pdfium
+            .FPDFBookmark_GetTitle(bm, std::ptr::null_mut(), 0);
+        let units = usize::try_from(needed).unwrap_or(0) / 2;
+        if units == 0 || units > 4096 {
+            return String::new();
+        }
+        let mut buf = vec![0u16; units];
+        let written = self.pdfium.FPDFBookmark_GetTitle(
+            bm,
+            buf.as_mut_ptr().cast::<c_void>(),
+            (units * 2) as c_ulong,
+        );
+        let len = (usize::try_from(written).unwrap_or(0) / 2).min(units);
+        String::from_utf16_lossy(&buf[..len])
+            .trim_end_matches('\0')
+            .to_string()
     }
 
     /// The page's media box (left, bottom, right, top) in the unrotated space of its text,

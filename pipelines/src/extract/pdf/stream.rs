@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::isolate::{self, Image, Images, PageOut, Source};
 use super::pages::PageOutcome;
 use super::{letters, nothing, page_warnings, ExtractOptions, PdfText};
-use crate::document::{paragraphs, Page};
+use crate::document::{paragraphs, Block, Page};
 use crate::error::ExtractProblem;
 use crate::extract::{ocr, PageSink};
 
@@ -90,8 +90,14 @@ struct Stream<'s, 'o> {
 }
 
 impl Stream<'_, '_> {
-    fn deliver(&mut self, n: u32, text: &str) -> Result<(), ExtractProblem> {
-        let blocks = paragraphs(text);
+    /// Hands page `n` to the sink: its layout's blocks, or its text as paragraphs when the
+    /// layout found none or the text came from OCR.
+    fn deliver(&mut self, n: u32, text: &str, blocks: Vec<Block>) -> Result<(), ExtractProblem> {
+        let blocks = if blocks.is_empty() {
+            paragraphs(text)
+        } else {
+            blocks
+        };
         if blocks.is_empty() {
             return Ok(());
         }
@@ -154,19 +160,19 @@ impl PageOut for Stream<'_, '_> {
     ) -> Result<(), ExtractProblem> {
         self.done = self.done.max(n);
         match (outcome, self.ocr) {
-            (PageOutcome::Text(text), _) => self.deliver(n, &text),
-            (PageOutcome::ScanWithText(text), None) => {
+            (PageOutcome::Text(text, blocks), _) => self.deliver(n, &text, blocks),
+            (PageOutcome::ScanWithText(text, blocks), None) => {
                 self.scans.push(n);
-                self.deliver(n, &text)
+                self.deliver(n, &text, blocks)
             }
-            (PageOutcome::ScanWithText(text), Some(options)) => {
+            (PageOutcome::ScanWithText(text, blocks), Some(options)) => {
                 // The text layer stays unless OCR reads more.
                 match self.ocr(n, image, options)? {
                     Some(found) if letters(&found.text) > letters(&text) => {
                         self.text.ocr.add(n, &found);
-                        self.deliver(n, &found.text)
+                        self.deliver(n, &found.text, Vec::new())
                     }
-                    _ => self.deliver(n, &text),
+                    _ => self.deliver(n, &text, blocks),
                 }
             }
             (PageOutcome::ImageOnly, None) => {
@@ -176,7 +182,7 @@ impl PageOut for Stream<'_, '_> {
             (PageOutcome::ImageOnly, Some(options)) => match self.ocr(n, image, options)? {
                 Some(found) => {
                     self.text.ocr.add(n, &found);
-                    self.deliver(n, &found.text)
+                    self.deliver(n, &found.text, Vec::new())
                 }
                 None => {
                     self.image_only.push(n);

@@ -114,6 +114,16 @@ fn check_template(body: &Value) -> Result<(), String> {
                 return Err(format!("{field}: analyzer {an} not defined"));
             }
         }
+        if let Some(subfields) = m.get("fields") {
+            let subfields = subfields
+                .as_object()
+                .ok_or(format!("{field}: fields is not an object"))?;
+            for (sub, sm) in subfields {
+                if !["keyword", "text"].contains(&sm["type"].as_str().unwrap_or("")) {
+                    return Err(format!("{field}.{sub}: unsupported subfield type"));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -201,6 +211,12 @@ pub async fn elastic() -> FakeElastic {
                     let strict = tmpl["template"]["mappings"]["dynamic"] == "strict";
                     let unknown = src.as_object().and_then(|o| o.keys().find(|k| !props.contains_key(*k)).cloned());
                     let text_field = src["text"].as_str().unwrap_or("");
+                    // Chunk documents carry their heading path as an array of titles.
+                    if let Some(hp) = src.get("heading_path") {
+                        if !hp.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+                            st.violations.push(format!("heading_path is not an array of strings: {hp}"));
+                        }
+                    }
                     let mut item_err: Option<(u16, &str, String)> = None;
                     if let (true, Some(f)) = (strict, unknown) {
                         item_err = Some((400, "strict_dynamic_mapping_exception", format!("mapping set to strict, dynamic introduction of [{f}] within [_doc] is not allowed")));

@@ -287,7 +287,14 @@ pub async fn qdrant() -> FakeQdrant {
                             ),
                         );
                     }
-                    for k in ["document_id", "chunk_index", "text", "run_id"] {
+                    for k in [
+                        "document_id",
+                        "chunk_index",
+                        "text",
+                        "run_id",
+                        "heading_path",
+                        "page",
+                    ] {
                         if !p.payload.contains_key(k) {
                             st.violations.push(format!("point payload without {k}"));
                         }

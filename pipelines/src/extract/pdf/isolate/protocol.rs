@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::super::mapped::Mapped;
 use super::super::pages::{Document, PageOutcome};
 use super::super::{damage, engine};
+use crate::document::Block;
 use crate::error::ExtractProblem;
 
 /// What the parent sends before the bytes (if any).
@@ -81,6 +82,9 @@ pub enum Msg {
         n: u32,
         /// Its text.
         text: String,
+        /// Its blocks (headings, paragraphs, lists, tables).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        blocks: Vec<Block>,
     },
     /// A scan with a little text (see [`PageOutcome::ScanWithText`]).
     ScanText {
@@ -88,6 +92,9 @@ pub enum Msg {
         n: u32,
         /// Its text.
         text: String,
+        /// Its blocks.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        blocks: Vec<Block>,
         /// The page drawn for OCR, when the request asked for [`Images`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         image: Option<Image>,
@@ -136,8 +143,13 @@ impl Msg {
     /// The message for page `n`'s outcome (and its image for OCR).
     pub fn page(n: u32, outcome: PageOutcome, image: Option<Image>) -> Msg {
         match outcome {
-            PageOutcome::Text(text) => Msg::Text { n, text },
-            PageOutcome::ScanWithText(text) => Msg::ScanText { n, text, image },
+            PageOutcome::Text(text, blocks) => Msg::Text { n, text, blocks },
+            PageOutcome::ScanWithText(text, blocks) => Msg::ScanText {
+                n,
+                text,
+                blocks,
+                image,
+            },
             PageOutcome::ImageOnly => Msg::ImageOnly { n, image },
             PageOutcome::Blank => Msg::Blank { n },
             PageOutcome::Unreadable => Msg::Unreadable { n },
@@ -147,8 +159,13 @@ impl Msg {
     /// Page number, outcome and image for OCR, for a page message.
     pub fn into_page(self) -> Option<(u32, PageOutcome, Option<Image>)> {
         Some(match self {
-            Msg::Text { n, text } => (n, PageOutcome::Text(text), None),
-            Msg::ScanText { n, text, image } => (n, PageOutcome::ScanWithText(text), image),
+            Msg::Text { n, text, blocks } => (n, PageOutcome::Text(text, blocks), None),
+            Msg::ScanText {
+                n,
+                text,
+                blocks,
+                image,
+            } => (n, PageOutcome::ScanWithText(text, blocks), image),
             Msg::ImageOnly { n, image } => (n, PageOutcome::ImageOnly, image),
             Msg::Blank { n } => (n, PageOutcome::Blank, None),
             Msg::Unreadable { n } => (n, PageOutcome::Unreadable, None),
@@ -260,7 +277,7 @@ fn one(
         let n = index + 1;
         let outcome = doc.page(index);
         let image = match (&request.images, &outcome) {
-            (Some(images), PageOutcome::ImageOnly | PageOutcome::ScanWithText(_)) => {
+            (Some(images), PageOutcome::ImageOnly | PageOutcome::ScanWithText(..)) => {
                 Some(draw(&mut drawer, bytes, password, n, images))
             }
             _ => None,

@@ -1,9 +1,12 @@
-//! Chunk stage: split text into overlapping pieces on paragraph and sentence boundaries.
+//! Chunk stage: split a document into overlapping pieces on its structure (headings, tables,
+//! list items, paragraphs), then on sentence boundaries.
+
+mod stream;
 
 use uuid::Uuid;
 
 use crate::document::{to_markdown, Page};
-use crate::model::{chunk_id, Chunk};
+use crate::model::Chunk;
 
 /// Splits a document's text into chunks. A trait so token-based or semantic chunkers can stand in.
 pub trait Chunker: Send + Sync {
@@ -79,13 +82,11 @@ impl TextChunker {
     }
 }
 
-/// A span of the text: byte offsets for slicing, char offsets for budgets and reporting.
+/// A span of the text: byte offsets.
 #[derive(Debug, Clone, Copy)]
 struct Unit {
     start: usize,
     end: usize,
-    cstart: usize,
-    cend: usize,
 }
 
 fn is_terminator(c: char) -> bool {
@@ -100,23 +101,11 @@ fn is_cjk_terminator(c: char) -> bool {
 }
 
 /// Splits `text[start..end]` into units no longer than `max` characters.
-fn split_units(
-    text: &str,
-    start: usize,
-    end: usize,
-    cstart: usize,
-    max: usize,
-    out: &mut Vec<Unit>,
-) {
+fn split_units(text: &str, start: usize, end: usize, max: usize, out: &mut Vec<Unit>) {
     let piece = &text[start..end];
     let chars = piece.chars().count();
     if chars <= max {
-        out.push(Unit {
-            start,
-            end,
-            cstart,
-            cend: cstart + chars,
-        });
+        out.push(Unit { start, end });
         return;
     }
     // Sentences.
@@ -156,8 +145,6 @@ fn split_units(
             out.push(Unit {
                 start: start + sb,
                 end: start + eb,
-                cstart: cstart + sc,
-                cend: cstart + ec,
             });
             continue;
         }
@@ -181,8 +168,6 @@ fn split_units(
             out.push(Unit {
                 start: start + sb + b0,
                 end: start + sb + b1,
-                cstart: cstart + sc + from,
-                cend: cstart + sc + to,
             });
             from = to;
         }
@@ -190,68 +175,29 @@ fn split_units(
 }
 
 impl Chunker for TextChunker {
+    /// `text` is read as Markdown (plain text is paragraphs) and chunked by structure.
     fn chunk(&self, document_id: Uuid, text: &str) -> Vec<Chunk> {
-        let max = self.size;
-        // Paragraph units (separated by blank lines), each split further if too long.
-        let mut units = Vec::new();
-        let mut pos = 0usize;
-        let mut cpos = 0usize;
-        while pos < text.len() {
-            let rel_end = text[pos..].find("\n\n").map_or(text.len(), |i| pos + i);
-            // Include the separator in the paragraph so offsets stay contiguous.
-            let mut end = rel_end;
-            while end < text.len() && text.as_bytes()[end] == b'\n' {
-                end += 1;
-            }
-            if text[pos..end].trim().is_empty() {
-                cpos += text[pos..end].chars().count();
-                pos = end;
-                continue;
-            }
-            split_units(text, pos, end, cpos, max, &mut units);
-            cpos += text[pos..end].chars().count();
-            pos = end;
-        }
-        let mut chunks = Vec::new();
-        let mut i = 0usize;
-        while i < units.len() {
-            let mut j = i + 1;
-            while j < units.len() && units[j].cend - units[i].cstart <= max {
-                j += 1;
-            }
-            let (a, b) = (units[i], units[j - 1]);
-            let body = text[a.start..b.end].trim_end();
-            let index = chunks.len();
-            chunks.push(Chunk {
-                id: chunk_id(document_id, index),
-                index,
-                text: body.to_string(),
-                char_start: a.cstart,
-                char_end: a.cstart + body.chars().count(),
-                heading_path: Vec::new(),
-                page: None,
-            });
-            if j >= units.len() {
-                break;
-            }
-            // Overlap: step back over whole units that fit in the overlap budget and still leave
-            // room for the next new unit.
-            let mut k = j;
-            while k > i + 1
-                && units[j - 1].cend - units[k - 1].cstart <= self.overlap
-                && units[j].cend - units[k - 1].cstart <= max
-            {
-                k -= 1;
-            }
-            i = k;
-        }
-        chunks
+        let page = Page {
+            number: None,
+            blocks: crate::document::from_markdown(text),
+        };
+        let mut out = Vec::new();
+        let mut stream = self.stream(document_id);
+        stream.push(&page, &mut out);
+        stream.finish(&mut out);
+        out
+    }
+
+    fn stream(&self, document_id: Uuid) -> Box<dyn ChunkStream + '_> {
+        Box::new(stream::Structured::new(self, document_id))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::document::Block;
+    use crate::model::chunk_id;
 
     fn doc() -> Uuid {
         Uuid::from_u128(42)
@@ -330,5 +276,102 @@ mod tests {
             let slice: String = chars[c.char_start..c.char_end].iter().collect();
             assert_eq!(slice, c.text);
         }
+    }
+
+    fn streamed(size: usize, overlap: usize, pages: &[Page]) -> Vec<Chunk> {
+        let chunker = TextChunker::new(size, overlap);
+        let mut stream = chunker.stream(doc());
+        let mut out = Vec::new();
+        for p in pages {
+            stream.push(p, &mut out);
+        }
+        stream.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn headings_start_chunks_and_give_the_path() {
+        let blocks = crate::document::from_markdown(
+            "# 第一章\n\n引言。\n\n## 1.1 背景\n\n背景段落。\n\n# 第二章\n\n结论。",
+        );
+        let c = streamed(
+            1000,
+            100,
+            &[Page {
+                number: Some(3),
+                blocks,
+            }],
+        );
+        let texts: Vec<&str> = c.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "# 第一章\n\n引言。",
+                "## 1.1 背景\n\n背景段落。",
+                "# 第二章\n\n结论。"
+            ]
+        );
+        assert_eq!(c[1].heading_path, ["第一章", "1.1 背景"]);
+        assert_eq!(c[2].heading_path, ["第二章"]);
+        assert!(c.iter().all(|c| c.page == Some(3)));
+        assert_eq!(c[2].id, chunk_id(doc(), 2));
+    }
+
+    #[test]
+    fn tables_split_between_rows_with_the_header_repeated() {
+        let rows: Vec<Vec<String>> = (0..30)
+            .map(|i| vec![format!("row {i}"), format!("value {i}")])
+            .collect();
+        let page = Page {
+            number: Some(1),
+            blocks: vec![
+                Block::Heading {
+                    level: 1,
+                    text: "Sheet1".into(),
+                },
+                Block::Table {
+                    header: vec!["name".into(), "value".into()],
+                    rows,
+                },
+            ],
+        };
+        let c = streamed(200, 40, &[page]);
+        assert!(c.len() > 3, "{c:?}");
+        let mut seen = std::collections::BTreeSet::new();
+        for ch in &c {
+            assert_eq!(ch.heading_path, ["Sheet1"]);
+            let table = ch.text.trim_start_matches("# Sheet1\n\n");
+            assert!(
+                table.starts_with("| name | value |\n| --- | --- |\n| row "),
+                "{table}"
+            );
+            for line in table.lines().skip(2) {
+                assert!(line.starts_with("| row ") && line.ends_with(" |"), "{line}");
+                seen.insert(line.to_string());
+            }
+        }
+        assert_eq!(seen.len(), 30);
+    }
+
+    #[test]
+    fn chunks_come_out_while_pages_arrive() {
+        let chunker = TextChunker::new(100, 0);
+        let mut stream = chunker.stream(doc());
+        let mut out = Vec::new();
+        for n in 1..=5 {
+            let blocks = crate::document::paragraphs(&"Ein Satz hier. ".repeat(5));
+            stream.push(
+                &Page {
+                    number: Some(n),
+                    blocks,
+                },
+                &mut out,
+            );
+        }
+        assert!(out.len() >= 3, "{out:?}");
+        stream.finish(&mut out);
+        assert_eq!(out.last().map(|c| c.page), Some(Some(5)));
+        let idx: Vec<usize> = out.iter().map(|c| c.index).collect();
+        assert_eq!(idx, (0..out.len()).collect::<Vec<_>>());
     }
 }
