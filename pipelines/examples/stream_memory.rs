@@ -66,7 +66,15 @@ async fn parent(files: &[String]) -> Result<()> {
     ];
     println!(
         "{:<16} {:>9} {:>7} {:>8} {:>10} {:>10} {:>11} {:>10} {:>8}",
-        "document", "MiB", "pages", "chunks", "worker MiB", "helper MiB", "helper file", "sum MiB", "s"
+        "document",
+        "MiB",
+        "pages",
+        "chunks",
+        "worker MiB",
+        "helper MiB",
+        "helper file",
+        "sum MiB",
+        "s"
     );
     for file in files {
         let path = Path::new(file);
@@ -163,7 +171,9 @@ fn live_children_kib() -> (u64, u64) {
             continue;
         }
         hwm += field("VmHWM:").and_then(|v| v.parse().ok()).unwrap_or(0u64);
-        file += field("RssFile:").and_then(|v| v.parse().ok()).unwrap_or(0u64);
+        file += field("RssFile:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0u64);
     }
     (hwm, file)
 }
