@@ -53,16 +53,27 @@ def main():
         fail("container port must match MINDORA_METRICS_ADDR")
 
     # One memory rule for compose and Kubernetes (infra/scripts/memory_rule.py): base +
-    # concurrency x factor x max object + /tmp (a disk emptyDir's page cache counts in the pod).
+    # concurrency x per-job bound + PDF helpers + /tmp (a disk emptyDir's page cache counts in
+    # the pod). The object cap bounds the downloads emptyDir, not memory.
     concurrency = int(config["MINDORA_CONCURRENCY"])
     cap = int(config["MINDORA_MAX_OBJECT_BYTES"])
+    parsed = int(config["MINDORA_MAX_PARSED_BYTES"])
+    pool = int(config["MINDORA_PDF_POOL"])
     tmp_vol = next(v for v in pod["volumes"] if v["name"] == "tmp")
     tmp = mebibytes(tmp_vol["emptyDir"]["sizeLimit"]) * 1024 * 1024
-    need = memory_rule.need_bytes(concurrency, cap, tmp) / (1024 * 1024)
+    need = memory_rule.need_bytes(concurrency, parsed, pool, tmp) / (1024 * 1024)
     limit = mebibytes(worker["resources"]["limits"]["memory"])
     request = mebibytes(worker["resources"]["requests"]["memory"])
     if limit < need:
-        fail(f"memory limit {limit}Mi below the rule {memory_rule.formula(concurrency, cap, tmp)}")
+        fail(f"memory limit {limit}Mi below the rule {memory_rule.formula(concurrency, parsed, pool, tmp)}")
+    if memory_rule.object_problem(cap):
+        fail(memory_rule.object_problem(cap))
+    downloads = next((v for v in pod["volumes"] if v["name"] == "downloads"), None)
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    if not downloads or mounts.get("downloads") != config.get("MINDORA_TMP_DIR"):
+        fail("no emptyDir 'downloads' mounted at MINDORA_TMP_DIR")
+    if mebibytes(downloads["emptyDir"]["sizeLimit"]) * 1024 * 1024 < concurrency * cap:
+        fail("the downloads emptyDir holds less than MINDORA_CONCURRENCY x MINDORA_MAX_OBJECT_BYTES")
     if request > limit:
         fail("memory request above the limit")
 

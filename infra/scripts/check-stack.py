@@ -12,9 +12,9 @@ One PASS/FAIL line per check (exit 1 on any failure):
                 {app}-documents template/alias/ILM; the exporter role is read-only on ILM
   names         Qdrant collection, PostgreSQL schema, ES documents alias named alike in
                 pipelines/src/model.rs, the init scripts, the Consul KV seed and infra/README.md
-  memory        worker: MEM_WORKER and the Kubernetes limit hold memory_rule.py's 128 MiB +
-                concurrency x 16 x max object + /tmp (measured in a cgroup)
-                + its capped tmpfs, the compose file passes the cap;
+  memory        worker: MEM_WORKER and the Kubernetes limit hold memory_rule.py's base +
+                concurrency x per-job bound + PDF helpers + /tmp (measured, issue 24), the
+                compose file passes the caps, the pool size and a disk temp dir;
                 RabbitMQ: absolute watermark <= 0.6 x MEM_RABBITMQ; Redis maxmemory <= half
                 of MEM_REDIS (fork headroom)
   postgres      healthcheck over TCP, init waits for queries, max_connections holds every
@@ -273,8 +273,8 @@ def check_names():
 
 
 # ------------------------------------------------------------------ memory
-# One rule for compose and Kubernetes (infra/scripts/memory_rule.py, measured in a real cgroup:
-# infra/tests/worker-memory-cgroup.sh): BASE + concurrency x FACTOR x max object + /tmp.
+# One rule for compose and Kubernetes (infra/scripts/memory_rule.py, measured with
+# pipelines/examples/stream_memory.rs): BASE + concurrency x job + PDF helpers + /tmp.
 
 
 def k8s_quantity(q):
@@ -297,27 +297,40 @@ def k8s_memory():
     # A disk emptyDir's page cache is charged to the pod too; count its cap like a tmpfs.
     tmp = k8s_quantity(tmp_vol["emptyDir"]["sizeLimit"])
     conc, cap = int(config["MINDORA_CONCURRENCY"]), int(config["MINDORA_MAX_OBJECT_BYTES"])
-    need = memory_rule.need_bytes(conc, cap, tmp)
+    parsed, pool = int(config["MINDORA_MAX_PARSED_BYTES"]), int(config["MINDORA_PDF_POOL"])
+    need = memory_rule.need_bytes(conc, parsed, pool, tmp)
     problems = []
     if limit < need:
-        problems.append(f"Kubernetes limit {limit >> 20}Mi < {memory_rule.formula(conc, cap, tmp)}")
-    return problems, f"Kubernetes {limit >> 20}Mi >= {memory_rule.formula(conc, cap, tmp)}"
+        problems.append(f"Kubernetes limit {limit >> 20}Mi < {memory_rule.formula(conc, parsed, pool, tmp)}")
+    if memory_rule.object_problem(cap):
+        problems.append("Kubernetes: " + memory_rule.object_problem(cap))
+    downloads = next((v for v in pod["volumes"] if v["name"] == "downloads"), None)
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    if not downloads or mounts.get("downloads") != config.get("MINDORA_TMP_DIR"):
+        problems.append("Kubernetes: no emptyDir 'downloads' mounted at MINDORA_TMP_DIR")
+    elif k8s_quantity(downloads["emptyDir"]["sizeLimit"]) < conc * cap:
+        problems.append("Kubernetes: the downloads emptyDir holds less than concurrency x object cap")
+    return problems, f"Kubernetes {limit >> 20}Mi >= {memory_rule.formula(conc, parsed, pool, tmp)}"
 
 
 def check_memory():
     env = env_example()
     problems = []
     mem = size_bytes(env["MEM_WORKER"])
-    if "WORKER_MAX_OBJECT_BYTES" not in env:
-        problems.append("no WORKER_MAX_OBJECT_BYTES in .env.example: the download cap is not tied to MEM_WORKER")
+    for key in ("WORKER_MAX_OBJECT_BYTES", "WORKER_MAX_PARSED_BYTES", "WORKER_PDF_POOL", "WORKER_TMP_DIR"):
+        if key not in env:
+            problems.append(f"no {key} in .env.example: the worker's memory rule needs it")
     cap = int(env.get("WORKER_MAX_OBJECT_BYTES", 100 * 1024**2))
+    parsed = int(env.get("WORKER_MAX_PARSED_BYTES", 32 * 1024**2))
+    pool = int(env.get("WORKER_PDF_POOL", 64))
     conc = int(env["WORKER_CONCURRENCY"])
     # The tmpfs /tmp is RAM in the same cgroup.
     tmp = size_bytes(env.get("WORKER_TMP_SIZE", "0"))
-    need = memory_rule.need_bytes(conc, cap, tmp)
+    need = memory_rule.need_bytes(conc, parsed, pool, tmp)
     if mem < need:
-        problems.append(f"MEM_WORKER {env['MEM_WORKER']} < {memory_rule.formula(conc, cap, tmp)}"
-                        " (WORKER_CONCURRENCY x FACTOR x WORKER_MAX_OBJECT_BYTES)")
+        problems.append(f"MEM_WORKER {env['MEM_WORKER']} < {memory_rule.formula(conc, parsed, pool, tmp)}")
+    if memory_rule.object_problem(cap):
+        problems.append(memory_rule.object_problem(cap))
     k8s_problems, k8s_detail = k8s_memory()
     problems += k8s_problems
     if "/tmp:size=${WORKER_TMP_SIZE}" not in compose()["services"]["worker"].get("tmpfs", []):
@@ -325,9 +338,22 @@ def check_memory():
     redis_max, redis_mem = size_bytes(env["REDIS_MAXMEMORY"]), size_bytes(env["MEM_REDIS"])
     if redis_max > redis_mem // 2:
         problems.append(f"REDIS_MAXMEMORY {env['REDIS_MAXMEMORY']} > half of MEM_REDIS {env['MEM_REDIS']} (fork headroom)")
-    w = compose()["services"]["worker"]["environment"]
-    if str(w.get("MINDORA_MAX_OBJECT_BYTES")) != "${WORKER_MAX_OBJECT_BYTES}":
-        problems.append("worker environment lacks MINDORA_MAX_OBJECT_BYTES: ${WORKER_MAX_OBJECT_BYTES}")
+    worker = compose()["services"]["worker"]
+    w = worker["environment"]
+    for var, key in (("MINDORA_MAX_OBJECT_BYTES", "WORKER_MAX_OBJECT_BYTES"),
+                     ("MINDORA_MAX_PARSED_BYTES", "WORKER_MAX_PARSED_BYTES"),
+                     ("MINDORA_PDF_POOL", "WORKER_PDF_POOL"), ("MINDORA_TMP_DIR", "WORKER_TMP_DIR")):
+        if str(w.get(var)) != "${" + key + "}":
+            problems.append(f"worker environment lacks {var}: ${{{key}}}")
+    # Downloads go to a disk volume, not the RAM tmpfs, and the image makes its directory.
+    if "worker-tmp:${WORKER_TMP_DIR}" not in worker.get("volumes", []):
+        problems.append("worker has no worker-tmp volume at ${WORKER_TMP_DIR}")
+    if "worker-tmp" not in (compose().get("volumes") or {}):
+        problems.append("no top-level volume worker-tmp")
+    dockerfile = read("worker/Dockerfile")
+    tmp_dir = env.get("WORKER_TMP_DIR", "?")
+    if f"mkdir -p {tmp_dir}" not in dockerfile or f"chown 10001:10001 {tmp_dir}" not in dockerfile:
+        problems.append(f"worker/Dockerfile does not make {tmp_dir} owned by 10001")
     # The code's default (100 MiB, for deployments that set nothing) need not be compose's:
     # compose always passes MINDORA_MAX_OBJECT_BYTES (checked above).
     # Issue 24: downloads stream to a temporary file (MINDORA_TMP_DIR, else /tmp: the tmpfs
@@ -345,7 +371,7 @@ def check_memory():
     elif size_bytes(m.group(1)) > 0.6 * limit + 1024**2:
         problems.append(f"RabbitMQ watermark {m.group(1)} > 0.6 x MEM_RABBITMQ {env['MEM_RABBITMQ']}")
     report("memory", problems,
-           f"worker {env['MEM_WORKER']} >= {memory_rule.formula(conc, cap, tmp)} (measured in a cgroup); "
+           f"worker {env['MEM_WORKER']} >= {memory_rule.formula(conc, parsed, pool, tmp)} (measured); "
            f"{k8s_detail}; Redis maxmemory <= half its limit; "
            f"RabbitMQ alarm {m.group(1) if m else '?'} of {env['MEM_RABBITMQ']}")
 

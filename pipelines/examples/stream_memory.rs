@@ -5,9 +5,12 @@
 //! The stand-ins (real s3s-fs S3 server, OpenAI/Elasticsearch/Qdrant fakes, real PostgreSQL)
 //! run in this process, which uploads each file; each document is then processed by a fresh
 //! child process (this example again, with `--child`) so its figures are its own: the worker's
-//! peak RSS (`VmHWM`) plus the largest peak of its PDF helper children (`RUSAGE_CHILDREN`), the
-//! sum being what a container limit has to hold. The fakes keep every indexed chunk in memory,
-//! which is why they are not in the measured process.
+//! peak RSS (`VmHWM`) plus the peaks of its PDF helpers, the sum being what a container limit
+//! has to hold. The helpers are warm (a pool keeps them alive after the document), so they are
+//! read while alive from `/proc/<pid>/status` (`VmHWM`, and `RssFile`: the mapped PDF's pages,
+//! page cache the kernel can drop), and helpers already reaped (recycled) from
+//! `RUSAGE_CHILDREN`. The fakes keep every indexed chunk in memory, which is why they are not in
+//! the measured process.
 
 use std::path::Path;
 use std::process::Command;
@@ -62,8 +65,16 @@ async fn parent(files: &[String]) -> Result<()> {
         ("MINDORA_MAX_PARSED_BYTES", Some((128u64 << 20).to_string())),
     ];
     println!(
-        "{:<16} {:>9} {:>7} {:>8} {:>10} {:>10} {:>10} {:>8}",
-        "document", "MiB", "pages", "chunks", "worker MiB", "helper MiB", "sum MiB", "s"
+        "{:<16} {:>9} {:>7} {:>8} {:>10} {:>10} {:>11} {:>10} {:>8}",
+        "document",
+        "MiB",
+        "pages",
+        "chunks",
+        "worker MiB",
+        "helper MiB",
+        "helper file",
+        "sum MiB",
+        "s"
     );
     for file in files {
         let path = Path::new(file);
@@ -92,10 +103,14 @@ async fn parent(files: &[String]) -> Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let (w, h) = (r["worker_kib"].as_f64(), r["helper_kib"].as_f64());
-        let (w, h) = (w.unwrap_or(0.0) / 1024.0, h.unwrap_or(0.0) / 1024.0);
+        let mib_of = |k: &str| r[k].as_f64().unwrap_or(0.0) / 1024.0;
+        let (w, h, f) = (
+            mib_of("worker_kib"),
+            mib_of("helper_kib"),
+            mib_of("helper_file_kib"),
+        );
         println!(
-            "{name:<16} {mib:>9.1} {:>7} {:>8} {w:>10.0} {h:>10.0} {:>10.0} {secs:>8.1}",
+            "{name:<16} {mib:>9.1} {:>7} {:>8} {w:>10.0} {h:>10.0} {f:>11.0} {:>10.0} {secs:>8.1}",
             r["pages"],
             r["chunks"],
             w + h
@@ -123,12 +138,44 @@ async fn child(args: &[String]) -> Result<()> {
             &mindora_pipelines::NoProgress,
         )
         .await?;
+    let (live_hwm, live_file) = live_children_kib();
     println!(
         "{}",
         json!({"pages": out["pages"], "chunks": out["chunks"],
-               "worker_kib": vm_hwm_kib()?, "helper_kib": children_maxrss_kib()})
+               "worker_kib": vm_hwm_kib()?,
+               "helper_kib": live_hwm.max(children_maxrss_kib().max(0) as u64),
+               "helper_file_kib": live_file})
     );
     Ok(())
+}
+
+/// The live children's (warm PDF helpers') summed peak resident sets (`VmHWM`) and summed
+/// file-backed resident memory now (`RssFile`: the mapped PDF), KiB.
+fn live_children_kib() -> (u64, u64) {
+    let me = std::process::id().to_string();
+    let (mut hwm, mut file) = (0, 0);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return (0, 0);
+    };
+    for entry in dir.flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().trim_end_matches("kB").trim().to_string())
+        };
+        if field("PPid:").as_deref() != Some(me.as_str()) {
+            continue;
+        }
+        hwm += field("VmHWM:").and_then(|v| v.parse().ok()).unwrap_or(0u64);
+        file += field("RssFile:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0u64);
+    }
+    (hwm, file)
 }
 
 /// This process's peak resident set (`VmHWM`), KiB.
