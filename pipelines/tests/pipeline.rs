@@ -232,7 +232,8 @@ async fn formats_and_1536_dimensions() {
     assert!(all
         .iter()
         .any(|t| t.contains("年度计划。第一部分讨论目标。")));
-    assert!(all.iter().any(|t| t.contains("城市\t人口")));
+    // A sheet is a Markdown table (its first row the header).
+    assert!(all.iter().any(|t| t.contains("| 城市 | 人口 |")), "{all:?}");
     assert!(all.iter().any(|t| t.contains("系统维护通知。")));
     drop(es);
     assert_eq!(
