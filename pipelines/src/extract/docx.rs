@@ -3,7 +3,7 @@
 
 use docx_rs::{
     DocumentChild, InsertChild, Paragraph, ParagraphChild, Run, RunChild, StructuredDataTag,
-    StructuredDataTagChild, Table, TableCellContent, TableChild, TableRowChild,
+    StructuredDataTagChild, Table, TableCell, TableCellContent, TableChild, TableRowChild,
 };
 
 use std::collections::HashMap;
@@ -80,24 +80,29 @@ fn sdt(s: &StructuredDataTag, out: &mut String) {
     }
 }
 
+/// A cell's paragraphs (and nested tables, flattened) on one line.
+fn cell_text(cell: &TableCell) -> String {
+    let mut text = String::new();
+    for c in &cell.children {
+        match c {
+            TableCellContent::Paragraph(p) => {
+                p.children
+                    .iter()
+                    .for_each(|c| paragraph_child(c, &mut text));
+                text.push(' ');
+            }
+            TableCellContent::Table(t) => table(t, &mut text),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn table(t: &Table, out: &mut String) {
     for TableChild::TableRow(row) in &t.rows {
         let mut cells = Vec::new();
         for TableRowChild::TableCell(cell) in &row.cells {
-            let mut text = String::new();
-            for c in &cell.children {
-                match c {
-                    TableCellContent::Paragraph(p) => {
-                        p.children
-                            .iter()
-                            .for_each(|c| paragraph_child(c, &mut text));
-                        text.push(' ');
-                    }
-                    TableCellContent::Table(t) => table(t, &mut text),
-                    _ => {}
-                }
-            }
-            cells.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+            cells.push(cell_text(cell));
         }
         out.push_str(&cells.join("\t"));
         out.push('\n');
@@ -241,20 +246,7 @@ fn table_block(t: &Table) -> Block {
     for TableChild::TableRow(row) in &t.rows {
         let mut cells = Vec::new();
         for TableRowChild::TableCell(cell) in &row.cells {
-            let mut text = String::new();
-            for c in &cell.children {
-                match c {
-                    TableCellContent::Paragraph(p) => {
-                        p.children
-                            .iter()
-                            .for_each(|c| paragraph_child(c, &mut text));
-                        text.push(' ');
-                    }
-                    TableCellContent::Table(t) => table(t, &mut text),
-                    _ => {}
-                }
-            }
-            cells.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+            cells.push(cell_text(cell));
         }
         rows.push(cells);
     }
