@@ -143,16 +143,27 @@ async fn one_trace_from_the_http_request_through_the_worker_to_every_service() -
             ctx()
         );
     }
-    for stage in [
-        "fetch", "extract", "chunk", "embed", "index", "record", "notify",
-    ] {
-        let s = spans
+    let stage_span = |stage: &str| {
+        spans
             .iter()
             .find(|s| s.name == stage)
-            .with_context(|| format!("stage {stage}: {}", ctx()))?;
+            .with_context(|| format!("stage {stage}: {}", ctx()))
+    };
+    for stage in ["fetch", "extract", "record", "notify"] {
         ensure!(
-            s.parent_span_id == process.span_id,
+            stage_span(stage)?.parent_span_id == process.span_id,
             "{stage} under process: {}",
+            ctx()
+        );
+    }
+    // process_document streams: chunk, embed and index run batch by batch while extraction
+    // reads the pages, inside its span (pipelines/tests/telemetry.rs checks their order).
+    let extract = stage_span("extract")?;
+    for stage in ["chunk", "embed", "index"] {
+        let parent = &stage_span(stage)?.parent_span_id;
+        ensure!(
+            *parent == extract.span_id || *parent == process.span_id,
+            "{stage} under extract or process: {}",
             ctx()
         );
     }
